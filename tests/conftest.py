@@ -1,0 +1,42 @@
+"Session fixtures that start real local services with velox's own code (velox.services)."
+import pytest
+from velox.core import VeloxError
+
+# Kafka consumer-group settings for tests: the local broker takes about half of session_timeout_ms to
+# complete a group join, so keep it short.
+KAFKA_TEST_KW = dict(session_timeout_ms=6000, heartbeat_interval_ms=1000)
+
+
+def _start(start, module):
+    pytest.importorskip(module, reason=f"{module} client not installed: pip install 'velox[services]'")
+    try: return start()
+    except VeloxError as e:
+        if 'not installed' in str(e): pytest.skip(str(e))
+        raise
+
+
+@pytest.fixture(scope='session')
+def kafka_bootstrap():
+    "'127.0.0.1:PORT' of a tansu broker (in-memory storage) running for the whole test session."
+    from velox.services import start_broker
+    svc = _start(start_broker, 'kafka')
+    yield svc.dsn.split('://', 1)[1]
+    svc.stop()
+
+
+@pytest.fixture(scope='session')
+def redis_url():
+    "'redis://127.0.0.1:PORT/0' of a redis-server running for the whole test session."
+    from velox.services import start_redis
+    svc = _start(start_redis, 'redis')
+    yield svc.dsn
+    svc.stop()
+
+
+@pytest.fixture
+def kafka_bus(kafka_bootstrap):
+    "A KafkaBus on the session broker with the short test group timeouts; closed after the test."
+    from velox.bus import KafkaBus
+    bus = KafkaBus(kafka_bootstrap, **KAFKA_TEST_KW)
+    yield bus
+    bus.close()
