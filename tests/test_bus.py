@@ -84,7 +84,7 @@ def test_frames_and_json_round_trip_through_the_bus_with_keys_in_kafka_partition
     tf, tj = _topic('frames'), _topic('json')
     n_frames = publish(bus, tf, 'trade', trades, rows_per_frame=256)
     n_json = publish(bus, tj, 'trade', trades[:300], codec='json')
-    publish_eos(bus, tf, syms)
+    publish_eos(bus, tf, syms, partitions=False)
     bus.flush()
     assert n_json == 300
 

@@ -171,11 +171,12 @@ class MemoryBus:
         if topic not in self._logs: self.create_topics(topic)
         return self._logs[topic]
 
-    def produce(self, topic:str, value:bytes, key:str|None=None, headers:dict|None=None) -> None:
-        "Append a message; a key picks its partition as Kafka's default partitioner does."
+    def produce(self, topic:str, value:bytes, key:str|None=None, headers:dict|None=None, partition:int|None=None) -> None:
+        "Append a message; a key picks its partition as Kafka's default partitioner does (or give `partition`)."
         with self._cv:
             log = self._log(topic)
-            p = partition_for(key, len(log)) if key is not None else next(self._rr) % len(log)
+            p = partition if partition is not None else \
+                partition_for(key, len(log)) if key is not None else next(self._rr) % len(log)
             log[p].append(Message(topic, p, len(log[p]), key, bytes(value), _headers(headers)))
             self._cv.notify_all()
 
@@ -318,11 +319,11 @@ class KafkaBus:
             self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, **kw)
         return self._producer
 
-    def produce(self, topic:str, value:bytes, key:str|None=None, headers:dict|None=None) -> None:
+    def produce(self, topic:str, value:bytes, key:str|None=None, headers:dict|None=None, partition:int|None=None) -> None:
         "Send a message (asynchronously; `flush` waits and raises the first delivery error)."
         if topic not in self._known: self.create_topics(topic)
         fut = self._prod().send(topic, value=bytes(value), key=None if key is None else key.encode('utf-8'),
-                                headers=list(_headers(headers).items()) or None)
+                                headers=list(_headers(headers).items()) or None, partition=partition)
         fut.add_errback(self._errors.append)
 
     def flush(self, timeout_s:float|None=None) -> None:
@@ -456,14 +457,18 @@ def publish(bus, topic:str, kind:str, batch:np.ndarray, codec:str='frame', rows_
         sent += len(vals)
     return sent
 
-def publish_eos(bus, topic:str, symbols) -> int:
-    "An end-of-stream marker per symbol (empty value, header `velox-eos`)."
+def publish_eos(bus, topic:str, symbols, partitions:bool=True) -> int:
+    """End-of-stream markers (empty value, header `velox-eos`): one per symbol (keyed, so it follows the
+    symbol's data), then, with `partitions`, one without key in every partition of the topic, so a consumer
+    knows when all of its partitions have ended without knowing which symbols to expect."""
     symbols = [symbols] if isinstance(symbols, str) else list(symbols)
     for s in symbols: bus.produce(topic, b'', key=str(s), headers={EOS_HEADER: b'1'})
-    return len(symbols)
+    n = topic_spec(topic).partitions if partitions else 0
+    for p in range(n): bus.produce(topic, b'', headers={EOS_HEADER: b'1'}, partition=p)
+    return len(symbols) + n
 
 def is_eos(msg:Message) -> bool:
-    "Whether `msg` is an end-of-stream marker."
+    "Whether `msg` is an end-of-stream marker (of a symbol if it has a key, else of its partition)."
     return msg.headers.get(EOS_HEADER) == b'1'
 
 # %% ../nbs/07_bus.ipynb #f3a196db

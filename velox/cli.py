@@ -57,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('--group', default='velox-detect', help='consumer group (default velox-detect); members of one group share partitions')
     p.add_argument('--client-id', help='name of this member in logs and broker tools')
     p.add_argument('--params', metavar='FILE', help='detector parameters (YAML/JSON)')
-    p.add_argument('--idle-timeout', type=float, metavar='S', help='stop once every stream seen has ended and nothing arrived for S seconds')
+    p.add_argument('--until-end', action='store_true', help='stop once every partition this member owns has ended (finite replays end with markers)')
+    p.add_argument('--idle-timeout', type=float, metavar='S', help='stop once every symbol seen has ended and nothing arrived for S seconds')
     p.add_argument('--max-runtime', type=float, metavar='S', help='stop after S seconds')
     p.add_argument('--stop-file', metavar='FILE', help='stop gracefully (flush, commit) when this file appears')
     p.add_argument('--status', metavar='FILE', help='keep a JSON status (assignment, counts) in this file')
@@ -108,7 +109,7 @@ def cmd_replay(a):
 
 def cmd_worker(a):
     cfg = _cfg(a)
-    kw = dict(bus=cfg.bus, group=a.group, params=a.params, client_id=a.client_id, idle_timeout_s=a.idle_timeout,
+    kw = dict(bus=cfg.bus, group=a.group, params=a.params, client_id=a.client_id, until_end=a.until_end, idle_timeout_s=a.idle_timeout,
               max_runtime_s=a.max_runtime, stop_file=a.stop_file, status_path=a.status,
               store=cfg.store_dsn if a.sink_store else None, hot=cfg.hot if a.sink_hot else None)
     if a.notebook: return run_worker_notebook(a.stage, a.notebook, **kw)

@@ -66,7 +66,7 @@ def publish_replay(bus, replay:Replay, eos:bool=True) -> int:
     return replay.done
 
 def detect_worker(bus:str='memory://', group:str='velox-detect', params:str|dict|None=None, client_id:str|None=None,
-                  idle_timeout_s:float|None=None, max_runtime_s:float|None=None, stop_file:str|None=None,
+                  until_end:bool=False, idle_timeout_s:float|None=None, max_runtime_s:float|None=None, stop_file:str|None=None,
                   status_path:str|None=None, store:str|None=None, hot:str|None=None, handle_signals:bool=True) -> dict:
     "Run the detect stage as a consumer-group member until stopped; returns its stats as a dict."
     from velox.stores import Store, StoreSink, HotSink, hot_from_dsn
@@ -76,7 +76,7 @@ def detect_worker(bus:str='memory://', group:str='velox-detect', params:str|dict
     if store: sinks.append(StoreSink(Store(store).migrate(), kinds=('alert',)))
     if hot: sinks.append(HotSink(hot_from_dsn(hot)))
     w = Worker(detect_stage(p), b, DETECT_INPUTS, DETECT_OUTPUTS, group=group, sinks=sinks, client_id=client_id)
-    stats = w.run(idle_timeout_s=idle_timeout_s, max_runtime_s=max_runtime_s, stop_file=stop_file,
+    stats = w.run(until_end=until_end, idle_timeout_s=idle_timeout_s, max_runtime_s=max_runtime_s, stop_file=stop_file,
                   status_path=status_path, handle_signals=handle_signals)
     return stats.__dict__
 
@@ -176,7 +176,7 @@ def _run_on_bus(cfg:Config, replay:Replay, params, sinks) -> RunResult:
     while not w.consumer.assignment():  # join before publishing, so the worker starts at this run's data
         w.step()
         if time.monotonic() > deadline: raise ConfigError(f"bus {cfg.bus}: the worker could not join group {group}")
-    t = threading.Thread(target=w.run, kwargs=dict(idle_timeout_s=2.0), daemon=True)
+    t = threading.Thread(target=w.run, kwargs=dict(until_end=True), daemon=True)
     t.start()
     publish_replay(bus, replay)
     t.join()

@@ -68,7 +68,7 @@ class Worker:
         self.collected, self.merges, self.log = Collector(collect if collect is not None else ()), {}, get_logger('worker')
         self._held = defaultdict(set)  # (topic, partition) -> offsets not fully processed
         self._next = {}  # (topic, partition) -> offset after the last polled message
-        self._pending_eos, self._flushed, self.consumer = defaultdict(set), set(), None
+        self._pending_eos, self._flushed, self._ended, self.consumer = defaultdict(set), set(), set(), None
 
     def stop(self): self._stop.set()
 
@@ -111,6 +111,8 @@ class Worker:
             self._next[tp] = m.offset + 1
             self.stats.consumed += 1
             sym = m.key
+            if is_eos(m) and sym is None:  # the whole partition ended
+                self._ended.add(tp); continue
             if is_eos(m):
                 if sym in self.merges: self.merges[sym].close(self.inputs[m.topic]); touched.add(sym)
                 else: self._pending_eos[sym].add(self.inputs[m.topic])
@@ -138,13 +140,13 @@ class Worker:
             if self.consumer.commit(self._commit_offsets()): self.stats.commits += 1
         return len(msgs)
 
-    def run(self, idle_timeout_s:float|None=None, max_runtime_s:float|None=None, stop_file:str|None=None,
-            status_path:str|None=None, handle_signals:bool=False) -> WorkerStats:
+    def run(self, until_end:bool=False, idle_timeout_s:float|None=None, max_runtime_s:float|None=None,
+            stop_file:str|None=None, status_path:str|None=None, handle_signals:bool=False) -> WorkerStats:
         "Run until stopped (see above); returns the stats."
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT): signal.signal(sig, lambda *_: self.stop())
         if self.consumer is None: self.connect()
-        t0 = last = time.monotonic()
+        t0, last = time.monotonic(), None
         self.stats.state = 'running'
         try:
             while not self._stop.is_set():
@@ -155,7 +157,9 @@ class Worker:
                 if stop_file and os.path.exists(stop_file): break
                 if max_runtime_s is not None and now - t0 > max_runtime_s: break
                 drained = all(m.closed for m in self.merges.values())
-                if idle_timeout_s is not None and drained and now - last > idle_timeout_s: break
+                mine = self.consumer.assignment()
+                if until_end and drained and mine and mine <= self._ended: break
+                if idle_timeout_s is not None and drained and last is not None and now - last > idle_timeout_s: break
         finally:
             for s in self.sinks: s.flush()
             self.bus.flush()
