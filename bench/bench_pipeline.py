@@ -8,7 +8,13 @@ events/s to the pandas reference run in this process. Nothing here is asserted e
 finds the same alerts as the reference (so the rates compare the same work); see bench/README.md.
 """
 from __future__ import annotations
-import argparse, os, platform, shutil, sys, tempfile, time
+import argparse
+import gc
+import os
+import platform
+import shutil
+import tempfile
+import time
 import numpy as np
 import pandas as pd
 
@@ -92,7 +98,7 @@ def velox_bus(srcs, split:dict|None=None):
     publish_replay(bus, Replay(srcs))
     t1 = time.perf_counter()
     w = Worker(detect_stage(), bus, DETECT_INPUTS, DETECT_OUTPUTS, group='bench', poll_ms=5, collect=('alert',))
-    w.run(idle_timeout_s=0.01)
+    w.run(until_end=True, idle_timeout_s=0.01)  # ends at the partitions' end markers, no idle wait
     if split is not None: split.update(publish=t1 - t0, worker=time.perf_counter() - t1)
     return w.collected.result().get('alert')
 
@@ -100,6 +106,7 @@ def best_of(fn, repeat:int):
     "Best wall time of `repeat` calls, and the last call's result."
     best, out = float('inf'), None
     for _ in range(repeat):
+        gc.collect()  # start each run with no garbage from the last one
         t0 = time.perf_counter(); out = fn(); best = min(best, time.perf_counter() - t0)
     return best, out
 
@@ -122,11 +129,12 @@ def table(rows:list[tuple], ref_rate:float) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog='bench_pipeline', description=__doc__.split('\n')[0])
-    p.add_argument('--days', type=int, default=1, help=f'1 = --day only; N > 1 = the first N recorded days (5 = 2013-10-07..11)')
+    p.add_argument('--days', type=int, default=1, help='1 = --day only; N > 1 = the first N recorded days (5 = 2013-10-07..11)')
     p.add_argument('--day', default=DEFAULT_DAY, help=f'the day when --days 1 (default {DEFAULT_DAY})')
     p.add_argument('--symbols', default='IBM,BAC', help='comma-separated symbols (default IBM,BAC)')
     p.add_argument('--repeat', type=int, default=3, help='best of R timed runs per row (default 3)')
-    p.add_argument('--data-dir', default='replay/data', help='recorded data root (default replay/data)')
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'replay', 'data')
+    p.add_argument('--data-dir', default=os.path.normpath(here), help='recorded data root (default: replay/data here)')
     a, _ = p.parse_known_args(argv)  # run_path'd by `velox bench`, sys.argv is the CLI's: ignore what is not ours
     symbols = [s.strip().upper() for s in a.symbols.split(',') if s.strip()]
     cat = Catalog(a.data_dir)
@@ -169,6 +177,7 @@ def main(argv=None):
             rows.append((name, n, best_of(fn, a.repeat)[0], ''))
         split, best = {}, None
         for _ in range(a.repeat):
+            gc.collect()
             s = {}; t0 = time.perf_counter(); velox_bus(srcs, s); t = time.perf_counter() - t0
             if best is None or t < best: best, split = t, s
         rows += [(runners[3][0], n, best, ''), ('  of which publish_replay', n, split['publish'], ''),

@@ -165,3 +165,5 @@ def main(argv=None):
         print(f"velox: error: {e}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt:
         print('velox: interrupted', file=sys.stderr); sys.exit(130)
+
+if __name__ == '__main__': main()  # python -m velox.cli

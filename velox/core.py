@@ -26,8 +26,8 @@ class DataError(VeloxError):
         where = self.source + (f", line {line}" if line is not None else "") + (f", field '{field}'" if field else "")
         super().__init__(f"{where}: {msg}")
 
-class ConfigError(VeloxError):
-    "Bad configuration: names the key (and the file it came from) and what was expected."
+class ConfigError(VeloxError, ValueError):
+    "Bad configuration or argument: names the key (and the file it came from) and what was expected."
 
 # %% ../nbs/00_core.ipynb #9b3b71c8
 @dataclass
@@ -100,7 +100,7 @@ def day_start_ns(day:date|str, tz:ZoneInfo=NY) -> int:
 def parse_day(s:str) -> date:
     "Parse `YYYYMMDD` or `YYYY-MM-DD`."
     try: return datetime.strptime(s.replace('-', ''), '%Y%m%d').date()
-    except ValueError: raise ValueError(f"date {s!r}: expected YYYY-MM-DD or YYYYMMDD") from None
+    except ValueError: raise ConfigError(f"date {s!r}: expected YYYY-MM-DD or YYYYMMDD") from None
 
 def ns_to_iso(ts:int) -> str:
     "ISO-8601 UTC with nanoseconds: `2013-10-08T13:30:00.065000000Z`."
