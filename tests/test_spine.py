@@ -65,7 +65,7 @@ def test_nbbo_matches_brute_force_latest_bid_row_and_latest_ask_row(sym):
     q = CAT.find(sym, day, kinds=('quote',))[0]
     rows = raw_rows(q.path)
     state = nbbo_after_each_row(rows)
-    nb, _ = consolidated_nbbo(q.load(), final=True)
+    nb, _ = consolidated_nbbo(q.load())
     # every NBBO event equals the brute-force state after the row that produced it
     expect = np.array([state[i] for i in nb['seq']], dtype='int64')
     got = np.stack([nb['bid'] // S, nb['bid_size'].astype('int64'), nb['ask'] // S, nb['ask_size'].astype('int64')], axis=1)
@@ -172,3 +172,33 @@ def test_cli_bad_config_key_names_the_file_and_key(tmp_path):
     cfg.write_text('bus: memory://\nbroker: kafka://x\n')
     r = _velox('run', '--config', str(cfg), '--no-progress')
     assert r.returncode == 2 and str(cfg) in r.stderr and "'broker'" in r.stderr, r.stderr
+
+
+def test_a_lone_bid_update_applies_at_once_whatever_the_chunking_or_runner():
+    "Regression: a bid row without an ask partner must move the NBBO before the next trade, in every runner."
+    from velox.core import day_start_ns
+    from velox.events import batch
+    from velox.replay import ArraySource
+    from velox.bus import MemoryBus, publish, publish_eos
+    from velox.workers import Worker
+    from velox.pipeline import DETECT_INPUTS, DETECT_OUTPUTS
+    t = lambda hh, mm, ss=0: day_start_ns(DAYS[1]) + ((hh * 60 + mm) * 60 + ss) * NS
+    P = lambda x: int(round(x * 10**8))
+    q = batch('quote', ts=[t(10, 0), t(10, 0), t(10, 1), t(10, 5), t(10, 5), t(10, 7), t(10, 7)], symbol=['ZZ'] * 7,
+              bid=[P(10), 0, P(10.05), P(10.01), 0, P(10.02), 0], bid_size=[1, 0, 1, 1, 0, 1, 0],
+              ask=[0, P(10.10), 0, 0, P(10.10), 0, P(10.10)], ask_size=[0, 1, 0, 0, 1, 0, 1], venue=['N'] * 7, seq=range(7))
+    tr = batch('trade', ts=[t(10, 2), t(10, 3), t(10, 3, 30), t(10, 4), t(10, 8)], symbol=['ZZ'] * 5,
+               price=[P(10.02), P(10.06), P(10.07), P(10.08), P(10.03)], size=[100] * 5, venue=['D'] * 5, seq=range(5))
+    srcs = [ArraySource('quote', 'ZZ', q), ArraySource('trade', 'ZZ', tr)]
+    ref = run_frame(detect_stage(), srcs)['alert']
+    assert ref['trade_seq'].tolist() == [0]  # 10.02 is below the 10.05 bid set by the lone bid row
+    for rows in (1, 2, 3, 4, 1000):
+        np.testing.assert_array_equal(run_replay(detect_stage(), Replay(srcs, chunk_rows=rows))['alert'], ref)
+    bus = MemoryBus()
+    publish(bus, 'market.quotes', 'quote', q[:3], rows_per_frame=1)
+    publish(bus, 'market.trades', 'trade', tr, rows_per_frame=1)
+    publish(bus, 'market.quotes', 'quote', q[3:], rows_per_frame=1)
+    for topic in DETECT_INPUTS: publish_eos(bus, topic, ['ZZ'])
+    w = Worker(detect_stage(), bus, DETECT_INPUTS, DETECT_OUTPUTS, group='g', max_records=1, collect=('alert',))
+    w.run(until_end=True, max_runtime_s=30)
+    np.testing.assert_array_equal(w.collected.result()['alert'], ref)

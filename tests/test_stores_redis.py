@@ -18,7 +18,7 @@ SYMBOLS = ('ibm', 'bac')
 
 
 def _nbbo(sym):
-    nb, _ = consolidated_nbbo(load_lean_ticks(TICK / sym / f'{DAY}_quote.zip'), final=True)
+    nb, _ = consolidated_nbbo(load_lean_ticks(TICK / sym / f'{DAY}_quote.zip'))
     return nb
 
 

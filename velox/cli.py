@@ -80,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser('bench', help='run the benchmarks in bench/ (throughput tables against in-process references)')
     p.add_argument('name', nargs='?', default='pipeline', help='benchmark name: bench/bench_<name>.py (default pipeline)')
+    p.add_argument('args', nargs=argparse.REMAINDER, help="the benchmark's own options, e.g. --days 5 (see velox bench NAME --help)")
     return P
 
 # %% ../nbs/13_cli.ipynb #22e31cbd
@@ -154,6 +155,7 @@ def cmd_bench(a):
     import runpy
     p = Path(__file__).resolve().parent.parent / 'bench' / f'bench_{a.name}.py'
     if not p.exists(): raise VeloxError(f"{p}: no such benchmark (see bench/)")
+    sys.argv = [str(p), *a.args]
     runpy.run_path(str(p), run_name='__main__')
 
 def main(argv=None):

@@ -14,34 +14,26 @@ __all__ = ['NORMAL', 'LOCKED', 'CROSSED', 'ONE_SIDED', 'consolidated_nbbo', 'ven
 # %% ../nbs/05_nbbo.ipynb #4afbf3c2
 _SIDES = ('bid', 'bid_size', 'venue'), ('ask', 'ask_size', 'venue')
 
-def consolidated_nbbo(q:np.ndarray, state:dict|None=None, final:bool=False) -> tuple[np.ndarray, dict]:
-    "NBBO events from one symbol's one-sided quote rows; returns (nbbo batch, state for the next call).\n    `final` = the stream ends here: a trailing bid row is an update on its own."
+def consolidated_nbbo(q:np.ndarray, state:dict|None=None) -> tuple[np.ndarray, dict]:
+    "NBBO events from one symbol's one-sided quote rows; returns (nbbo batch, state for the next call)."
     state = dict(state or {})
-    if state.get('pending') is not None: q = np.concatenate([state.pop('pending'), q])
-    state.pop('pending', None)
     n = len(q)
     if not n: return empty('nbbo'), state
     is_bid = (q['bid'] != 0) | (q['bid_size'] != 0)
     is_ask = (q['ask'] != 0) | (q['ask_size'] != 0)
-    bid_only, ask_only = is_bid & ~is_ask, is_ask & ~is_bid
     paired = np.zeros(n, bool)  # bid rows whose update completes with the next (ask) row
-    paired[:-1] = bid_only[:-1] & ask_only[1:] & (q['ts'][:-1] == q['ts'][1:])
-    if bid_only[-1] and not final:  # its ask partner may be the first row of the next chunk: hold it back
-        state['pending'], q, is_bid, is_ask, paired = q[-1:].copy(), q[:-1], is_bid[:-1], is_ask[:-1], paired[:-1]
-        n -= 1
+    paired[:-1] = (is_bid & ~is_ask)[:-1] & (is_ask & ~is_bid)[1:] & (q['ts'][:-1] == q['ts'][1:])
     emit = np.flatnonzero(~paired)
     out = empty('nbbo', len(emit))
     out['ts'], out['symbol'], out['seq'] = q['ts'][emit], q['symbol'][emit], q['seq'][emit]
-    for (px, sz, _), has, pre in ((_SIDES[0], is_bid, 'bid'), (_SIDES[1], is_ask, 'ask')):
+    for (px, sz, venue), has, pre in ((_SIDES[0], is_bid, 'bid'), (_SIDES[1], is_ask, 'ask')):
         last = np.maximum.accumulate(np.where(has, np.arange(n), -1))[emit]  # latest row that set this side
-        known = last >= 0
-        src = q[last.clip(0)]
-        out[pre] = np.where(known, src[px], state.get(pre, 0))
-        out[f'{pre}_size'] = np.where(known, src[sz], state.get(f'{pre}_size', 0.0))
-        out[f'{pre}_venue'] = np.where(known, src['venue'], state.get(f'{pre}_venue', ''))
-    if len(out):
-        last = out[-1]
-        state.update({k: last[k].item() for k in ('bid', 'bid_size', 'bid_venue', 'ask', 'ask_size', 'ask_venue')})
+        known, idx = last >= 0, last.clip(0)
+        out[pre] = np.where(known, q[px][idx], state.get(pre, 0))
+        out[f'{pre}_size'] = np.where(known, q[sz][idx], state.get(f'{pre}_size', 0.0))
+        out[f'{pre}_venue'] = np.where(known, q[venue][idx], state.get(f'{pre}_venue', ''))
+    last = out[-1]
+    state.update({k: last[k].item() for k in ('bid', 'bid_size', 'bid_venue', 'ask', 'ask_size', 'ask_venue')})
     return out, state
 
 # %% ../nbs/05_nbbo.ipynb #5ef7ee8d
@@ -83,8 +75,3 @@ class NBBOStage(Stage):
         return [('nbbo', nb)] if len(nb) else []
 
     def on_window(self, symbol, batches, st): return self.on_batch('quote', symbol, batches['quote'], st)
-
-    def on_flush(self, symbol, st):
-        if self.model != 'consolidated' or st.get('book', {}).get('pending') is None: return []
-        nb, st['book'] = consolidated_nbbo(empty('quote'), st['book'], final=True)
-        return [('nbbo', nb)] if len(nb) else []

@@ -1,0 +1,117 @@
+"""The detect worker notebook, executed by papermill against a real Kafka-protocol broker: one member and two
+members of a consumer group give the alerts of the notebook runner; a malformed message is dead-lettered."""
+import json, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import pytest
+from velox.bus import KafkaBus, decode_message, dlq_topic, is_eos
+from velox.feeds import Catalog
+from velox.pipeline import DETECT_INPUTS, detect_stage, publish_replay, _clock
+from velox.replay import Replay
+from velox.services import start_broker, start_redis
+from velox.stage import run_frame
+from velox.core import NS
+
+pytestmark = pytest.mark.kafka
+ROOT = Path(__file__).resolve().parent.parent
+NB = ROOT / 'nbs' / 'workers' / 'detect.ipynb'
+KW = '?session_timeout_ms=6000&heartbeat_interval_ms=1000'
+DAY = '2013-10-08'
+CAT = Catalog(ROOT / 'replay' / 'data')
+SRCS = [s for sym in ('IBM', 'BAC') for s in CAT.find(sym, DAY)]
+T0, T1 = _clock(DAY, '10:00', 'start'), _clock(DAY, '10:40', 'end')
+
+
+def canon(a): return a[np.lexsort((a['trade_seq'], a['ts'], a['symbol']))]
+
+
+@pytest.fixture(scope='module')
+def expected():
+    win = [type(s)(**{**s.__dict__}) for s in SRCS]
+    data = {k: np.concatenate([(lambda b: b[(b['ts'] >= T0) & (b['ts'] < T1)])(s.load()) for s in SRCS if s.kind == k])
+            for k in ('quote', 'trade')}
+    return canon(run_frame(detect_stage(), data)['alert'])
+
+
+def _members(n, dsn, tmp):
+    procs = []
+    for i in range(n):
+        cmd = [sys.executable, '-m', 'papermill', str(NB), str(tmp / f'out{i}.ipynb'), '--no-progress-bar',
+               '-p', 'bus', dsn + KW, '-p', 'group', 'detect', '-p', 'client_id', f'w{i}',
+               '-p', 'status_path', str(tmp / f'status{i}.json'), '-p', 'log_path', str(tmp / f'w{i}.log'),
+               '-y', 'until_end: true', '-y', 'max_runtime_s: 170']
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def _wait_stable_assignment(n, tmp, procs, partitions=12, timeout=90):
+    "Until every member reports its share and together they own every input partition exactly once."
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None: pytest.fail(f"worker exited early:\n{p.stdout.read()}")
+        try: shares = [json.loads((tmp / f'status{i}.json').read_text())['assignment'] for i in range(n)]
+        except (FileNotFoundError, json.JSONDecodeError): shares = None
+        if shares and all(shares):
+            owned = [tuple(tp) for s in shares for tp in s]
+            if len(owned) == len(set(owned)) == partitions: return shares
+        time.sleep(0.5)
+    pytest.fail('the consumer group did not settle')
+
+
+def _read_all(bus, topic):
+    out, idle = [], 0
+    with bus.consumer([topic], f'check-{time.monotonic_ns()}') as c:
+        while idle < 4:
+            got = c.poll(timeout_ms=1000, max_records=10_000)
+            idle = 0 if got else idle + 1
+            out += got
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('members', [1, 2])
+def test_worker_notebooks_in_one_group_give_the_notebook_runners_alerts(members, expected, tmp_path):
+    with start_broker() as broker:
+        procs = _members(members, broker.dsn, tmp_path)
+        shares = _wait_stable_assignment(members, tmp_path, procs)
+        bus = KafkaBus(broker.dsn.split('://')[1], session_timeout_ms=6000, heartbeat_interval_ms=1000)
+        bus.create_topics(list(DETECT_INPUTS))
+        if members == 2:  # a malformed message in the stream: dead-lettered, the worker keeps going
+            bus.produce('market.trades', b'\x00\x01 garbage', key='IBM')
+        n = publish_replay(bus, Replay(SRCS, start=T0, end=T1))
+        assert n > 50_000
+        for p in procs:
+            out, _ = p.communicate(timeout=180)
+            assert p.returncode == 0, out
+        stats = [json.loads((tmp_path / f'status{i}.json').read_text()) for i in range(members)]
+        assert all(s['state'] == 'stopped' for s in stats)
+        assert sum(s['events'] for s in stats) == n
+        msgs = [m for m in _read_all(bus, 'alerts.darkpool') if not is_eos(m)]
+        got = np.concatenate([decode_message(m.value)[1] for m in msgs])
+        _, first = np.unique(got['id'], return_index=True)  # at-least-once: a consumer dedupes by id
+        np.testing.assert_array_equal(canon(got[np.sort(first)]), expected)
+        if members == 2:
+            assert sum(s['dead_letters'] for s in stats) == 1
+            dl = _read_all(bus, dlq_topic('market.trades'))
+            assert len(dl) == 1 and dl[0].value == b'\x00\x01 garbage' and dl[0].headers['velox-error']
+            assert all(s for s in shares), 'both members owned partitions'
+        bus.close()
+
+
+@pytest.mark.slow
+def test_velox_run_on_real_kafka_and_redis_equals_the_embedded_run(tmp_path, expected):
+    with start_broker() as broker, start_redis() as redis_svc:
+        args = ['run', '--symbols', 'IBM,BAC', '--date', DAY, '--start', '10:00', '--end', '10:40', '--no-progress',
+                '--no-report', '--out-dir', str(tmp_path)]
+        r = subprocess.run([sys.executable, '-m', 'velox.cli', *args, '--bus', broker.dsn + KW, '--hot', redis_svc.dsn],
+                           cwd=ROOT, capture_output=True, text=True, timeout=240)
+        assert r.returncode == 0, r.stderr
+        assert f"outside-NBBO {len(expected):>12,}" in r.stdout.replace('  ', ' ').replace('outside-NBBO ', 'outside-NBBO ') or \
+               f"{len(expected):,}" in r.stdout, r.stdout
+        import redis
+        l1 = redis.Redis.from_url(redis_svc.dsn).hgetall('l1:IBM')
+        assert l1, 'the run wrote IBM L1 to Redis'
+    from velox.stores import Store
+    with Store(f"chdb://{tmp_path.absolute()}/chdb") as st:
+        np.testing.assert_array_equal(canon(st.read('alert')), expected)
