@@ -168,4 +168,6 @@ def main(argv=None):
     except KeyboardInterrupt:
         print('velox: interrupted', file=sys.stderr); sys.exit(130)
 
+# %% ../nbs/13_cli.ipynb #51222222
+#| eval: false
 if __name__ == '__main__': main()  # python -m velox.cli
