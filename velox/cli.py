@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_cli.ipynb #5a64761a
 from __future__ import annotations
-import argparse, json, os, sys
+import argparse, json, sys
 from pathlib import Path
 from .core import Config, VeloxError, get_logger
 
@@ -32,7 +32,11 @@ def _session_args(p, speed_default=0.0):
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
 
 def _cfg(a) -> Config:
-    return Config.load(a.config, data_dir=a.data_dir, out_dir=a.out_dir, bus=a.bus, hot=a.hot, store=a.store)
+    cfg = Config.load(a.config, data_dir=a.data_dir, out_dir=a.out_dir, bus=a.bus, hot=a.hot, store=a.store)
+    import logging
+    get_logger(level=cfg.log_level)
+    logging.getLogger('velox').setLevel(cfg.log_level.upper())
+    return cfg
 
 def parser() -> argparse.ArgumentParser:
     "The `velox` argument parser."
@@ -113,7 +117,9 @@ def cmd_worker(a):
     kw = dict(bus=cfg.bus, group=a.group, params=a.params, client_id=a.client_id, until_end=a.until_end, idle_timeout_s=a.idle_timeout,
               max_runtime_s=a.max_runtime, stop_file=a.stop_file, status_path=a.status,
               store=cfg.store_dsn if a.sink_store else None, hot=cfg.hot if a.sink_hot else None)
-    if a.notebook: return run_worker_notebook(a.stage, a.notebook, **kw)
+    if a.notebook:
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        return run_worker_notebook(a.stage, a.notebook, log_path=str(Path(cfg.out_dir).absolute() / f'{a.stage}-worker.log'), **kw)
     from velox.pipeline import detect_worker
     print(json.dumps(detect_worker(**kw)))
 

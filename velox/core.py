@@ -5,7 +5,7 @@
 # %% ../nbs/00_core.ipynb #87cf066f
 from __future__ import annotations
 import hashlib, logging, os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import date, datetime, time as dtime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -39,7 +39,7 @@ class Config:
     hot: str = 'memory://'  # memory:// or redis://host:port/db
     store: str = ''  # chdb:///abs/dir or http://user@host:port/db; '' = chdb under out_dir
     group: str = 'velox'  # consumer-group prefix for workers
-    log_level: str = 'INFO'
+    log_level: str = 'WARNING'  # DEBUG, INFO, WARNING, ERROR
 
     @property
     def store_dsn(self) -> str:
@@ -79,9 +79,10 @@ def _read_yaml(path:Path, names:set) -> dict:
     except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(data, dict): raise ConfigError(f"{path}: expected a mapping of key: value at the top level")
     for k in data:
+        if any(w in str(k).lower() for w in ('password', 'secret', 'token')):
+            raise ConfigError(f"{path}: key '{k}': secrets come from the environment only (e.g. VELOX_STORE_PASSWORD)")
         if k not in names: raise ConfigError(f"{path}: unknown key '{k}'; expected one of {sorted(names)}")
-        if 'password' in str(k): raise ConfigError(f"{path}: key '{k}': secrets come from the environment only")
-    return {k: str(v) for k, v in data.items()}
+    return {k: str(v) for k, v in data.items() if v is not None}  # `key:` with no value keeps the default
 
 # %% ../nbs/00_core.ipynb #c6213cea
 def event_id(*parts) -> str:

@@ -4,12 +4,12 @@
 
 # %% ../nbs/12_pipeline.ipynb #c92f825d
 from __future__ import annotations
-import inspect, json, threading, time, uuid
+import inspect, threading, time, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from .bus import bus_from_dsn, publish, publish_eos
-from .core import Config, ConfigError, get_logger, ns_to_local, parse_day, day_start_ns, NS
+from .core import Config, ConfigError, parse_day, day_start_ns, NS
 from .detectors import OutsideNBBO, EXPLAINING_CONDITIONS
 from .events import has_condition
 from .feeds import Catalog
@@ -147,7 +147,7 @@ def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', spee
     states = np.bincount(market_state(nb), minlength=4) if nb is not None else np.zeros(4, int)
     summ = Summary(symbols, iso, mode=mode, elapsed=elapsed, rate=replay.done / elapsed if elapsed else 0.0)
     summ.events = {k: int(sum(len(s.load()) for s in replay.sources if s.kind == k)) for k in ('quote', 'trade')} \
-        if max_messages is None and start is None and end is None else {'events': replay.done}
+        if max_messages is None and start is None and end is None else {'in the window': replay.done}
     summ.nbbo = {'updates': 0 if nb is None else len(nb), 'locked': int(states[LOCKED]), 'crossed': int(states[CROSSED])}
     summ.alerts = summarize_alerts(al)
     summ.stored = {t: store.count(t) for t in ('trade', 'alert')}

@@ -8,7 +8,6 @@ import threading, time
 from dataclasses import dataclass
 from typing import Iterator
 import numpy as np
-from .core import get_logger
 
 # %% auto #0
 __all__ = ['KIND_RANK', 'source_order', 'Run', 'TemporalMerge', 'ArraySource', 'Replay']

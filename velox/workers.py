@@ -131,6 +131,8 @@ class Worker:
             items, done = sm.pop(ordered=not self.stage.windowed)
             for tp, off in done: self._held[tp].discard(off)
             self.stats.events += sum(len(b) for _, b in items)
+            for s in self.sinks:  # sinks see the inputs too, as in the replay runner
+                for k, b in items: s.write(k, b)
             self._emit(self.stage.process_window(items))
             if sm.closed and sym not in self._flushed:  # the symbol's finite stream ended: release what it holds
                 self._flushed.add(sym); self._emit(self.stage.flush([sym]))
