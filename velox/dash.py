@@ -77,7 +77,8 @@ def write_html_report(path, title:str, summary:str, figures) -> str:
     from bokeh.resources import INLINE
     page = file_html(column(*figures) if figures else column(), INLINE, title)
     head = f"<h1>{html.escape(title)}</h1><pre style='font-size:13px'>{html.escape(summary)}</pre>"
-    page = page.replace('<body>', '<body>' + head, 1)
+    before, after = page.rsplit('<body>', 1)  # the last one: inlined BokehJS in <head> contains the string too
+    page = before + '<body>' + head + after
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(page, encoding='utf-8')
     return str(path)

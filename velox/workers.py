@@ -108,11 +108,12 @@ class Worker:
         touched = set()
         for m in msgs:
             tp = (m.topic, m.partition)
-            self._next[tp] = m.offset + 1
             self.stats.consumed += 1
             sym = m.key
-            if is_eos(m) and sym is None:  # the whole partition ended
-                self._ended.add(tp); continue
+            if is_eos(m) and sym is None:  # the whole partition ended; commit *at* the marker, so that
+                self._ended.add(tp); self._next[tp] = m.offset  # a later owner of the partition reads it too
+                continue
+            self._next[tp] = m.offset + 1
             if is_eos(m):
                 if sym in self.merges: self.merges[sym].close(self.inputs[m.topic]); touched.add(sym)
                 else: self._pending_eos[sym].add(self.inputs[m.topic])
