@@ -16,8 +16,10 @@ setuptools.setup(
     url=cfg['git_url'], keywords=cfg['keywords'].split(), python_requires='>=' + cfg['min_python'],
     packages=setuptools.find_packages(include=['velox', 'velox.*']), include_package_data=True,
     install_requires=reqs('requirements'),
-    # [services]: Kafka, Redis, the local broker and papermill workers; [dev]: tests and notebooks too.
-    extras_require={'services': services, 'dev': services + dev, 'gpu': reqs('gpu_requirements')},
+    # [services]: Kafka, Redis, the local broker and papermill workers; [dev]: tests and notebooks too;
+    # [browser]: Playwright for browser checks of dashboards (driving Debian's chromium); [gpu]: CuPy.
+    extras_require={'services': services, 'dev': services + dev, 'browser': reqs('browser_requirements'),
+                    'gpu': reqs('gpu_requirements')},
     entry_points={'console_scripts': cfg['console_scripts'].split(), 'nbdev': ['velox=velox._modidx:d']},
     zip_safe=False,
 )

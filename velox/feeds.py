@@ -112,15 +112,18 @@ def _lean_symbol_day(path:Path, symbol, day) -> tuple[str, str]:
         day = m[1]
     return symbol.upper(), _iso_day(str(day))
 
-def load_lean_ticks(path:str|Path, symbol:str|None=None, day:str|None=None) -> np.ndarray:
-    "A trade or (one-sided) quote batch from a Lean tick file, in recorded order."
+def _read_lean(path, resolution:str, symbol, day) -> tuple[str, dict, dict]:
+    "Parse a Lean zip: (kind, columns, the `ts` and `symbol` columns every Lean batch has)."
     path = Path(path)
     kind = _lean_kind(path)
-    c = parse_lean_csv(read_bytes(path), LEAN_COLUMNS['tick', kind], path)
+    c = parse_lean_csv(read_bytes(path), LEAN_COLUMNS[resolution, kind], path)
     symbol, day = _lean_symbol_day(path, symbol, day)
-    n = len(c['time_ms'])
-    common = dict(ts=day_start_ns(day) + c['time_ms'] * 1_000_000, symbol=np.full(n, symbol), venue=c['exchange'],
-                  cond=c['condition'], suspicious=c['suspicious'].astype(bool), seq=np.arange(n))
+    return kind, c, dict(ts=day_start_ns(day) + c['time_ms'] * 1_000_000, symbol=np.full(len(c['time_ms']), symbol))
+
+def load_lean_ticks(path:str|Path, symbol:str|None=None, day:str|None=None) -> np.ndarray:
+    "A trade or (one-sided) quote batch from a Lean tick file, in recorded order."
+    kind, c, common = _read_lean(path, 'tick', symbol, day)
+    common.update(venue=c['exchange'], cond=c['condition'], suspicious=c['suspicious'].astype(bool), seq=np.arange(len(c['time_ms'])))
     if kind == 'trade': return batch('trade', price=c['price'] * LEAN_MULT, size=c['size'], **common)
     return batch('quote', bid=c['bid_price'] * LEAN_MULT, bid_size=c['bid_size'], ask=c['ask_price'] * LEAN_MULT,
                  ask_size=c['ask_size'], **common)
@@ -151,14 +154,9 @@ def lean_tick_csv(batch:np.ndarray, kind:str, day:str|date) -> str:
 # %% ../nbs/02_feeds.ipynb #615b9605
 def load_lean_minute(path:str|Path, symbol:str|None=None, day:str|None=None) -> np.ndarray:
     "A `bar` (from `_trade`) or `quote_bar` (from `_quote`) batch from a Lean minute file."
-    path = Path(path)
-    kind = _lean_kind(path)
-    c = parse_lean_csv(read_bytes(path), LEAN_COLUMNS['minute', kind], path)
-    symbol, day = _lean_symbol_day(path, symbol, day)
-    n = len(c['time_ms'])
+    kind, c, common = _read_lean(path, 'minute', symbol, day)
     cols = {k: (v if k.endswith(('size', 'volume')) else v * LEAN_MULT) for k, v in c.items() if k != 'time_ms'}
-    return batch('bar' if kind == 'trade' else 'quote_bar', ts=day_start_ns(day) + c['time_ms'] * 1_000_000,
-                 symbol=np.full(n, symbol), **cols)
+    return batch('bar' if kind == 'trade' else 'quote_bar', **common, **cols)
 
 # %% ../nbs/02_feeds.ipynb #eb253e31
 def _read_text(path:Path) -> str:
