@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 import numpy as np
 from .core import ConfigError, DataError, VeloxError, get_logger
-from .events import DTYPES, SCHEMA_VERSION, from_dicts, to_dicts
+from .events import DTYPES, SCHEMA_VERSION, from_dicts, to_dicts, split_by_symbol
 
 # %% auto #0
 __all__ = ['TOPICS', 'MAGIC', 'EOS_HEADER', 'TopicSpec', 'dlq_topic', 'topic_spec', 'Message', 'murmur2', 'partition_for',
            'CodecError', 'encode_frame', 'decode_frame', 'encode_json', 'decode_message', 'range_assign', 'MemoryBus',
-           'MemoryConsumer', 'KafkaBus', 'KafkaConsumerAdapter', 'bus_from_dsn', 'split_by_symbol', 'publish',
-           'publish_eos', 'is_eos', 'send_to_dlq']
+           'MemoryConsumer', 'KafkaBus', 'KafkaConsumerAdapter', 'bus_from_dsn', 'publish', 'publish_eos', 'is_eos',
+           'send_to_dlq']
 
 # %% ../nbs/07_bus.ipynb #440ae34a
 @dataclass(frozen=True)
@@ -432,16 +432,6 @@ def bus_from_dsn(dsn:str) -> MemoryBus | KafkaBus:
 # %% ../nbs/07_bus.ipynb #54c452b6
 EOS_HEADER = 'velox-eos'
 
-def split_by_symbol(b:np.ndarray):
-    "`(symbol, rows)` per symbol in order of first appearance; rows keep their order."
-    if not len(b): return
-    syms, first, inv = np.unique(b['symbol'], return_index=True, return_inverse=True)
-    inv = inv.ravel()
-    idx, counts = np.argsort(inv, kind='stable'), np.bincount(inv, minlength=len(syms))
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    for k in np.argsort(first):
-        yield str(syms[k]), b[idx[starts[k]:ends[k]]]
 
 def publish(bus, topic:str, kind:str, batch:np.ndarray, codec:str='frame', rows_per_frame:int=4096,
             max_frame_bytes:int=900_000) -> int:

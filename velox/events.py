@@ -11,7 +11,8 @@ from .core import ns_to_iso, to_ns
 # %% auto #0
 __all__ = ['PRICE_SCALE', 'TRADE_CONDITIONS', 'QUOTE_CONDITIONS', 'COND_BIT', 'SCHEMA_VERSION', 'SYM', 'VENUE', 'DTYPES', 'KINDS',
            'PRICE_FIELDS', 'price_from_str', 'price_from_float', 'price_to_float', 'decode_conditions',
-           'encode_conditions', 'has_condition', 'empty', 'batch', 'to_dicts', 'from_dicts', 'as_frame', 'from_frame']
+           'encode_conditions', 'has_condition', 'empty', 'batch', 'split_by_symbol', 'to_dicts', 'from_dicts',
+           'as_frame', 'from_frame']
 
 # %% ../nbs/01_events.ipynb #d291a4b3
 PRICE_SCALE = 10**8
@@ -97,6 +98,20 @@ def batch(kind:str, /, **cols) -> np.ndarray:
     return out
 
 # %% ../nbs/01_events.ipynb #3050f077
+def split_by_symbol(b:np.ndarray):
+    "`(symbol, rows)` per symbol in order of first appearance; rows keep their order."
+    if not len(b): return
+    syms = b['symbol']
+    if syms[0] == syms[-1] and (syms == syms[0]).all():
+        yield str(syms[0]), b; return
+    u, first, inv = np.unique(syms, return_index=True, return_inverse=True)
+    inv = inv.ravel()
+    idx, counts = np.argsort(inv, kind='stable'), np.bincount(inv, minlength=len(u))
+    ends = np.cumsum(counts)
+    for k in np.argsort(first):
+        yield str(u[k]), b[idx[ends[k] - counts[k]:ends[k]]]
+
+# %% ../nbs/01_events.ipynb #2c623393
 _RENAME = {'ts': 'timestamp', 'venue': 'exchange', 'cond': 'conditions'}
 _UNRENAME = {v: k for k, v in _RENAME.items()}
 
@@ -145,7 +160,7 @@ def from_dicts(ds:list[dict], kind:str, source:str='<dicts>') -> np.ndarray:
                 raise DataError(source, f"bad value {d[key]!r} ({e})", line=i + 1, field=key) from None
     return out
 
-# %% ../nbs/01_events.ipynb #2c623393
+# %% ../nbs/01_events.ipynb #d2f7a3fb
 def as_frame(b:np.ndarray, tz='America/New_York'):
     "A pandas DataFrame of a batch: prices in dollars, `time` in `tz`, flags decoded where present."
     import pandas as pd
@@ -154,7 +169,7 @@ def as_frame(b:np.ndarray, tz='America/New_York'):
     if 'ts' in df: df.insert(0, 'time', pd.to_datetime(df['ts'], utc=True).dt.tz_convert(tz))
     return df
 
-# %% ../nbs/01_events.ipynb #78120ecf
+# %% ../nbs/01_events.ipynb #1f2a47c6
 def from_frame(df, kind:str) -> np.ndarray:
     "The inverse of `as_frame`: a batch from a DataFrame with the dtype's columns (prices in dollars)."
     dt = DTYPES[kind]

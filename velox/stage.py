@@ -8,6 +8,7 @@ import pickle, time
 from collections import defaultdict
 from dataclasses import dataclass, field
 import numpy as np
+from .events import split_by_symbol
 from .replay import Replay, ArraySource, source_order
 
 # %% auto #0
@@ -40,10 +41,7 @@ class Stage:
         if not self.windowed: return [o for k, b in items for o in self.process(k, b)]
         per_sym = defaultdict(lambda: defaultdict(list))
         for k, b in items:
-            syms = b['symbol']
-            if syms[0] == syms[-1] and (syms == syms[0]).all(): per_sym[str(syms[0])][k].append(b)
-            else:
-                for s in dict.fromkeys(syms.tolist()): per_sym[s][k].append(b[syms == s])
+            for s, part in split_by_symbol(b): per_sym[s][k].append(part)
         return [o for s, kinds in per_sym.items()
                 for o in self.on_window(s, {k: v[0] if len(v) == 1 else np.concatenate(v) for k, v in kinds.items()},
                                         self.state.setdefault(s, {}))]
@@ -54,14 +52,8 @@ class Stage:
 
     def process(self, kind:str, b:np.ndarray) -> Outputs:
         "Feed a batch (one kind, any symbols, in stream order); returns the outputs it caused."
-        if kind not in self.inputs or not len(b): return []
-        syms = b['symbol']
-        if syms[0] == syms[-1] and (syms == syms[0]).all():
-            return self.on_batch(kind, str(syms[0]), b, self.state.setdefault(str(syms[0]), {}))
-        out = []
-        for s in dict.fromkeys(syms.tolist()):  # first-appearance order, stable within a symbol
-            out += self.on_batch(kind, s, b[syms == s], self.state.setdefault(s, {}))
-        return out
+        if kind not in self.inputs: return []
+        return [o for s, part in split_by_symbol(b) for o in self.on_batch(kind, s, part, self.state.setdefault(s, {}))]
 
     def flush(self, symbols=None) -> Outputs:
         "End of a finite stream (of `symbols`, default all): let each symbol emit what it holds."
