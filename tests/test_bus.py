@@ -5,7 +5,8 @@ from pathlib import Path
 from types import SimpleNamespace
 import numpy as np
 import pytest
-from velox.bus import (CodecError, MemoryBus, TopicSpec, decode_message, dlq_topic, encode_frame, encode_json,
+from velox.topics import TopicSpec, dlq_topic
+from velox.bus import (CodecError, MemoryBus, decode_message, encode_frame, encode_json,
                        is_eos, partition_for, publish, publish_eos, range_assign, send_to_dlq)
 from velox.core import day_start_ns
 from velox.events import DTYPES, PRICE_SCALE, SCHEMA_VERSION, batch

@@ -4,7 +4,8 @@ import json, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
-from velox.bus import KafkaBus, decode_message, dlq_topic, is_eos
+from velox.bus import KafkaBus, decode_message, is_eos
+from velox.topics import dlq_topic
 from velox.feeds import Catalog
 from velox.pipeline import DETECT_INPUTS, detect_stage, publish_replay, _clock
 from velox.replay import Replay

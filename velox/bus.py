@@ -4,42 +4,21 @@
 
 # %% ../nbs/07_bus.ipynb #f77be20b
 from __future__ import annotations
-import itertools, json, struct, threading, time
+import itertools, json, os, struct, threading, time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 import numpy as np
 from .core import ConfigError, DataError, VeloxError, get_logger
 from .events import DTYPES, SCHEMA_VERSION, from_dicts, to_dicts, split_by_symbol
+from .topics import topic_spec, dlq_topic
 
 # %% auto #0
-__all__ = ['TOPICS', 'MAGIC', 'EOS_HEADER', 'TopicSpec', 'dlq_topic', 'topic_spec', 'Message', 'murmur2', 'partition_for',
-           'CodecError', 'encode_frame', 'decode_frame', 'encode_json', 'decode_message', 'range_assign', 'MemoryBus',
-           'MemoryConsumer', 'KafkaBus', 'KafkaConsumerAdapter', 'bus_from_dsn', 'publish', 'publish_eos', 'is_eos',
-           'send_to_dlq']
+__all__ = ['MAGIC', 'EOS_HEADER', 'Message', 'murmur2', 'partition_for', 'CodecError', 'encode_frame', 'decode_frame',
+           'encode_json', 'decode_message', 'range_assign', 'MemoryBus', 'MemoryConsumer', 'KafkaBus',
+           'KafkaConsumerAdapter', 'kafka_client_kw', 'bus_from_config', 'bus_from_dsn', 'publish', 'publish_eos',
+           'is_eos', 'send_to_dlq']
 
-# %% ../nbs/07_bus.ipynb #440ae34a
-@dataclass(frozen=True)
-class TopicSpec:
-    "How a topic is created: partitions, retention, compression codec and what its key means."
-    name: str
-    partitions: int = 6
-    retention_ms: int = 7 * 86400_000  # one week
-    compression: str = 'lz4'  # lz4, zstd, gzip, snappy or none
-    key: str = 'symbol'
-
-TOPICS: dict[str, TopicSpec] = {s.name: s for s in [
-    TopicSpec('market.trades'), TopicSpec('market.quotes'), TopicSpec('market.nbbo'), TopicSpec('market.bars'),
-    TopicSpec('market.book'), TopicSpec('alerts.darkpool')]}
-
-def dlq_topic(topic:str) -> str:
-    "The dead-letter topic of `topic`."
-    return 'dlq.' + topic
-
-def topic_spec(t:str|TopicSpec) -> TopicSpec:
-    "The spec of a topic: itself, the registered one, or the default (6 partitions)."
-    return t if isinstance(t, TopicSpec) else TOPICS.get(t) or TopicSpec(t)
-
-# %% ../nbs/07_bus.ipynb #dee2a1b4
+# %% ../nbs/07_bus.ipynb #66e6f935
 @dataclass
 class Message:
     "One record read from a topic."
@@ -69,7 +48,7 @@ def partition_for(key:str, n:int) -> int:
     "The partition Kafka's default partitioner picks for `key` among `n` partitions."
     return (murmur2(key.encode('utf-8')) & 0x7fffffff) % n
 
-# %% ../nbs/07_bus.ipynb #10a90a3a
+# %% ../nbs/07_bus.ipynb #07dc0b86
 class CodecError(VeloxError):
     "A message that is not a valid velox frame or JSON event."
 
@@ -125,7 +104,7 @@ def decode_message(value:bytes) -> tuple[str, np.ndarray]:
     try: return kind, from_dicts([obj], kind, source=f'JSON {kind} message')
     except DataError as e: raise CodecError(str(e)) from None
 
-# %% ../nbs/07_bus.ipynb #f2659258
+# %% ../nbs/07_bus.ipynb #9724a75e
 def range_assign(subscriptions:dict[str, list[str]], partitions:dict[str, int]) -> dict[str, set[tuple[str, int]]]:
     "Kafka's RangeAssignor: per topic, members in id order take consecutive runs, the first ones one extra."
     out = {m: set() for m in subscriptions}
@@ -139,7 +118,7 @@ def range_assign(subscriptions:dict[str, list[str]], partitions:dict[str, int]) 
             start += k
     return out
 
-# %% ../nbs/07_bus.ipynb #e6a8016f
+# %% ../nbs/07_bus.ipynb #f2659258
 def _headers(h:dict|None) -> dict[str, bytes]:
     return {str(k): v.encode() if isinstance(v, str) else bytes(v) for k, v in (h or {}).items()}
 
@@ -159,13 +138,17 @@ class MemoryBus:
 
     def create_topics(self, names_or_specs) -> None:
         "Create topics (names or `TopicSpec`s) that do not exist yet."
-        if isinstance(names_or_specs, (str, TopicSpec)): names_or_specs = [names_or_specs]
+        if isinstance(names_or_specs, str) or hasattr(names_or_specs, 'partitions'): names_or_specs = [names_or_specs]
         with self._cv:
             for t in map(topic_spec, names_or_specs):
                 self._logs.setdefault(t.name, [[] for _ in range(t.partitions)])
 
     def list_topics(self) -> list[str]:
         with self._cv: return sorted(self._logs)
+
+    def partitions(self, topic:str) -> int|None:
+        "The topic's partition count, or None if it does not exist."
+        with self._cv: return len(self._logs[topic]) if topic in self._logs else None
 
     def _log(self, topic):
         if topic not in self._logs: self.create_topics(topic)
@@ -199,12 +182,12 @@ class MemoryBus:
         g.generation += 1
         self._cv.notify_all()
 
-# %% ../nbs/07_bus.ipynb #b83ec351
+# %% ../nbs/07_bus.ipynb #e6a8016f
 class MemoryConsumer:
     "A member of a consumer group on a `MemoryBus`."
     def __init__(self, bus:MemoryBus, topics:list[str], group:str, client_id:str|None, from_beginning:bool):
         self.bus, self.topics, self.group, self.from_beginning = bus, topics, group, from_beginning
-        self._pos, self._gen, self._closed, self._next = {}, -1, False, 0
+        self._pos, self._gen, self._closed, self._next, self._paused = {}, -1, False, 0, set()
         with bus._cv:
             self.member_id = f"{client_id or 'velox'}-{next(bus._ids):06d}"
             self._g = bus._groups.setdefault(group, _Group())
@@ -226,7 +209,7 @@ class MemoryConsumer:
         with self.bus._cv:
             while True:
                 self._sync()
-                out, tps = [], list(self._pos)
+                out, tps = [], [tp for tp in self._pos if tp not in self._paused]
                 for i in range(len(tps)):  # rotate the start so no partition starves
                     tp = tps[(self._next + i) % len(tps)]
                     log = self.bus._logs[tp[0]][tp[1]]
@@ -250,6 +233,10 @@ class MemoryConsumer:
 
     def assignment(self) -> set[tuple[str, int]]:
         with self.bus._cv: return set(self._g.assignment.get(self.member_id, ()))
+
+    def pause(self, tps): self._paused |= set(tps)
+    def resume(self, tps): self._paused -= set(tps)
+    def paused(self) -> set[tuple[str, int]]: return set(self._paused)
 
     def position(self, topic:str, partition:int) -> int|None:
         with self.bus._cv: return self._pos.get((topic, partition))
@@ -296,7 +283,7 @@ class KafkaBus:
         "Create topics (names or `TopicSpec`s); existing ones are left as they are."
         from kafka.admin import NewTopic
         from kafka.errors import TopicAlreadyExistsError
-        if isinstance(names_or_specs, (str, TopicSpec)): names_or_specs = [names_or_specs]
+        if isinstance(names_or_specs, str) or hasattr(names_or_specs, 'partitions'): names_or_specs = [names_or_specs]
         with self._lock:
             for t in map(topic_spec, names_or_specs):
                 if t.name in self._known: continue
@@ -308,6 +295,10 @@ class KafkaBus:
 
     def list_topics(self) -> list[str]:
         return sorted(self._admin_client().list_topics())
+
+    def partitions(self, topic:str) -> int|None:
+        "The topic's partition count on the cluster, or None if it does not exist."
+        return len(self._prod().partitions_for(topic) or ()) or None
 
     def _prod(self):
         from kafka import KafkaProducer
@@ -399,6 +390,19 @@ class KafkaConsumerAdapter:
     def assignment(self) -> set[tuple[str, int]]:
         return {(tp.topic, tp.partition) for tp in self._c.assignment()}
 
+    def pause(self, tps):
+        "Stop fetching from `tps` (the member stays in the group: polls keep heartbeating)."
+        from kafka import TopicPartition
+        mine = self.assignment()
+        self._c.pause(*[TopicPartition(*tp) for tp in tps if tp in mine])
+
+    def resume(self, tps):
+        from kafka import TopicPartition
+        self._c.resume(*[TopicPartition(*tp) for tp in tps])
+
+    def paused(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self._c.paused()}
+
     def position(self, topic:str, partition:int) -> int|None:
         from kafka import TopicPartition
         from kafka.errors import KafkaError
@@ -418,18 +422,37 @@ class KafkaConsumerAdapter:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-# %% ../nbs/07_bus.ipynb #02bd2e1f
-def bus_from_dsn(dsn:str) -> MemoryBus | KafkaBus:
+# %% ../nbs/07_bus.ipynb #114d82c3
+def kafka_client_kw(cfg, env=None) -> dict:
+    "kafka-python connection settings from a `Config` (secrets from the environment)."
+    env = os.environ if env is None else env
+    kw = {'security_protocol': cfg.kafka_security_protocol}
+    if cfg.kafka_sasl_mechanism:
+        pw = env.get('VELOX_KAFKA_PASSWORD')
+        if pw is None: raise ConfigError("kafka_sasl_mechanism is set but $VELOX_KAFKA_PASSWORD is not")
+        kw |= {'sasl_mechanism': cfg.kafka_sasl_mechanism, 'sasl_plain_username': cfg.kafka_sasl_username,
+               'sasl_plain_password': pw}
+    for k in ('cafile', 'certfile', 'keyfile'):
+        if getattr(cfg, f'kafka_ssl_{k}'): kw[f'ssl_{k}'] = getattr(cfg, f'kafka_ssl_{k}')
+    if env.get('VELOX_KAFKA_SSL_PASSWORD'): kw['ssl_password'] = env['VELOX_KAFKA_SSL_PASSWORD']
+    return kw
+
+def bus_from_config(cfg) -> MemoryBus | KafkaBus:
+    "The bus a `Config` names, with its security settings."
+    return bus_from_dsn(cfg.bus, **(kafka_client_kw(cfg) if cfg.bus.startswith('kafka') else {}))
+
+# %% ../nbs/07_bus.ipynb #54c452b6
+def bus_from_dsn(dsn:str, **client_kw) -> MemoryBus | KafkaBus:
     "A bus for `memory://` or `kafka://host:port[,host:port][?setting=value...]`."
     scheme, sep, rest = dsn.partition('://')
     if sep and scheme == 'memory': return MemoryBus()
     if sep and scheme == 'kafka' and rest.split('?')[0]:
         hosts, _, query = rest.partition('?')
         kw = {k: int(v) if v.isdigit() else v for k, v in parse_qsl(query)}
-        return KafkaBus(hosts.rstrip('/'), **kw)
+        return KafkaBus(hosts.rstrip('/'), **kw, **client_kw)
     raise ConfigError(f"bus DSN {dsn!r}: expected memory:// or kafka://host:port[,host:port]")
 
-# %% ../nbs/07_bus.ipynb #54c452b6
+# %% ../nbs/07_bus.ipynb #f3a196db
 EOS_HEADER = 'velox-eos'
 
 
@@ -461,7 +484,7 @@ def is_eos(msg:Message) -> bool:
     "Whether `msg` is an end-of-stream marker (of a symbol if it has a key, else of its partition)."
     return msg.headers.get(EOS_HEADER) == b'1'
 
-# %% ../nbs/07_bus.ipynb #f3a196db
+# %% ../nbs/07_bus.ipynb #44639ed5
 def send_to_dlq(bus, msg:Message, reason:str) -> None:
     "Produce `msg` to `dlq.<topic>` with `velox-error`, `velox-topic`, `velox-partition`, `velox-offset` headers."
     headers = {**msg.headers, 'velox-error': reason.encode('utf-8'), 'velox-topic': msg.topic.encode(),

@@ -40,6 +40,13 @@ class Config:
     store: str = ''  # chdb:///abs/dir or http://user@host:port/db; '' = chdb under out_dir
     group: str = 'velox'  # consumer-group prefix for workers
     log_level: str = 'WARNING'  # DEBUG, INFO, WARNING, ERROR
+    # Kafka security, passed through to the client; the password comes from $VELOX_KAFKA_PASSWORD only
+    kafka_security_protocol: str = 'PLAINTEXT'  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    kafka_sasl_mechanism: str = ''  # SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN
+    kafka_sasl_username: str = ''
+    kafka_ssl_cafile: str = ''
+    kafka_ssl_certfile: str = ''
+    kafka_ssl_keyfile: str = ''  # its passphrase, if any, from $VELOX_KAFKA_SSL_PASSWORD
 
     @property
     def store_dsn(self) -> str:
@@ -63,7 +70,15 @@ class Config:
         return cfg
 
     def validate(self):
-        "Check every DSN names a scheme velox knows."
+        "Check every DSN names a scheme velox knows, and the Kafka security settings."
+        protos = ('PLAINTEXT', 'SSL', 'SASL_PLAINTEXT', 'SASL_SSL')
+        if self.kafka_security_protocol not in protos:
+            raise ConfigError(f"config key 'kafka_security_protocol' = {self.kafka_security_protocol!r}: expected one of {protos}")
+        mechs = ('', 'SCRAM-SHA-256', 'SCRAM-SHA-512', 'PLAIN')
+        if self.kafka_sasl_mechanism not in mechs:
+            raise ConfigError(f"config key 'kafka_sasl_mechanism' = {self.kafka_sasl_mechanism!r}: expected one of {mechs[1:]}")
+        if self.kafka_security_protocol.startswith('SASL') and not (self.kafka_sasl_mechanism and self.kafka_sasl_username):
+            raise ConfigError("config: kafka_security_protocol SASL_* needs kafka_sasl_mechanism and kafka_sasl_username")
         for key, schemes in (('bus', ('memory', 'kafka')), ('hot', ('memory', 'redis')),
                              ('store', ('chdb', 'http', 'https'))):
             v = getattr(self, key)
@@ -84,12 +99,12 @@ def _read_yaml(path:Path, names:set) -> dict:
         if k not in names: raise ConfigError(f"{path}: unknown key '{k}'; expected one of {sorted(names)}")
     return {k: str(v) for k, v in data.items() if v is not None}  # `key:` with no value keeps the default
 
-# %% ../nbs/00_core.ipynb #c6213cea
+# %% ../nbs/00_core.ipynb #590e6c22
 def event_id(*parts) -> str:
     "A 16-byte hex id that depends only on `parts`."
     return hashlib.blake2b('|'.join(map(str, parts)).encode(), digest_size=16).hexdigest()
 
-# %% ../nbs/00_core.ipynb #45eaf32f
+# %% ../nbs/00_core.ipynb #6697c8e4
 NY = ZoneInfo('America/New_York')
 NS = 1_000_000_000
 
@@ -125,7 +140,7 @@ def ns_to_local(ts, tz:ZoneInfo=NY):
     if np.ndim(ts): return pd.to_datetime(np.asarray(ts, 'i8'), utc=True).tz_convert(tz)
     return pd.Timestamp(int(ts), tz='UTC').tz_convert(tz)
 
-# %% ../nbs/00_core.ipynb #1e707eba
+# %% ../nbs/00_core.ipynb #2050690d
 def get_logger(name:str='velox', level:str|None=None) -> logging.Logger:
     "A logger under the `velox` hierarchy; level from `level` or `$VELOX_LOG_LEVEL`."
     log = logging.getLogger(name if name.startswith('velox') else f'velox.{name}')

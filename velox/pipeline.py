@@ -8,7 +8,7 @@ import inspect, threading, time, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from .bus import bus_from_dsn, publish, publish_eos
+from .bus import bus_from_config, bus_from_dsn, publish, publish_eos
 from .core import Config, ConfigError, parse_day, day_start_ns, NS
 from .detectors import OutsideNBBO, EXPLAINING_CONDITIONS
 from .events import has_condition
@@ -67,17 +67,22 @@ def publish_replay(bus, replay:Replay, eos:bool=True) -> int:
 
 def detect_worker(bus:str='memory://', group:str='velox-detect', params:str|dict|None=None, client_id:str|None=None,
                   until_end:bool=False, idle_timeout_s:float|None=None, max_runtime_s:float|None=None, stop_file:str|None=None,
-                  status_path:str|None=None, store:str|None=None, hot:str|None=None, handle_signals:bool=True) -> dict:
-    "Run the detect stage as a consumer-group member until stopped; returns its stats as a dict."
+                  status_path:str|None=None, store:str|None=None, hot:str|None=None, checkpoints:str|None=None,
+                  metrics_port:int|None=None, handle_signals:bool=True, max_records:int=500) -> dict:
+    """Run the detect stage as a consumer-group member until stopped; returns its stats as a dict.
+    `store`: also write alerts there; `hot`: also write L1/ticks there; `checkpoints`: a shared hot store
+    (redis://…) for per-symbol state snapshots, so state moves with partitions and survives crashes."""
     from velox.stores import Store, StoreSink, HotSink, hot_from_dsn
     p = params if isinstance(params, dict) else load_params(params)
-    b = bus_from_dsn(bus) if isinstance(bus, str) else bus
+    b = bus_from_config(Config.load(bus=bus)) if isinstance(bus, str) else bus
     sinks = []
     if store: sinks.append(StoreSink(Store(store).migrate(), kinds=('alert',)))
     if hot: sinks.append(HotSink(hot_from_dsn(hot)))
-    w = Worker(detect_stage(p), b, DETECT_INPUTS, DETECT_OUTPUTS, group=group, sinks=sinks, client_id=client_id)
+    w = Worker(detect_stage(p), b, DETECT_INPUTS, DETECT_OUTPUTS, group=group, sinks=sinks, client_id=client_id,
+               checkpoints=hot_from_dsn(checkpoints) if checkpoints else None, max_records=max_records)
     stats = w.run(until_end=until_end, idle_timeout_s=idle_timeout_s, max_runtime_s=max_runtime_s, stop_file=stop_file,
-                  status_path=status_path, handle_signals=handle_signals)
+                  status_path=status_path, handle_signals=handle_signals, metrics_port=metrics_port)
+    for s in sinks: s.close()
     return stats.__dict__
 
 # %% ../nbs/12_pipeline.ipynb #4f36c896
@@ -167,7 +172,7 @@ def _clock(iso:str, hhmm:str, name:str) -> int:
 
 def _run_on_bus(cfg:Config, replay:Replay, params, sinks) -> RunResult:
     "Publish the replay to Kafka and run a detect worker (in a thread) until it has drained the session."
-    bus = bus_from_dsn(cfg.bus)
+    bus = bus_from_config(cfg)
     group = f"{cfg.group}-run-{uuid.uuid4().hex[:8]}"
     w = Worker(detect_stage(params), bus, DETECT_INPUTS, DETECT_OUTPUTS, group=group, sinks=sinks,
                collect=('nbbo', 'alert'))

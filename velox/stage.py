@@ -60,6 +60,10 @@ class Stage:
         return [o for s in sorted(self.state if symbols is None else symbols) if s in self.state
                 for o in self.on_flush(s, self.state[s])]
 
+    def forget(self, symbols):
+        "Drop the state of `symbols` (their partition moved to another worker)."
+        for s in symbols: self.state.pop(s, None)
+
     def snapshot(self, symbols=None) -> bytes:
         "Serialised state of `symbols` (all if None)."
         keep = self.state if symbols is None else {s: self.state[s] for s in symbols if s in self.state}
@@ -108,6 +112,8 @@ class Chain(Stage):
         return out
 
     def snapshot(self, symbols=None) -> bytes: return pickle.dumps([s.snapshot(symbols) for s in self.stages])
+    def forget(self, symbols):
+        for s in self.stages: s.forget(symbols)
     def restore(self, data:bytes):
         for s, d in zip(self.stages, pickle.loads(data)): s.restore(d)
 
