@@ -8,7 +8,7 @@ import itertools, json, os, struct, threading, time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 import numpy as np
-from .core import ConfigError, DataError, VeloxError, get_logger
+from .core import ConfigError, DataError, VeloxError, get_logger, redact
 from .events import DTYPES, SCHEMA_VERSION, from_dicts, to_dicts, split_by_symbol
 from .topics import topic_spec, dlq_topic
 
@@ -431,10 +431,10 @@ def kafka_client_kw(cfg, env=None) -> dict:
         pw = env.get('VELOX_KAFKA_PASSWORD')
         if pw is None: raise ConfigError("kafka_sasl_mechanism is set but $VELOX_KAFKA_PASSWORD is not")
         kw |= {'sasl_mechanism': cfg.kafka_sasl_mechanism, 'sasl_plain_username': cfg.kafka_sasl_username,
-               'sasl_plain_password': pw}
+               'sasl_plain_password': redact(pw)}
     for k in ('cafile', 'certfile', 'keyfile'):
         if getattr(cfg, f'kafka_ssl_{k}'): kw[f'ssl_{k}'] = getattr(cfg, f'kafka_ssl_{k}')
-    if env.get('VELOX_KAFKA_SSL_PASSWORD'): kw['ssl_password'] = env['VELOX_KAFKA_SSL_PASSWORD']
+    if env.get('VELOX_KAFKA_SSL_PASSWORD'): kw['ssl_password'] = redact(env['VELOX_KAFKA_SSL_PASSWORD'])
     return kw
 
 def bus_from_config(cfg) -> MemoryBus | KafkaBus:

@@ -13,7 +13,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['NY', 'NS', 'VeloxError', 'DataError', 'ConfigError', 'Config', 'event_id', 'day_start_ns', 'parse_day', 'ns_to_iso',
-           'to_ns', 'ns_to_local', 'get_logger']
+           'to_ns', 'ns_to_local', 'get_logger', 'redact']
 
 # %% ../nbs/00_core.ipynb #d0cc5b49
 class VeloxError(Exception):
@@ -151,3 +151,24 @@ def get_logger(name:str='velox', level:str|None=None) -> logging.Logger:
         root.addHandler(h)
         root.setLevel(level or os.environ.get('VELOX_LOG_LEVEL', 'WARNING'))
     return log
+
+_SECRETS: set = set()
+
+def redact(secret:str|None) -> str|None:
+    "Register `secret` so no log record ever shows it; returns it unchanged."
+    if secret and len(secret) >= 4:
+        if not _SECRETS: _install_redaction()
+        _SECRETS.add(secret)
+    return secret
+
+def _install_redaction():
+    make = logging.getLogRecordFactory()
+    def factory(*args, **kw):
+        rec = make(*args, **kw)
+        try: msg = rec.getMessage()
+        except Exception: return rec
+        if any(s in msg for s in _SECRETS):
+            for s in _SECRETS: msg = msg.replace(s, '***')
+            rec.msg, rec.args = msg, ()
+        return rec
+    logging.setLogRecordFactory(factory)

@@ -59,7 +59,7 @@ def has_condition(cond:np.ndarray, *flags) -> np.ndarray:
     return (np.asarray(cond, np.uint32) & np.uint32(encode_conditions(flags))) != 0
 
 # %% ../nbs/01_events.ipynb #8c040fc0
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SYM, VENUE = 'U12', 'U4'
 DTYPES = {
     'trade': np.dtype([('ts', 'i8'), ('symbol', SYM), ('price', 'i8'), ('size', 'f8'), ('venue', VENUE),
@@ -72,9 +72,10 @@ DTYPES = {
                        ('venue', VENUE), ('cond', 'u4'), ('bid', 'i8'), ('ask', 'i8'), ('side', 'i1'),
                        ('distance', 'i8'), ('distance_bps', 'f8'), ('off_exchange', '?'), ('confidence', 'f8'),
                        ('trade_seq', 'i8'), ('id', 'U32')]),
-    # a 1-minute (or any timeframe) trade bar; `ts` is the bar's open time
+    # a trade bar of `tf` seconds (0 = unknown); `ts` is the bar's open time; `trades` counts the prints in `volume`;
+    # `forming` marks a bar still open (the partial candle)
     'bar': np.dtype([('ts', 'i8'), ('symbol', SYM), ('open', 'i8'), ('high', 'i8'), ('low', 'i8'), ('close', 'i8'),
-                     ('volume', 'f8')]),
+                     ('volume', 'f8'), ('tf', 'i4'), ('trades', 'i4'), ('forming', '?')]),
     'quote_bar': np.dtype([('ts', 'i8'), ('symbol', SYM), ('bid_open', 'i8'), ('bid_high', 'i8'), ('bid_low', 'i8'),
                            ('bid_close', 'i8'), ('bid_size', 'f8'), ('ask_open', 'i8'), ('ask_high', 'i8'),
                            ('ask_low', 'i8'), ('ask_close', 'i8'), ('ask_size', 'f8')]),

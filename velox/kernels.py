@@ -5,14 +5,14 @@
 # %% ../nbs/15_kernels.ipynb #bef4c674
 from __future__ import annotations
 import math
-from functools import cache
+from collections import deque
 import numpy as np
 from numba import njit
 
 # %% auto #0
-__all__ = ['sma', 'segments_from_symbols', 'unsegment', 'gpu_available', 'rolling_sum', 'rolling_mean', 'rolling_mean_std',
-           'rolling_std', 'rolling_max', 'rolling_min', 'ewm_mean', 'ewm_std', 'ema', 'macd', 'rsi', 'bollinger',
-           'vwap_session', 'vwap_rolling', 'momentum', 'zscore']
+__all__ = ['sma', 'segments_from_symbols', 'unsegment', 'rolling_sum', 'rolling_mean', 'rolling_mean_std', 'rolling_std',
+           'rolling_max', 'rolling_min', 'ewm_mean', 'ewm_std', 'ema', 'macd', 'rsi', 'bollinger', 'vwap_session',
+           'vwap_rolling', 'momentum', 'zscore', 'RollingStat', 'EWM', 'RSI', 'MACD', 'Bollinger', 'VWAP']
 
 # %% ../nbs/15_kernels.ipynb #3d925ab2
 def segments_from_symbols(symbols) -> tuple[np.ndarray, np.ndarray]:
@@ -34,41 +34,72 @@ def unsegment(values, order):
     return out
 
 # %% ../nbs/15_kernels.ipynb #83701c4b
-_COLLAPSE = 1e-6  # recompute ssq exactly when it falls below this fraction of its peak since the last recompute
+_BUDGET = 2.0**16  # recompute ssq when its rounding-error bound passes 2^16 ulps-worth of ssq (~1e-11 relative)
 
-def _rolling_moments(x, y, lo, hi, p, o1, o2, o3, tmp):
-    "p = (window, ddof, what): what 0 = sum -> o1; 1 = mean -> o1; 2 = mean -> o1 and std -> o2."
-    w, ddof, what = int(p[0]), p[1], int(p[2])
-    s, c, ssq, mean, peak, prev = 0.0, 0.0, 0.0, 0.0, 0.0, math.nan
-    run, since = 0, 0
+def _rolling_sum(x, y, lo, hi, p, o1, o2, o3, tmp):
+    "p = (window, mean): the window's sum (mean = 0) or mean (mean = 1) -> o1."
+    w, as_mean = int(p[0]), p[1] != 0
+    s, c, prev, run = 0.0, 0.0, math.nan, 0
     for i in range(lo, hi):
-        v, u, k = x[i], 0.0, i - lo + 1
+        v = x[i]
         run = run + 1 if v == prev else 1
         prev = v
         t = s + v; bp = t - s; c += (s - (t - bp)) + (v - bp); s = t  # TwoSum: s + c is the exact sum
+        if i - lo >= w:
+            u = -x[i - w]
+            t = s + u; bp = t - s; c += (s - (t - bp)) + (u - bp); s = t
+        if i - lo < w - 1: o1[i] = math.nan
+        elif as_mean: o1[i] = v if run >= w else (s + c) / w
+        else: o1[i] = v * w if run >= w else s + c
+
+def _rolling_moments(x, y, lo, hi, p, o1, o2, o3, tmp):
+    "p = (window, ddof, want_z): mean -> o1, std -> o2 and, when want_z, z-score -> o3."
+    w, ddof, want_z = int(p[0]), p[1], p[2] != 0
+    if hi <= lo: return
+    ref = x[lo]  # values are shifted by ref, a recent value, so deviations never sit next to a large price
+    s, c, ssq, my, budget, prev = 0.0, 0.0, 0.0, 0.0, 0.0, math.nan
+    run, since = 0, 0
+    for i in range(lo, hi):
+        v, yu, k = x[i], 0.0, i - lo + 1
+        run = run + 1 if v == prev else 1
+        prev = v
+        yv = v - ref
+        t = s + yv; bp = t - s; c += (s - (t - bp)) + (yv - bp); s = t
         if k > w:
-            u = x[i - w]; nu = -u
+            yu = x[i - w] - ref; nu = -yu
             t = s + nu; bp = t - s; c += (s - (t - bp)) + (nu - bp); s = t
-        if what == 2:
-            m_old = mean
-            mean = (s + c) / min(k, w)
-            if k > w: ssq += (v - u) * (v - mean + u - m_old)
-            else: ssq += (v - m_old) * (v - mean)
-            since += 1
-            if run >= w: ssq, peak, since = 0.0, 0.0, 0
-            elif since >= w or ssq < peak * _COLLAPSE:
-                q = 0.0
-                for j in range(max(lo, i - w + 1), i + 1):
-                    d = x[j] - mean; q += d * d
-                ssq, peak, since = q, q, 0
-            peak = max(peak, ssq)
-        if k < w:
-            o1[i] = math.nan
-            if what == 2: o2[i] = math.nan
-        elif what == 0: o1[i] = v * w if run >= w else s + c
+        m_old = my
+        my = (s + c) / min(k, w)
+        # sliding Welford; its rounding is a few ulps of |dy| * (deviations + |y|): keep a running bound
+        if k > w:
+            dy = yv - yu
+            ssq += dy * ((yv - my) + (yu - m_old))
+            budget += abs(dy) * (abs(yv - my) + abs(yu - m_old) + abs(yv) + abs(yu))
         else:
-            o1[i] = v if run >= w else (s + c) / w
-            if what == 2: o2[i] = math.sqrt(max(ssq, 0.0) / (w - ddof)) if run < w else 0.0
+            dy = yv - m_old
+            ssq += dy * (yv - my)
+            budget += abs(dy) * (abs(yv - my) + abs(yv) + abs(m_old))
+        since += 1
+        if run >= w: ssq, budget, since = 0.0, 0.0, 0  # a constant window
+        elif since >= w or budget > ssq * _BUDGET:  # re-centre on the newest value, recompute exactly
+            ref, s, c, j0 = v, 0.0, 0.0, max(lo, i - w + 1)
+            for j in range(j0, i + 1):
+                d = x[j] - ref
+                t = s + d; bp = t - s; c += (s - (t - bp)) + (d - bp); s = t
+            my, q = (s + c) / (i + 1 - j0), 0.0
+            for j in range(j0, i + 1):
+                d = (x[j] - ref) - my; q += d * d
+            ssq, budget, since, yv = q, 0.0, 0, 0.0
+        if k < w:
+            o1[i] = math.nan; o2[i] = math.nan
+            if want_z: o3[i] = math.nan
+        elif run >= w:
+            o1[i] = v; o2[i] = 0.0
+            if want_z: o3[i] = math.nan
+        else:
+            sd = math.sqrt(max(ssq, 0.0) / (w - ddof))
+            o1[i] = ref + my; o2[i] = sd
+            if want_z: o3[i] = (yv - my) / sd if sd > 0 else math.nan
 
 # %% ../nbs/15_kernels.ipynb #d2338c52
 def _rolling_extreme(x, y, lo, hi, p, o1, o2, o3, tmp):
@@ -156,7 +187,7 @@ def _momentum(x, y, lo, hi, p, o1, o2, o3, tmp):
     for i in range(lo, hi): o1[i] = x[i] - x[i - n] if i - lo >= n else math.nan
 
 # %% ../nbs/15_kernels.ipynb #ada068c1
-_SEGS = (_rolling_moments, _rolling_extreme, _ewm, _macd, _rsi, _vwap, _momentum)
+_SEGS = (_rolling_sum, _rolling_moments, _rolling_extreme, _ewm, _macd, _rsi, _vwap, _momentum)
 
 def _cpu_driver(seg):
     seg_jit = njit(cache=True)(seg)
@@ -167,17 +198,6 @@ def _cpu_driver(seg):
 
 _CPU = {seg: _cpu_driver(seg) for seg in _SEGS}
 
-@cache
-def _cuda_kernel(seg):
-    "The CUDA kernel for `seg`: one thread per segment (built on first use)."
-    from numba import cuda
-    dev = cuda.jit(device=True)(seg)
-    @cuda.jit
-    def kernel(x, y, offsets, p, o1, o2, o3, tmp):
-        s = cuda.grid(1)
-        if s < offsets.shape[0] - 1: dev(x, y, offsets[s], offsets[s + 1], p, o1, o2, o3, tmp)
-    return kernel
-
 def _cupy_of(a):
     "The cupy module if `a` is a cupy array, else None."
     mod = type(a).__module__
@@ -186,19 +206,12 @@ def _cupy_of(a):
         return cupy
     return None
 
-@cache
-def gpu_available() -> bool:
-    "True when numba sees a CUDA GPU and cupy imports and runs a kernel."
-    try:
-        from numba import cuda
-        if not cuda.is_available(): return False
-        import cupy
-        return int(cupy.arange(3).sum()) == 3
-    except Exception: return False
-
 def _use_cuda(backend:str, x) -> bool:
     if backend not in ('auto', 'cpu', 'cuda'): raise ValueError(f"backend {backend!r}: expected 'auto', 'cpu' or 'cuda'")
-    return backend == 'cuda' or (backend == 'auto' and (_cupy_of(x) is not None or gpu_available()))
+    if backend != 'auto': return backend == 'cuda'
+    if _cupy_of(x) is not None: return True
+    from velox.kernels_cuda import gpu_available
+    return gpu_available()
 
 def _check(x, n:int|None, name:str):
     cp = _cupy_of(x)
@@ -234,19 +247,8 @@ def _run(seg, x, offsets, params, nout:int=1, y=None, scratch:bool=False, backen
         outs = [np.empty(n if i < nout else 1) for i in range(3)]
         _CPU[seg](x, y, o, p, *outs, np.empty(n if scratch else 1, np.int64))
         return tuple(outs[:nout])
-    return _run_cuda(seg, x, y, o, p, nout, scratch)
-
-def _run_cuda(seg, x, y, o, p, nout, scratch):
-    from numba import cuda
-    cp, n, nseg = _cupy_of(x), len(x), len(o) - 1
-    if cp is not None: dev, empty = cp.asarray, cp.empty
-    else: dev, empty = cuda.to_device, cuda.device_array
-    outs = [empty(n if i < nout else 1, np.float64) for i in range(3)]
-    if n:
-        threads = min(128, nseg)
-        _cuda_kernel(seg)[(nseg + threads - 1) // threads, threads](
-            dev(x), dev(y), dev(o), dev(p), *outs, empty(n if scratch else 1, np.int64))
-    return tuple(a if cp is not None else a.copy_to_host() for a in outs[:nout])
+    from velox.kernels_cuda import run_cuda
+    return run_cuda(seg, x, y, o, p, nout, scratch)
 
 # %% ../nbs/15_kernels.ipynb #fc2d4f33
 def _window(window, ddof=None) -> int:
@@ -256,15 +258,15 @@ def _window(window, ddof=None) -> int:
 
 def rolling_sum(values, offsets=None, window:int=20, backend:str='auto'):
     "Sum of the last `window` values of each segment."
-    return _run(_rolling_moments, values, offsets, (_window(window), 0, 0), backend=backend)[0]
+    return _run(_rolling_sum, values, offsets, (_window(window), 0), backend=backend)[0]
 
 def rolling_mean(values, offsets=None, window:int=20, backend:str='auto'):
     "Mean of the last `window` values of each segment."
-    return _run(_rolling_moments, values, offsets, (_window(window), 0, 1), backend=backend)[0]
+    return _run(_rolling_sum, values, offsets, (_window(window), 1), backend=backend)[0]
 
 def rolling_mean_std(values, offsets=None, window:int=20, ddof:int=1, backend:str='auto'):
     "`(mean, std)` of the last `window` values of each segment (`ddof=1`: sample std, as pandas)."
-    return _run(_rolling_moments, values, offsets, (_window(window, ddof), ddof, 2), nout=2, backend=backend)
+    return _run(_rolling_moments, values, offsets, (_window(window, ddof), ddof, 0), nout=2, backend=backend)
 
 def rolling_std(values, offsets=None, window:int=20, ddof:int=1, backend:str='auto'):
     "Standard deviation of the last `window` values of each segment (`ddof=1`: sample std, as pandas)."
@@ -330,7 +332,149 @@ def momentum(values, offsets=None, n:int=10, backend:str='auto'):
 
 def zscore(values, offsets=None, window:int=20, ddof:int=1, backend:str='auto'):
     "`(x - rolling mean) / rolling std`; `NaN` where the window is constant."
-    mean, sd = rolling_mean_std(values, offsets, window, ddof, backend)
-    xp = _cupy_of(mean) or np
-    with np.errstate(divide='ignore', invalid='ignore'):
-        return xp.where(sd > 0, (xp.asarray(values, dtype=xp.float64) - mean) / sd, xp.nan)
+    return _run(_rolling_moments, values, offsets, (_window(window, ddof), ddof, 1), nout=3, backend=backend)[2]
+
+# %% ../nbs/15_kernels.ipynb #3d132553
+def _two_sum(s:float, c:float, v:float) -> tuple[float, float]:
+    "Add `v` to the compensated sum `(s, c)` (TwoSum: `c` collects the exact rounding error)."
+    t = s + v; bp = t - s
+    return t, c + ((s - (t - bp)) + (v - bp))
+
+class RollingStat:
+    "Mean, std and z-score of the last `window` values, as `rolling_mean_std` / `zscore` compute them."
+    def __init__(self, window:int=20, ddof:int=1):
+        self.window, self.ddof = _window(window, ddof), ddof
+        self.buf, self.k, self.run, self.since, self.prev = deque(), 0, 0, 0, math.nan
+        self.ref = self.s = self.c = self.ssq = self.my = self.budget = 0.0
+        self.mean = self.std = self.z = math.nan
+
+    def update(self, v:float) -> tuple[float, float]:
+        "Add a value; returns `(mean, std)` (`NaN` until the window is full)."
+        v, w = float(v), self.window
+        if self.k == 0: self.ref = v
+        self.k += 1; k, ref = self.k, self.ref
+        self.run = self.run + 1 if v == self.prev else 1
+        self.prev = v
+        yv, yu = v - ref, 0.0
+        s, c = _two_sum(self.s, self.c, yv)
+        self.buf.append(v)
+        if k > w:
+            yu = self.buf.popleft() - ref
+            s, c = _two_sum(s, c, -yu)
+        m_old, my = self.my, (s + c) / min(k, w)
+        if k > w:
+            dy = yv - yu
+            self.ssq += dy * ((yv - my) + (yu - m_old))
+            self.budget += abs(dy) * (abs(yv - my) + abs(yu - m_old) + abs(yv) + abs(yu))
+        else:
+            dy = yv - m_old
+            self.ssq += dy * (yv - my)
+            self.budget += abs(dy) * (abs(yv - my) + abs(yv) + abs(m_old))
+        self.since += 1
+        if self.run >= w: self.ssq, self.budget, self.since = 0.0, 0.0, 0
+        elif self.since >= w or self.budget > self.ssq * _BUDGET:
+            self.ref = ref = v; s = c = 0.0
+            for xj in self.buf: s, c = _two_sum(s, c, xj - ref)
+            my, q = (s + c) / len(self.buf), 0.0
+            for xj in self.buf:
+                d = (xj - ref) - my; q += d * d
+            self.ssq, self.budget, self.since, yv = q, 0.0, 0, 0.0
+        self.s, self.c, self.my = s, c, my
+        if k < w: self.mean = self.std = self.z = math.nan
+        elif self.run >= w: self.mean, self.std, self.z = v, 0.0, math.nan
+        else:
+            sd = math.sqrt(max(self.ssq, 0.0) / (w - self.ddof))
+            self.mean, self.std, self.z = ref + my, sd, (yv - my) / sd if sd > 0 else math.nan
+        return self.mean, self.std
+
+class EWM:
+    "Exponentially weighted mean and std (`adjust=False`), as `ewm_mean` / `ewm_std` compute them."
+    def __init__(self, alpha:float):
+        self.alpha = _alpha(alpha)
+        self.k, self.mean, self.std, self.cov, self.sw2 = 0, math.nan, math.nan, 0.0, 1.0
+
+    @classmethod
+    def span(cls, n:int) -> EWM:
+        "The span-`n` EMA (`alpha = 2/(n+1)`), as `ema`."
+        return cls(2 / (_period(n) + 1))
+
+    def update(self, v:float) -> float:
+        "Add a value; returns the mean."
+        v, a = float(v), self.alpha
+        om = 1.0 - a; d = om + a
+        self.k += 1
+        if self.k == 1:
+            self.mean = v
+            return v
+        m_old = m = self.mean
+        if v != m: m = (om * m + a * v) / d
+        self.cov = (om * (self.cov + (m_old - m) * (m_old - m)) + a * ((v - m) * (v - m))) / d
+        self.sw2 = (om * om * self.sw2 + a * a) / (d * d)
+        self.std = math.sqrt(self.cov / (1.0 - self.sw2)) if self.sw2 < 1.0 else math.nan
+        self.mean = m
+        return m
+
+class RSI:
+    "Wilder's RSI over `n` changes, as `rsi` computes it."
+    def __init__(self, n:int=14):
+        self.n, self.k, self.prev, self.gain, self.loss, self.value = _period(n), 0, math.nan, 0.0, 0.0, math.nan
+
+    def update(self, v:float) -> float:
+        "Add a value; returns the RSI (`NaN` for the first `n` values)."
+        v, n, k = float(v), self.n, self.k
+        self.k += 1
+        ch, self.prev = v - self.prev, v
+        if k == 0: return math.nan
+        g = ch if ch > 0 else 0.0
+        ls = -ch if ch < 0 else 0.0
+        if k <= n:
+            self.gain += g; self.loss += ls
+            if k < n: return math.nan
+            self.gain /= n; self.loss /= n
+        else:
+            self.gain = (self.gain * (n - 1) + g) / n; self.loss = (self.loss * (n - 1) + ls) / n
+        self.value = 100.0 if self.loss == 0 else 100.0 - 100.0 / (1.0 + self.gain / self.loss)
+        return self.value
+
+class MACD:
+    "MACD line, signal and histogram, as `macd` computes them."
+    def __init__(self, fast:int=12, slow:int=26, signal:int=9):
+        self.fast, self.slow, self.sig = EWM.span(fast), EWM.span(slow), EWM.span(signal)
+
+    def update(self, v:float) -> tuple[float, float, float]:
+        "Add a value; returns `(line, signal, hist)`."
+        line = self.fast.update(v) - self.slow.update(v)
+        sig = self.sig.update(line)
+        return line, sig, line - sig
+
+class Bollinger:
+    "Bollinger bands over `n` values, as `bollinger` computes them."
+    def __init__(self, n:int=20, k:float=2.0, ddof:int=0):
+        self.stat, self.k = RollingStat(n, ddof), k
+
+    def update(self, v:float) -> tuple[float, float, float]:
+        "Add a value; returns `(mid, upper, lower)`."
+        mid, sd = self.stat.update(v)
+        return mid, mid + self.k * sd, mid - self.k * sd
+
+class VWAP:
+    "Session VWAP (`window=None`) or VWAP over the last `window` events, as `vwap_session` / `vwap_rolling`."
+    def __init__(self, window:int|None=None):
+        self.window = None if window is None else _window(window)
+        self.buf, self.k, self.spv, self.cpv, self.sv, self.cv = deque(), 0, 0.0, 0.0, 0.0, 0.0
+
+    def update(self, price:float, size:float) -> float:
+        "Add a print; returns the VWAP (`NaN` before any size, or before `window` prints)."
+        p, v = float(price), float(size)
+        pv, w = p * v, self.window
+        self.spv, self.cpv = _two_sum(self.spv, self.cpv, pv)
+        self.sv, self.cv = _two_sum(self.sv, self.cv, v)
+        self.k += 1
+        if w is not None:
+            self.buf.append((pv, v))
+            if self.k > w:
+                opv, ov = self.buf.popleft()
+                self.spv, self.cpv = _two_sum(self.spv, self.cpv, -opv)
+                self.sv, self.cv = _two_sum(self.sv, self.cv, -ov)
+        tot = self.sv + self.cv
+        return math.nan if (w is not None and self.k < w) or tot <= 0 else (self.spv + self.cpv) / tot

@@ -147,14 +147,16 @@ def start_broker(port:int|None=None, state_dir:str|Path|None=None, timeout:float
     s = _save(Service('kafka', proc.pid, port, f'kafka://127.0.0.1:{port}', state_dir, proc, own))
     return _wait_ready(s, timeout)
 
-def start_redis(port:int|None=None, state_dir:str|Path|None=None, timeout:float=10.0) -> Service:
-    "Start (or reuse, from `state_dir`) a local redis-server without persistence."
+def start_redis(port:int|None=None, state_dir:str|Path|None=None, timeout:float=10.0, persist:bool=False) -> Service:
+    """Start (or reuse, from `state_dir`) a local redis-server; without persistence unless `persist`
+    (append-only file, fsync on every write: a restart from the same `state_dir` keeps every acknowledged write)."""
     old, port, state_dir, own = _prepare('redis', port, state_dir)
     if old: return old
     exe, pidf, log = redis_path(), state_dir / 'redis.pid', state_dir / 'redis.log'
     pidf.unlink(missing_ok=True)
+    aof = ['--appendonly', 'yes', '--appendfsync', 'always'] if persist else ['--appendonly', 'no']
     r = subprocess.run([str(exe), '--daemonize', 'yes', '--bind', '127.0.0.1', '--port', str(port), '--save', '',
-                        '--appendonly', 'no', '--dir', str(state_dir), '--pidfile', str(pidf), '--logfile', str(log)],
+                        *aof, '--dir', str(state_dir), '--pidfile', str(pidf), '--logfile', str(log)],
                        check=False, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if r.returncode: raise VeloxError(f"redis-server failed to start: {(r.stderr or r.stdout).strip()}\n{_log_tail(log)}")
     deadline = time.monotonic() + timeout

@@ -8,7 +8,7 @@ import fnmatch, json, os, time
 from collections import deque
 from urllib.parse import urlparse
 import numpy as np
-from .core import ConfigError, DataError, VeloxError
+from .core import ConfigError, DataError, VeloxError, redact
 from .events import DTYPES, to_dicts
 
 # %% auto #0
@@ -181,7 +181,7 @@ def _http_args(dsn:str) -> dict:
     u = urlparse(dsn)
     if u.password: raise ConfigError(f"store DSN {u.scheme}://{u.username}:***@{u.hostname}: put the password in $VELOX_STORE_PASSWORD, not the DSN")
     return {'host': u.hostname or 'localhost', 'port': u.port or (8443 if u.scheme == 'https' else 8123),
-            'username': u.username or 'default', 'password': os.environ.get('VELOX_STORE_PASSWORD', ''),
+            'username': u.username or 'default', 'password': redact(os.environ.get('VELOX_STORE_PASSWORD', '')),
             'database': u.path.strip('/') or 'default', 'secure': u.scheme == 'https'}
 
 class Store:

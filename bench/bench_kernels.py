@@ -1,0 +1,180 @@
+"""Throughput of the indicator kernels (velox.kernels) on many symbols at once, against pandas doing the same work.
+
+    python bench/bench_kernels.py [--symbols 2000] [--events 5000] [--repeat 3] [--only rsi,macd]
+
+Data: SYNTHETIC, not recorded. Each symbol is a geometric random walk starting at 100 with 1e-4 log-return
+steps, rounded to a one-cent tick grid (so, as in real trades, many consecutive prices repeat), and sizes
+are round lots of 100..10,000 shares. Symbols are the int codes 0..S-1 (pandas' fastest groupby key); the
+rows are already grouped by symbol, which is the layout the kernels take (values + segment offsets).
+
+One row per kernel: best-of-R wall time of the velox call (numba compile time excluded: every kernel runs
+once before timing) and of the pandas formulation of the same statistic (groupby().rolling / ewm / diff /
+cumsum), elements/s (= values in / seconds) and the ratio. Before timing, every velox result is checked
+against its pandas counterpart (1e-6 relative; rolling std only within pandas' own rounding noise), so the
+rates compare the same work. Then ns per update of the incremental classes. Nothing is asserted about speed.
+"""
+from __future__ import annotations
+import argparse
+import gc
+import os
+import platform
+import time
+import numpy as np
+import pandas as pd
+
+import velox.kernels as K
+
+
+def make_data(n_sym:int, n_ev:int, seed:int=0):
+    "Synthetic prices and sizes, grouped by symbol, plus the segment offsets."
+    rng = np.random.default_rng(seed)
+    steps = rng.normal(0, 1e-4, (n_sym, n_ev))
+    steps[:, 0] = 0
+    px = np.round(100 * np.exp(np.cumsum(steps, axis=1)), 2).ravel()
+    size = (rng.integers(1, 101, n_sym * n_ev) * 100).astype(np.float64)
+    offsets = np.arange(n_sym + 1, dtype=np.int64) * n_ev
+    return px, size, offsets
+
+
+# -- pandas formulations ------------------------------------------------------------------------------------------
+
+def pandas_rsi(g, n:int):
+    "Wilder's RSI with pandas: the first average is the mean of the first n changes, then ewm(alpha=1/n, adjust=False)."
+    ch = g['px'].diff()
+    pos = g.cumcount()
+    def wilder(part):
+        seed = part.groupby(g.ngroup()).rolling(n).mean().reset_index(level=0, drop=True)
+        col = part.where(pos > n, seed.where(pos == n))
+        return col.groupby(g.ngroup()).ewm(alpha=1 / n, adjust=False).mean().reset_index(level=0, drop=True)
+    gain, loss = wilder(ch.clip(lower=0)), wilder((-ch).clip(lower=0))
+    return (100 - 100 / (1 + gain / loss)).where(loss != 0, 100.0).where(gain.notna())
+
+def pandas_macd(g, key):
+    line = (g['px'].ewm(span=12, adjust=False).mean() - g['px'].ewm(span=26, adjust=False).mean()).reset_index(level=0, drop=True)
+    sig = line.groupby(key).ewm(span=9, adjust=False).mean().reset_index(level=0, drop=True)
+    return line, sig, line - sig
+
+def rows_of(r):
+    "A groupby-rolling/ewm result back in row order."
+    return r.reset_index(level=0, drop=True)
+
+
+def cases(df, px, size, offs):
+    "(name, velox call, pandas call, how to compare) for every kernel."
+    g = df.groupby('sym', sort=False)
+    key = df['sym']
+    w = 20
+    roll = g['px'].rolling(w)
+    return [
+        ('rolling_sum(20)', lambda: K.rolling_sum(px, offs, w), lambda: rows_of(roll.sum()), 'rel'),
+        ('rolling_mean(20) = sma', lambda: K.rolling_mean(px, offs, w), lambda: rows_of(roll.mean()), 'rel'),
+        ('rolling_std(20)', lambda: K.rolling_std(px, offs, w), lambda: rows_of(roll.std()), 'noise'),
+        ('rolling_max(20)', lambda: K.rolling_max(px, offs, w), lambda: rows_of(roll.max()), 'rel'),
+        ('rolling_min(20)', lambda: K.rolling_min(px, offs, w), lambda: rows_of(roll.min()), 'rel'),
+        ('ewm_mean(0.1)', lambda: K.ewm_mean(px, offs, 0.1), lambda: rows_of(g['px'].ewm(alpha=0.1, adjust=False).mean()), 'rel'),
+        ('ewm_std(0.1)', lambda: K.ewm_std(px, offs, 0.1), lambda: rows_of(g['px'].ewm(alpha=0.1, adjust=False).std()), 'rel'),
+        ('ema(20)', lambda: K.ema(px, offs, 20), lambda: rows_of(g['px'].ewm(span=20, adjust=False).mean()), 'rel'),
+        ('rsi(14)', lambda: K.rsi(px, offs, 14), lambda: pandas_rsi(g, 14), 'rel'),
+        ('macd(12,26,9)', lambda: K.macd(px, offs), lambda: pandas_macd(g, key), 'abs'),
+        ('bollinger(20,2)', lambda: K.bollinger(px, offs, 20, 2),
+         lambda: (lambda m, s: (m, m + 2 * s, m - 2 * s))(rows_of(roll.mean()), rows_of(roll.std(ddof=0))), 'noise'),
+        ('zscore(20)', lambda: K.zscore(px, offs, w),
+         lambda: (df['px'] - rows_of(roll.mean())) / rows_of(roll.std()), 'skip'),
+        ('momentum(10)', lambda: K.momentum(px, offs, 10), lambda: g['px'].diff(10), 'rel'),
+        ('vwap_session', lambda: K.vwap_session(px, size, offs),
+         lambda: df['pv'].groupby(key).cumsum() / g['size'].cumsum(), 'rel'),
+        ('vwap_rolling(100)', lambda: K.vwap_rolling(px, size, offs, 100),
+         lambda: rows_of(df['pv'].groupby(key).rolling(100).sum()) / rows_of(g['size'].rolling(100).sum()), 'rel'),
+    ]
+
+
+def same(name, got, want, how):
+    "Check the two sides computed the same statistic (not a test of accuracy: see nbs/15_kernels.ipynb)."
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    for a, b in zip(got, want):
+        b = np.asarray(b, dtype=float)
+        if not (np.isnan(a) == np.isnan(b)).all(): raise AssertionError(f"{name}: NaN positions differ from pandas")
+        if how == 'rel': np.testing.assert_allclose(a, b, rtol=1e-6, err_msg=name)
+        elif how == 'abs': np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9, err_msg=name)
+        elif how == 'noise': np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=name)
+        # 'skip': z-scores divide by pandas' noisy std (exactly 0 vs ~1e-9 in constant windows): not comparable
+
+
+def best_of(fn, repeat:int):
+    best, out = float('inf'), None
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter(); out = fn(); best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def incremental(px, size, n:int):
+    "ns per update of each incremental class over the first n values of one series."
+    xs, vs = px[:n].tolist(), size[:n].tolist()
+    out = []
+    for name, make, two in (('RollingStat(20)', lambda: K.RollingStat(20), False), ('EWM(0.1)', lambda: K.EWM(0.1), False),
+                            ('RSI(14)', lambda: K.RSI(14), False), ('MACD()', lambda: K.MACD(), False),
+                            ('Bollinger(20,2)', lambda: K.Bollinger(20, 2), False), ('VWAP()', lambda: K.VWAP(), True),
+                            ('VWAP(100)', lambda: K.VWAP(100), True)):
+        obj = make(); up = obj.update
+        gc.collect()
+        t0 = time.perf_counter()
+        if two:
+            for p, v in zip(xs, vs): up(p, v)
+        else:
+            for p in xs: up(p)
+        out.append((name, n, (time.perf_counter() - t0) / n * 1e9))
+    return out
+
+
+def machine() -> str:
+    import numba
+    return (f"{platform.processor() or platform.machine()} · {os.cpu_count()} cores · python {platform.python_version()} · "
+            f"numpy {np.__version__} · numba {numba.__version__} · pandas {pd.__version__}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog='bench_kernels', description=__doc__.split('\n')[0])
+    p.add_argument('--symbols', type=int, default=2000, help='number of symbols (segments), default 2000')
+    p.add_argument('--events', type=int, default=5000, help='events per symbol, default 5000')
+    p.add_argument('--repeat', type=int, default=3, help='best of R timed runs per row (default 3)')
+    p.add_argument('--only', default='', help='comma-separated name prefixes of the rows to run')
+    p.add_argument('--updates', type=int, default=200_000, help='values fed to each incremental class (default 200,000)')
+    a, _ = p.parse_known_args(argv)
+    px, size, offs = make_data(a.symbols, a.events)
+    n = len(px)
+    df = pd.DataFrame({'sym': np.repeat(np.arange(a.symbols), a.events), 'px': px, 'size': size})
+    df['pv'] = df['px'] * df['size']
+    print(f"velox bench kernels · {a.symbols:,} symbols x {a.events:,} events = {n:,} values (synthetic random walks, "
+          f"one-cent ticks) · best of {a.repeat}")
+    print(f"machine: {machine()}")
+    from velox.kernels_cuda import gpu_available
+    print(f"backend: {'cuda' if gpu_available() else 'cpu'} (auto); numba CPU kernels run on one core\n")
+
+    only = [s.strip() for s in a.only.split(',') if s.strip()]
+    rows = []
+    head = f"{'kernel':<24} {'velox s':>9} {'velox elem/s':>14} {'pandas s':>9} {'pandas elem/s':>14} {'vs pandas':>10}"
+    print(head); print('-' * len(head))
+    for name, vx, pdf, how in cases(df, px, size, offs):
+        if only and not any(name.startswith(o) for o in only): continue
+        got = vx()  # warm-up: numba compiles (or loads its cache) here, untimed
+        same(name, got, pdf(), how)
+        tv, _ = best_of(vx, a.repeat)
+        tp, _ = best_of(pdf, a.repeat)
+        rows.append((name, tv, tp))
+        print(f"{name:<24} {tv:>9.4f} {n / tv:>14,.0f} {tp:>9.3f} {n / tp:>14,.0f} {tp / tv:>9.1f}x", flush=True)
+    if rows:
+        ratios = np.array([tp / tv for _, tv, tp in rows])
+        print(f"\nvs pandas: median {np.median(ratios):.1f}x, min {ratios.min():.1f}x, max {ratios.max():.1f}x; "
+              f"{(ratios >= 50).sum()} of {len(rows)} kernels at >= 50x")
+
+    print(f"\n{'incremental class':<24} {'updates':>10} {'ns/update':>10}")
+    for name, k, ns in incremental(px, size, min(a.updates, n)):
+        print(f"{name:<24} {k:>10,} {ns:>10,.0f}")
+    print("\nseconds = best of R wall times (time.perf_counter, gc.collect() before each); elem/s = values / seconds. "
+          "Not asserted anywhere: a measurement of this machine.")
+
+
+if __name__ == '__main__':
+    main()

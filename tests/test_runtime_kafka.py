@@ -1,0 +1,268 @@
+"""The worker runtime against a real Kafka-protocol broker and redis-server, as separate processes: scaling
+by consumer group, kill -9 and restart, poison messages, SIGTERM, a store outage, metrics endpoints."""
+import json, logging, os, signal, subprocess, sys, time, urllib.request, uuid
+from pathlib import Path
+import numpy as np
+import pytest
+from velox.bus import KafkaBus, decode_message, is_eos, publish, publish_eos, encode_json
+from velox.core import NS
+from velox.feeds import Catalog
+from velox.pipeline import DETECT_INPUTS, detect_stage, _clock
+from velox.services import start_broker, start_redis
+from velox.stage import run_frame
+from velox.topics import dlq_topic
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parent.parent
+KW = '?session_timeout_ms=6000&heartbeat_interval_ms=1000'
+DAY = '2013-10-08'
+SRCS = [s for sym in ('IBM', 'BAC') for s in Catalog(ROOT / 'replay' / 'data').find(sym, DAY)]
+DATA = {s.key: s.load() for s in SRCS}
+
+
+def canon(a): return a[np.lexsort((a['trade_seq'], a['ts'], a['symbol']))]
+
+
+def window(start=None, end=None):
+    t0 = _clock(DAY, start, 's') if start else None
+    t1 = _clock(DAY, end, 'e') if end else None
+    cut = lambda b: b[(b['ts'] >= (t0 or 0)) & (b['ts'] < (t1 or 2**62))]
+    return {k: np.concatenate([cut(DATA[s.key]) for s in SRCS if s.kind == k]) for k in ('quote', 'trade')}
+
+
+@pytest.fixture(scope='module')
+def day():
+    data = window()
+    res = run_frame(detect_stage(), data)
+    return data, canon(res['alert']), res['nbbo']
+
+
+def publish_all(bus, data, rows=4096, poison=()):
+    n = 0
+    for kind, topic in (('quote', 'market.quotes'), ('trade', 'market.trades')):
+        n += publish(bus, topic, kind, data[kind], rows_per_frame=rows)
+    for topic, value, key in poison: bus.produce(topic, value, key=key)
+    for topic in DETECT_INPUTS: publish_eos(bus, topic, ['IBM', 'BAC'])
+    bus.flush()
+    return n
+
+
+class Fleet:
+    "Worker processes (`velox worker detect`) of one consumer group."
+    def __init__(self, tmp, broker, group=None, extra=()):
+        self.tmp, self.broker, self.group, self.extra, self.procs = tmp, broker, group or f'g-{uuid.uuid4().hex[:6]}', list(extra), {}
+
+    def start(self, name, *more):
+        cmd = [sys.executable, '-m', 'velox.cli', 'worker', 'detect', '--bus', self.broker.dsn + KW, '--group', self.group,
+               '--client-id', name, '--until-end', '--status', str(self.status_path(name)), '--max-runtime', '240',
+               '--out-dir', str(self.tmp), *self.extra, *more]
+        self.procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return self.procs[name]
+
+    def status_path(self, name): return self.tmp / f'status-{name}.json'
+
+    def status(self, name):
+        try: return json.loads(self.status_path(name).read_text())
+        except (FileNotFoundError, json.JSONDecodeError): return {}
+
+    def wait_settled(self, names, partitions=12, timeout=90):
+        "Until the named members together own every input partition exactly once."
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for n in names:
+                if self.procs[n].poll() is not None: pytest.fail(f"worker {n} exited early:\n{self.procs[n].stdout.read()}")
+            shares = [self.status(n).get('assignment') for n in names]
+            if all(shares):
+                owned = [tuple(tp) for s in shares for tp in s]
+                if len(owned) == len(set(owned)) == partitions: return shares
+            time.sleep(0.2)
+        pytest.fail('the consumer group did not settle')
+
+    def wait_until(self, name, pred, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.status(name)
+            if st and pred(st): return st
+            if self.procs[name].poll() is not None: return self.status(name)
+            time.sleep(0.02)
+        pytest.fail(f'{name}: condition not reached; status {self.status(name)}')
+
+    def finish(self, names=None, timeout=240):
+        for n in names or list(self.procs):
+            out, _ = self.procs[n].communicate(timeout=timeout)
+            assert self.procs[n].returncode == 0, out
+        return {n: self.status(n) for n in names or self.procs}
+
+
+def read_topic(bus, topic):
+    out, idle = [], 0
+    with bus.consumer([topic], f'check-{uuid.uuid4().hex[:6]}') as c:
+        while idle < 4:
+            got = c.poll(timeout_ms=1000, max_records=10_000)
+            idle = 0 if got else idle + 1
+            out += got
+    return [m for m in out if not is_eos(m)]
+
+
+def dedupe(a, key='id'):
+    _, first = np.unique(a[key], return_index=True)
+    return a[np.sort(first)]
+
+
+def outputs(bus):
+    "Alerts (de-duplicated by id) and NBBO updates (de-duplicated by (symbol, seq)) on the output topics."
+    al = np.concatenate([decode_message(m.value)[1] for m in read_topic(bus, 'alerts.darkpool')])
+    nb = np.concatenate([decode_message(m.value)[1] for m in read_topic(bus, 'market.nbbo')])
+    nb_key = np.char.add(nb['symbol'], np.char.mod('%d', nb['seq']))
+    nb = nb[np.sort(np.unique(nb_key, return_index=True)[1])]
+    return canon(dedupe(al)), nb[np.lexsort((nb['seq'], nb['symbol']))]
+
+
+def _kbus(broker): return KafkaBus(broker.dsn.split('://')[1], session_timeout_ms=6000, heartbeat_interval_ms=1000)
+
+
+@pytest.mark.parametrize('members', [1, 3])
+def test_one_or_three_workers_in_a_group_give_the_same_outputs_for_a_real_day(members, day, tmp_path):
+    data, expect, nbbo = day
+    with start_broker() as broker, start_redis() as redis_svc:
+        fleet = Fleet(tmp_path, broker, extra=['--hot', redis_svc.dsn])
+        names = [f'w{i}' for i in range(members)]
+        for n in names: fleet.start(n, '--metrics-port', '0')
+        fleet.wait_settled(names)
+        # metrics and health of a running member
+        port = fleet.status(names[0])['metrics_port']
+        assert urllib.request.urlopen(f'http://127.0.0.1:{port}/health').status == 200
+        bus = _kbus(broker)
+        publish_all(bus, data)
+        fleet.wait_until(names[0], lambda s: s['consumed'] > 0 or s['state'] == 'stopped')
+        try: metrics = urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics').read().decode()
+        except OSError: metrics = ''  # it may already have finished
+        stats = fleet.finish(names)
+        al, nb = outputs(bus)
+        np.testing.assert_array_equal(al, expect)
+        np.testing.assert_array_equal(nb, nbbo[np.lexsort((nbbo['seq'], nbbo['symbol']))])
+        assert sum(s['events'] for s in stats.values()) == sum(map(len, data.values()))
+        if metrics: assert 'velox_consumed_messages_total' in metrics and 'velox_consumer_lag_messages' in metrics
+        bus.close()
+
+
+def test_kill_9_mid_stream_and_restart_misses_nothing_and_stores_nothing_twice(day, tmp_path):
+    data, expect, _ = day
+    total = sum(map(len, data.values()))
+    with start_broker() as broker, start_redis() as redis_svc:
+        store = f'chdb://{tmp_path.absolute()}/chdb'
+        fleet = Fleet(tmp_path, broker, extra=['--hot', redis_svc.dsn, '--store', store, '--sink-store', '--max-records', '1'])
+        fleet.start('a'); fleet.wait_settled(['a'])
+        bus = _kbus(broker)
+        publish_all(bus, data, rows=512)
+        st = fleet.wait_until('a', lambda s: s['events'] > total // 5 and s['commits'] > 0)
+        fleet.procs['a'].send_signal(signal.SIGKILL); fleet.procs['a'].wait()
+        assert st['state'] == 'running' and st['events'] < total, 'killed mid-stream'
+        fleet.start('b')
+        sb = fleet.finish(['b'])['b']
+        assert sb['restored'] == 2 and sb['skipped'] >= 0
+        al, _ = outputs(bus)
+        np.testing.assert_array_equal(al, expect)  # on the topic, after de-duplication by id: nothing missing
+        bus.close()
+    from velox.stores import Store
+    with Store(store) as s:  # in the store: every alert exactly once
+        np.testing.assert_array_equal(canon(s.read('alert')), expect)
+        assert s.count('alert') == len(expect)
+
+
+def test_poison_messages_go_to_the_dead_letter_topic_with_their_reason_and_processing_continues(tmp_path):
+    data = window('10:00', '10:30')
+    expect = canon(run_frame(detect_stage(), data)['alert'])
+    import struct
+    from velox.bus import encode_frame
+    good = encode_frame('trade', data['trade'][data['trade']['symbol'] == 'IBM'][:3])
+    v99 = good[:4] + struct.pack('<H', 99) + good[6:]
+    poison = [('market.trades', b'{"type": "trade", "symbol": "IBM", "price": ', 'IBM'),  # invalid JSON
+              ('market.trades', encode_json('quote', data['quote'][:1])[0], 'IBM'),  # wrong type
+              ('market.quotes', v99, 'BAC')]  # unknown frame version
+    with start_broker() as broker:
+        fleet = Fleet(tmp_path, broker)
+        fleet.start('w'); fleet.wait_settled(['w'])
+        bus = _kbus(broker)
+        publish_all(bus, data, poison=poison)
+        st = fleet.finish(['w'])['w']
+        assert st['dead_letters'] == 3
+        al, _ = outputs(bus)
+        np.testing.assert_array_equal(al, expect)
+        dead = read_topic(bus, dlq_topic('market.trades')) + read_topic(bus, dlq_topic('market.quotes'))
+        assert len(dead) == 3
+        reasons = sorted(m.headers['velox-error'].decode() for m in dead)
+        assert any('JSON' in r for r in reasons) and any("'quote' message on market.trades" in r for r in reasons) \
+            and any('schema version 99' in r for r in reasons), reasons
+        for m in dead:
+            assert m.headers['velox-topic'].decode() in DETECT_INPUTS and int(m.headers['velox-offset']) >= 0
+            assert int(m.headers['velox-partition']) == m.partition  # a DLQ keeps its topic's partitioning
+        bus.close()
+
+
+def test_sigterm_finishes_the_batch_commits_and_a_restart_continues_exactly_where_it_stopped(day, tmp_path):
+    data, expect, _ = day
+    total = sum(map(len, data.values()))
+    with start_broker() as broker, start_redis() as redis_svc:
+        fleet = Fleet(tmp_path, broker, extra=['--hot', redis_svc.dsn, '--max-records', '1'])
+        fleet.start('a'); fleet.wait_settled(['a'])
+        bus = _kbus(broker)
+        publish_all(bus, data, rows=512)
+        fleet.wait_until('a', lambda s: s['events'] > total // 5)
+        t0 = time.monotonic()
+        fleet.procs['a'].send_signal(signal.SIGTERM)
+        sa = fleet.finish(['a'])['a']
+        print(f"SIGTERM to exit: {time.monotonic() - t0:.2f} s")
+        assert sa['state'] == 'stopped' and 0 < sa['events'] < total
+        fleet.start('b')
+        sb = fleet.finish(['b'])['b']
+        # everything committed before the exit: the successor is handed nothing twice and nothing is lost
+        assert sb['skipped'] == 0 and sb['restored'] == 2
+        assert sa['events'] + sb['events'] == total
+        al, _ = outputs(bus)
+        assert len(read_topic(bus, 'alerts.darkpool')) == sum(1 for _ in read_topic(bus, 'alerts.darkpool'))
+        np.testing.assert_array_equal(al, expect)
+        bus.close()
+
+
+def test_a_redis_outage_mid_run_loses_no_hot_state_and_no_checkpoint(day, tmp_path):
+    data, expect, nbbo = day
+    total = sum(map(len, data.values()))
+    rdir = tmp_path / 'redis'
+    with start_broker() as broker:
+        redis_svc = start_redis(state_dir=rdir, persist=True)
+        port = redis_svc.port
+        fleet = Fleet(tmp_path, broker, extra=['--hot', redis_svc.dsn, '--sink-hot', '--max-records', '1'])
+        fleet.start('a'); fleet.wait_settled(['a'])
+        bus = _kbus(broker)
+        publish_all(bus, data, rows=512)
+        fleet.wait_until('a', lambda s: s['events'] > total // 5)
+        redis_svc.stop()
+        fleet.wait_until('a', lambda s: s['sink_failures'] > 0)
+        time.sleep(1.0)
+        redis_svc = start_redis(port=port, state_dir=rdir, persist=True)
+        sa = fleet.finish(['a'])['a']
+        assert sa['sink_failures'] > 0 and sa['events'] == total
+        al, _ = outputs(bus)
+        np.testing.assert_array_equal(al, expect)
+        from velox.stores import RedisHot
+        from velox.events import to_dicts
+        with RedisHot(redis_svc.dsn) as hot:
+            for sym in ('IBM', 'BAC'):
+                last = nbbo[nbbo['symbol'] == sym][-1:]
+                assert hot.get_l1(sym) == to_dicts(last, 'nbbo')[0]
+        redis_svc.stop()
+        bus.close()
+
+
+def test_no_secret_is_logged_when_connecting_with_sasl_settings(caplog):
+    from velox.bus import kafka_client_kw
+    from velox.core import Config
+    cfg = Config.load(env={'VELOX_KAFKA_SASL_MECHANISM': 'SCRAM-SHA-256', 'VELOX_KAFKA_SASL_USERNAME': 'u'})
+    kw = kafka_client_kw(cfg, env={'VELOX_KAFKA_PASSWORD': 'pw-Zx81q'})
+    with start_broker() as broker, caplog.at_level(logging.DEBUG):
+        bus = KafkaBus(broker.dsn.split('://')[1], **kw)  # PLAINTEXT broker: the SASL settings ride along unused
+        bus.produce('market.trades', b'x', key='IBM'); bus.flush()
+        log = repr(bus) + caplog.text
+        bus.close()
+    assert 'pw-Zx81q' not in log
