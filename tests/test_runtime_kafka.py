@@ -1,11 +1,10 @@
 """The worker runtime against a real Kafka-protocol broker and redis-server, as separate processes: scaling
 by consumer group, kill -9 and restart, poison messages, SIGTERM, a store outage, metrics endpoints."""
-import json, logging, os, signal, subprocess, sys, time, urllib.request, uuid
+import json, logging, signal, subprocess, sys, time, urllib.request, uuid
 from pathlib import Path
 import numpy as np
 import pytest
 from velox.bus import KafkaBus, decode_message, is_eos, publish, publish_eos, encode_json
-from velox.core import NS
 from velox.feeds import Catalog
 from velox.pipeline import DETECT_INPUTS, detect_stage, _clock
 from velox.services import start_broker, start_redis

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 import numpy as np
-from .core import NS
+from .core import NS, Session
 from .events import DTYPES, QUOTE_CONDITIONS, empty, encode_conditions, has_condition, split_by_symbol
-from .detectors import Session
 from .stage import Stage
 
 # %% auto #0
@@ -60,12 +59,6 @@ LEAN = PrintRule()
 ALL_PRINTS = PrintRule(price_exclude=(), volume_exclude=(), suspicious=True, auctions=False)
 
 # %% ../nbs/16_bars.ipynb #12007a0f
-def _bounds(session:Session, ts:np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    "Session open and close (epoch ns) of the day of each timestamp."
-    days, inv = np.unique(np.asarray(ts, 'i8') // (86400 * NS), return_inverse=True)
-    b = np.array([session._bounds(int(d)) for d in days], 'i8').reshape(-1, 2)
-    return b[inv.ravel(), 0], b[inv.ravel(), 1]
-
 def effective_prints(tr:np.ndarray, rule:PrintRule=LEAN, session:Session|None=None) -> dict:
     "Per print: `ets` (time it counts at), `rank`, `vol` (counts in volume), `px` (counts in prices)."
     ets, rank = tr['ts'].astype('i8'), np.ones(len(tr), 'i1')
@@ -80,7 +73,7 @@ def effective_prints(tr:np.ndarray, rule:PrintRule=LEAN, session:Session|None=No
         not_cross = ~has_condition(tr['cond'], 'Cross')
         opening, closing = has_condition(tr['cond'], 'OpeningPrints') & not_cross, has_condition(tr['cond'], 'ClosingPrints') & not_cross
         if opening.any() or closing.any():
-            o, c = _bounds(session, ets)
+            o, c = session.bounds(ets)
             early = opening & (ets >= o) & (ets < o + rule.open_window_s * NS)
             late = opening & (ets >= o + rule.open_window_s * NS) & (ets < c)
             ets, rank = np.where(early, o, ets), np.where(early, 0, rank).astype('i1')
@@ -300,7 +293,7 @@ class BarStage(Stage):
         if not (self.rule.auctions and self.session is not None): return _LO
         now = st['now']
         day = now // (86400 * NS)
-        o, c = self.session._bounds(day)
+        o, c = self.session.day_bounds(day)
         step = self.tf * NS
         floor = lambda t: int(bar_start([t], step // NS, self.zone)[0])
         if day not in st.get('opened', ()) and now < o + self.rule.open_window_s * NS: return floor(o)

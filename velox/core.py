@@ -6,14 +6,14 @@
 from __future__ import annotations
 import hashlib, logging, os
 from dataclasses import dataclass, fields
-from datetime import date, datetime, time as dtime
+from datetime import date, datetime, time as dtime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 import numpy as np
 
 # %% auto #0
 __all__ = ['NY', 'NS', 'VeloxError', 'DataError', 'ConfigError', 'Config', 'event_id', 'day_start_ns', 'parse_day', 'ns_to_iso',
-           'to_ns', 'ns_to_local', 'get_logger', 'redact']
+           'to_ns', 'ns_to_local', 'Session', 'get_logger', 'redact']
 
 # %% ../nbs/00_core.ipynb #d0cc5b49
 class VeloxError(Exception):
@@ -141,6 +141,32 @@ def ns_to_local(ts, tz:ZoneInfo=NY):
     return pd.Timestamp(int(ts), tz='UTC').tz_convert(tz)
 
 # %% ../nbs/00_core.ipynb #2050690d
+class Session:
+    "Local trading hours, e.g. `Session('09:30', '16:00', 'America/New_York')`."
+    def __init__(self, open:str='09:30', close:str='16:00', tz:str='America/New_York'):
+        self.open, self.close, self.tz = dtime.fromisoformat(open), dtime.fromisoformat(close), ZoneInfo(tz)
+        self._cache = {}
+
+    def day_bounds(self, utc_day:int) -> tuple[int, int]:
+        "Epoch ns of the open and close on the day `utc_day` (days since the epoch, UTC)."
+        if utc_day not in self._cache:
+            d = datetime.fromtimestamp(utc_day * 86400 + 43200, timezone.utc).astimezone(self.tz).date()
+            f = lambda t: int(datetime.combine(d, t, self.tz).timestamp()) * NS
+            self._cache[utc_day] = f(self.open), f(self.close)
+        return self._cache[utc_day]
+
+    def bounds(self, ts) -> tuple[np.ndarray, np.ndarray]:
+        "Open and close (epoch ns) of the session day of each timestamp."
+        days, inv = np.unique(np.asarray(ts, 'i8') // (86400 * NS), return_inverse=True)
+        b = np.array([self.day_bounds(int(d)) for d in days], 'i8').reshape(-1, 2)
+        return b[inv.ravel(), 0], b[inv.ravel(), 1]
+
+    def contains(self, ts) -> np.ndarray:
+        "Which timestamps fall inside the session [open, close)."
+        lo, hi = self.bounds(ts)
+        return (np.asarray(ts, 'i8') >= lo) & (np.asarray(ts, 'i8') < hi)
+
+# %% ../nbs/00_core.ipynb #03eef55a
 def get_logger(name:str='velox', level:str|None=None) -> logging.Logger:
     "A logger under the `velox` hierarchy; level from `level` or `$VELOX_LOG_LEVEL`."
     log = logging.getLogger(name if name.startswith('velox') else f'velox.{name}')

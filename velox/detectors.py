@@ -4,15 +4,13 @@
 
 # %% ../nbs/06_detectors.ipynb #762d6174
 from __future__ import annotations
-from datetime import datetime, time as dtime, timezone
-from zoneinfo import ZoneInfo
 import numpy as np
-from .core import event_id, NS
+from .core import event_id, Session
 from .events import empty, has_condition, PRICE_SCALE
 from .stage import Stage
 
 # %% auto #0
-__all__ = ['OFF_EXCHANGE', 'EXPLAINING_CONDITIONS', 'is_off_exchange', 'Session', 'OutsideNBBO']
+__all__ = ['OFF_EXCHANGE', 'EXPLAINING_CONDITIONS', 'is_off_exchange', 'OutsideNBBO']
 
 # %% ../nbs/06_detectors.ipynb #1d72a5fb
 OFF_EXCHANGE = ('D', 'ADF', 'TRF', 'MW')
@@ -24,30 +22,6 @@ def is_off_exchange(venue:np.ndarray, venues=OFF_EXCHANGE) -> np.ndarray:
     return np.isin(np.asarray(venue), venues)
 
 # %% ../nbs/06_detectors.ipynb #00f4ed4a
-class Session:
-    "Local trading hours, e.g. `Session('09:30', '16:00', 'America/New_York')`."
-    def __init__(self, open:str='09:30', close:str='16:00', tz:str='America/New_York'):
-        self.open, self.close, self.tz = dtime.fromisoformat(open), dtime.fromisoformat(close), ZoneInfo(tz)
-        self._cache = {}
-
-    def _bounds(self, utc_day:int) -> tuple[int, int]:
-        if utc_day not in self._cache:
-            d = datetime.fromtimestamp(utc_day * 86400 + 43200, timezone.utc).astimezone(self.tz).date()
-            f = lambda t: int(datetime.combine(d, t, self.tz).timestamp()) * NS
-            self._cache[utc_day] = f(self.open), f(self.close)
-        return self._cache[utc_day]
-
-    def contains(self, ts:np.ndarray) -> np.ndarray:
-        "Which timestamps fall inside the session [open, close)."
-        ts = np.asarray(ts, 'i8')
-        days = ts // (86400 * NS)
-        lo, hi = np.empty_like(ts), np.empty_like(ts)
-        for d in np.unique(days):
-            m = days == d
-            lo[m], hi[m] = self._bounds(int(d))
-        return (ts >= lo) & (ts < hi)
-
-# %% ../nbs/06_detectors.ipynb #a2b7f106
 class OutsideNBBO(Stage):
     "nbbo + trade -> alert for every print outside the prevailing NBBO."
     name, inputs, outputs, windowed = 'outside_nbbo', ('nbbo', 'trade'), ('alert',), True

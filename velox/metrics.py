@@ -4,7 +4,7 @@
 
 # %% ../nbs/09b_metrics.ipynb #6eaa9096
 from __future__ import annotations
-import threading, time
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 # %% auto #0
@@ -15,7 +15,7 @@ class WorkerMetrics:
     "The Prometheus metrics of one worker."
     def __init__(self, worker:str):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-        self.registry, w = CollectorRegistry(), {'registry': None}
+        self.registry = CollectorRegistry()
         r = self.registry
         self.consumed = Counter('velox_consumed_messages', 'messages consumed', ['worker', 'topic'], registry=r)
         self.events = Counter('velox_events', 'events processed', ['worker'], registry=r)

@@ -8,7 +8,7 @@ import inspect, threading, time, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from .bus import bus_from_config, bus_from_dsn, publish, publish_eos
+from .bus import bus_from_config, publish, publish_eos
 from .core import Config, ConfigError, parse_day, day_start_ns, NS
 from .detectors import OutsideNBBO, EXPLAINING_CONDITIONS
 from .events import has_condition

@@ -251,7 +251,7 @@ class Worker:
                     if not tps <= self._assigned: continue
                     payload = {'stage': self.stage.snapshot([sym]), 'merge': self.merges[sym],
                                'flushed': sym in self._flushed, 'upto': {tp: self._next[tp] for tp in tps if tp in self._next}}
-                    retry(lambda: self.checkpoints.save(sym, payload), attempts=3, what='checkpoint')
+                    retry(lambda s=sym, p=payload: self.checkpoints.save(s, p), attempts=3, what='checkpoint')
         except Exception as e:
             if not isinstance(e, SinkUnavailable) and not is_transient(e): raise
             self.stats.sink_failures += 1
@@ -278,7 +278,7 @@ class Worker:
             if hw is not None and pos is not None: m.consumer_lag.labels(m.worker, t, str(p)).set(hw - pos)
         if self._last_event_ts: m.event_lag.labels(m.worker).set(time.time() - self._last_event_ts / 1e9)
 
-    def health(self): 
+    def health(self):
         ok = time.monotonic() - self._beat < 30 and self.stats.state in ('starting', 'running')
         return ok, f"{self.stats.state}; last loop {time.monotonic() - self._beat:.1f} s ago"
 
