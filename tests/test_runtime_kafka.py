@@ -265,3 +265,16 @@ def test_no_secret_is_logged_when_connecting_with_sasl_settings(caplog):
         log = repr(bus) + caplog.text
         bus.close()
     assert 'pw-Zx81q' not in log
+
+
+def test_velox_topics_create_is_idempotent_and_describe_checks_partitions(tmp_path):
+    with start_broker() as broker:
+        run = lambda *a: subprocess.run([sys.executable, '-m', 'velox.cli', 'topics', *a, '--bus', broker.dsn,
+                                         '--out-dir', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        first, second = run('create', '--models', 'gbt'), run('create', '--models', 'gbt')
+        assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+        assert 'predictions.gbt' in first.stdout and 'all existed' in second.stdout
+        desc = run('describe', 'market.trades', 'dlq.market.trades', 'system.metrics')
+        rows = [line.split() for line in desc.stdout.splitlines()[1:]]
+        assert [(r[0], r[2], r[-1]) for r in rows] == [('market.trades', '6', 'ok'), ('dlq.market.trades', '6', 'ok'),
+                                                       ('system.metrics', '1', 'ok')], desc.stdout
