@@ -10,7 +10,7 @@ from .core import ns_to_iso, to_ns
 
 # %% auto #0
 __all__ = ['PRICE_SCALE', 'TRADE_CONDITIONS', 'QUOTE_CONDITIONS', 'COND_BIT', 'SCHEMA_VERSION', 'SYM', 'VENUE', 'DTYPES', 'KINDS',
-           'PRICE_FIELDS', 'price_from_str', 'price_from_float', 'price_to_float', 'decode_conditions',
+           'PRICE_FIELDS', 'TIME_FIELDS', 'price_from_str', 'price_from_float', 'price_to_float', 'decode_conditions',
            'encode_conditions', 'has_condition', 'empty', 'batch', 'split_by_symbol', 'to_dicts', 'from_dicts',
            'as_frame', 'from_frame']
 
@@ -59,7 +59,7 @@ def has_condition(cond:np.ndarray, *flags) -> np.ndarray:
     return (np.asarray(cond, np.uint32) & np.uint32(encode_conditions(flags))) != 0
 
 # %% ../nbs/01_events.ipynb #8c040fc0
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SYM, VENUE = 'U12', 'U4'
 DTYPES = {
     'trade': np.dtype([('ts', 'i8'), ('symbol', SYM), ('price', 'i8'), ('size', 'f8'), ('venue', VENUE),
@@ -79,13 +79,28 @@ DTYPES = {
     'quote_bar': np.dtype([('ts', 'i8'), ('symbol', SYM), ('bid_open', 'i8'), ('bid_high', 'i8'), ('bid_low', 'i8'),
                            ('bid_close', 'i8'), ('bid_size', 'f8'), ('ask_open', 'i8'), ('ask_high', 'i8'),
                            ('ask_low', 'i8'), ('ask_close', 'i8'), ('ask_size', 'f8')]),
+    # indicators of one symbol at one timeframe (values in dollars) as of `ts`, `closed` if a bar of that
+    # timeframe closed then, with the candle forming (`fc_*`, nested as `forming_candle` in the dict form) and
+    # the multi-timeframe alignment in [-1, 1]
+    'indicator': np.dtype([('ts', 'i8'), ('symbol', SYM), ('tf', 'i4'), ('close', 'i8'), ('sma', 'f8'), ('ema', 'f8'),
+                           ('rsi', 'f8'), ('macd', 'f8'), ('macd_signal', 'f8'), ('macd_hist', 'f8'), ('bb_upper', 'f8'),
+                           ('bb_mid', 'f8'), ('bb_lower', 'f8'), ('vwap', 'f8'), ('momentum', 'f8'), ('zscore', 'f8'),
+                           ('mtf_align', 'f8'), ('closed', '?'), ('fc_ts', 'i8'), ('fc_open', 'i8'), ('fc_high', 'i8'), ('fc_low', 'i8'),
+                           ('fc_close', 'i8'), ('fc_volume', 'f8')]),
     # one L2 price-level change: side +1 bid / -1 ask, size 0 removes the level; `update_id` orders the feed
     'book': np.dtype([('ts', 'i8'), ('symbol', SYM), ('side', 'i1'), ('price', 'i8'), ('size', 'f8'),
                       ('update_id', 'i8'), ('seq', 'i8')]),
+    # a smart-money pattern on `tf`-second bars (`velox.smc`): `ts` is when it became known (the close of the bar
+    # that confirmed it), `kind` e.g. SWING_HIGH, BOS_UP, ORDER_BLOCK_BULL, FVG_FILLED; its price range and time
+    # span; `ref_ts` the open time of the bar it is anchored to (the swing, order-block candle, gap's middle candle)
+    'pattern': np.dtype([('ts', 'i8'), ('symbol', SYM), ('tf', 'i4'), ('kind', 'U16'), ('price_low', 'i8'),
+                         ('price_high', 'i8'), ('start_ts', 'i8'), ('end_ts', 'i8'), ('ref_ts', 'i8'), ('id', 'U32')]),
 }
 KINDS = tuple(DTYPES)
 PRICE_FIELDS = {'price', 'bid', 'ask', 'distance', 'open', 'high', 'low', 'close', 'bid_open', 'bid_high',
-                'bid_low', 'bid_close', 'ask_open', 'ask_high', 'ask_low', 'ask_close'}
+                'bid_low', 'bid_close', 'ask_open', 'ask_high', 'ask_low', 'ask_close',
+                'fc_open', 'fc_high', 'fc_low', 'fc_close', 'price_low', 'price_high'}
+TIME_FIELDS = {'ts', 'fc_ts', 'start_ts', 'end_ts', 'ref_ts'}
 
 def empty(kind:str, n:int=0) -> np.ndarray:
     "A zeroed batch of `n` events of `kind`."
@@ -117,7 +132,7 @@ _RENAME = {'ts': 'timestamp', 'venue': 'exchange', 'cond': 'conditions'}
 _UNRENAME = {v: k for k, v in _RENAME.items()}
 
 def _to_json_value(name, v):
-    if name == 'ts': return ns_to_iso(v)
+    if name in TIME_FIELDS: return ns_to_iso(v)
     if name in PRICE_FIELDS: return price_to_float(int(v))
     if name == 'cond': return format(int(v), 'X')
     if isinstance(v, np.generic): return v.item()
@@ -131,11 +146,13 @@ def to_dicts(b:np.ndarray, kind:str) -> list[dict]:
         d = {'type': kind}
         for name, v in zip(names, row): d[_RENAME.get(name, name)] = _to_json_value(name, v)
         if kind == 'alert': d['condition_flags'] = decode_conditions(row[names.index('cond')])
+        fc = {k[3:]: d.pop(k) for k in [k for k in d if k.startswith('fc_')]}
+        if fc: d['forming_candle'] = {('timestamp' if k == 'ts' else k): v for k, v in fc.items()}
         out.append(d)
     return out
 
 def _from_json_value(name, v, dt):
-    if name == 'ts': return to_ns(v)
+    if name in TIME_FIELDS: return to_ns(v)
     if name in PRICE_FIELDS:
         return price_from_str(v) if isinstance(v, str) else price_from_float(v)
     if name == 'cond':
@@ -151,6 +168,8 @@ def from_dicts(ds:list[dict], kind:str, source:str='<dicts>') -> np.ndarray:
     out = empty(kind, len(ds))
     required = {'ts', 'symbol'} | ({'price', 'size'} if kind == 'trade' else set())
     for i, d in enumerate(ds):
+        if 'forming_candle' in d:  # nested in the dict form, flat (fc_*) in the batch
+            d = {**d, **{'fc_' + ('ts' if k == 'timestamp' else k): v for k, v in d['forming_candle'].items()}}
         for name in dt.names:
             key = _RENAME.get(name, name)
             if key not in d:
@@ -170,7 +189,7 @@ def as_frame(b:np.ndarray, tz='America/New_York'):
     if 'ts' in df: df.insert(0, 'time', pd.to_datetime(df['ts'], utc=True).dt.tz_convert(tz))
     return df
 
-# %% ../nbs/01_events.ipynb #1f2a47c6
+# %% ../nbs/01_events.ipynb #29793026
 def from_frame(df, kind:str) -> np.ndarray:
     "The inverse of `as_frame`: a batch from a DataFrame with the dtype's columns (prices in dollars)."
     dt = DTYPES[kind]
