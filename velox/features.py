@@ -5,6 +5,7 @@
 # %% ../nbs/18_features.ipynb #f05bf7b6
 from __future__ import annotations
 import math
+import numba
 from collections import deque
 from dataclasses import dataclass
 import numpy as np
@@ -15,7 +16,7 @@ from .kernels import EWM, MACD, RSI, Bollinger, RollingStat, VWAP
 from .stage import Stage
 
 # %% auto #0
-__all__ = ['FIELDS', 'IndicatorParams', 'Indicators', 'FeatureStage']
+__all__ = ['FIELDS', 'IndicatorParams', 'Indicators', 'SeedFeatures', 'FeatureStage']
 
 # %% ../nbs/18_features.ipynb #b8da7515
 @dataclass(frozen=True)
@@ -50,6 +51,54 @@ class Indicators:
                     momentum=close - self.mom[0] if len(self.mom) == self.mom.maxlen else math.nan, zscore=self.z.z)
 
 # %% ../nbs/18_features.ipynb #1c6db339
+@numba.njit(cache=True)
+def _seed_update(st, buf, v, n, a_ema, a_fast, a_slow, a_sig, n_rsi, k_bb):
+    "One update of the fused state; writes the five features into st[0:8]."
+    k = int(st[8]); i = k % n
+    buf[i] = v
+    k += 1; st[8] = k
+    m = min(k, n)
+    s = 0.0
+    for j in range(m): s += buf[j]
+    mean = s / m
+    q = 0.0
+    for j in range(m): q += (buf[j] - mean) ** 2
+    sd = (q / m) ** 0.5
+    st[0] = mean if k >= n else np.nan  # SMA
+    st[5], st[6], st[7] = (mean, mean + k_bb * sd, mean - k_bb * sd) if k >= n else (np.nan, np.nan, np.nan)
+    if k == 1:
+        st[9] = st[10] = st[11] = v  # EMA, fast, slow seeds
+        st[12] = 0.0  # signal seed on the first MACD line (0)
+        st[13] = v; st[14] = st[15] = 0.0  # previous close, gain and loss sums
+    else:
+        st[9] += a_ema * (v - st[9]); st[10] += a_fast * (v - st[10]); st[11] += a_slow * (v - st[11])
+        st[12] += a_sig * ((st[10] - st[11]) - st[12])
+        d = v - st[13]; st[13] = v
+        g, l = (d, 0.0) if d > 0 else (0.0, -d)
+        if k <= n_rsi + 1:  # the first n changes: a plain average
+            st[14] += g / n_rsi; st[15] += l / n_rsi
+        else:
+            st[14] = (st[14] * (n_rsi - 1) + g) / n_rsi; st[15] = (st[15] * (n_rsi - 1) + l) / n_rsi
+    st[1] = st[9]
+    line = st[10] - st[11]
+    st[3], st[4] = line, st[12]
+    st[2] = np.nan if k <= n_rsi else (100.0 if st[15] == 0 else 100.0 - 100.0 / (1.0 + st[14] / st[15]))
+
+class SeedFeatures:
+    "SMA, EMA, RSI (Wilder), MACD and Bollinger of one series, updated together in one compiled call."
+    names = ('sma', 'ema', 'rsi', 'macd', 'macd_signal', 'bb_mid', 'bb_upper', 'bb_lower')
+    def __init__(self, p:IndicatorParams=IndicatorParams()):
+        if p.sma != p.bollinger[0]: raise ValueError('SeedFeatures shares one window: sma must equal the Bollinger period')
+        self.n, self.st, self.buf = p.sma, np.zeros(16), np.zeros(p.sma)
+        f, sl, sg = p.macd
+        self.args = (p.sma, 2 / (p.ema + 1), 2 / (f + 1), 2 / (sl + 1), 2 / (sg + 1), float(p.rsi), float(p.bollinger[1]))
+
+    def update(self, v:float) -> np.ndarray:
+        "Add a close; returns the 8 values named in `names` (a view: copy to keep)."
+        _seed_update(self.st, self.buf, float(v), *self.args)
+        return self.st[:8]
+
+# %% ../nbs/18_features.ipynb #15d84bdb
 class FeatureStage(Stage):
     "trade -> indicator events per timeframe at every base-bar close, with forming candle and MTF alignment."
     name, inputs, outputs, windowed = 'features', ('trade',), ('indicator',), True
@@ -80,7 +129,7 @@ class FeatureStage(Stage):
         return [('indicator', np.concatenate(rows))] if rows else []
 
     def _on_base_bar(self, symbol, b, st) -> list:
-        base, T = self.tfs[0] * NS, int(b['ts']) + self.tfs[0] * NS
+        T = int(b['ts']) + self.tfs[0] * NS
         parts, rows, closed = st.setdefault('parts', {}), [], set()
         for tf in self.tfs:
             start = int(bar_start([b['ts']], tf, self.base.zone)[0])

@@ -44,10 +44,11 @@ def _rolling_sum(x, y, lo, hi, p, o1, o2, o3, tmp):
         v = x[i]
         run = run + 1 if v == prev else 1
         prev = v
-        t = s + v; bp = t - s; c += (s - (t - bp)) + (v - bp); s = t  # TwoSum: s + c is the exact sum
-        if i - lo >= w:
-            u = -x[i - w]
-            t = s + u; bp = t - s; c += (s - (t - bp)) + (u - bp); s = t
+        # add v - u (u: the value leaving, 0 while the window fills) as d + e, exactly (TwoSum), then d to the
+        # sum s with its error: s + c stays the exact sum up to the rounding of c itself
+        nu = -x[i - w] if i - lo >= w else -0.0
+        d = v + nu; bp = d - v; e = (v - (d - bp)) + (nu - bp)
+        t = s + d; bp = t - s; c += ((s - (t - bp)) + (d - bp)) + e; s = t
         if i - lo < w - 1: o1[i] = math.nan
         elif as_mean: o1[i] = v if run >= w else (s + c) / w
         else: o1[i] = v * w if run >= w else s + c
@@ -55,6 +56,7 @@ def _rolling_sum(x, y, lo, hi, p, o1, o2, o3, tmp):
 def _rolling_moments(x, y, lo, hi, p, o1, o2, o3, tmp):
     "p = (window, ddof, want_z): mean -> o1, std -> o2 and, when want_z, z-score -> o3."
     w, ddof, want_z = int(p[0]), p[1], p[2] != 0
+    inv_w, inv_n = 1.0 / w, 1.0 / (w - ddof)
     if hi <= lo: return
     ref = x[lo]  # values are shifted by ref, a recent value, so deviations never sit next to a large price
     s, c, ssq, my, budget, prev = 0.0, 0.0, 0.0, 0.0, 0.0, math.nan
@@ -64,15 +66,14 @@ def _rolling_moments(x, y, lo, hi, p, o1, o2, o3, tmp):
         run = run + 1 if v == prev else 1
         prev = v
         yv = v - ref
-        t = s + yv; bp = t - s; c += (s - (t - bp)) + (yv - bp); s = t
-        if k > w:
-            yu = x[i - w] - ref; nu = -yu
-            t = s + nu; bp = t - s; c += (s - (t - bp)) + (nu - bp); s = t
+        if k > w: yu = x[i - w] - ref
+        nu = -yu
+        dy = yv + nu; bp = dy - yv; e = (yv - (dy - bp)) + (nu - bp)  # as in _rolling_sum
+        t = s + dy; bp = t - s; c += ((s - (t - bp)) + (dy - bp)) + e; s = t
         m_old = my
-        my = (s + c) / min(k, w)
+        my = (s + c) * inv_w if k >= w else (s + c) / k
         # sliding Welford; its rounding is a few ulps of |dy| * (deviations + |y|): keep a running bound
         if k > w:
-            dy = yv - yu
             ssq += dy * ((yv - my) + (yu - m_old))
             budget += abs(dy) * (abs(yv - my) + abs(yu - m_old) + abs(yv) + abs(yu))
         else:
@@ -97,7 +98,7 @@ def _rolling_moments(x, y, lo, hi, p, o1, o2, o3, tmp):
             o1[i] = v; o2[i] = 0.0
             if want_z: o3[i] = math.nan
         else:
-            sd = math.sqrt(max(ssq, 0.0) / (w - ddof))
+            sd = math.sqrt(max(ssq, 0.0) * inv_n)
             o1[i] = ref + my; o2[i] = sd
             if want_z: o3[i] = (yv - my) / sd if sd > 0 else math.nan
 
@@ -124,7 +125,7 @@ def _ewm(x, y, lo, hi, p, o1, o2, o3, tmp):
     if want_std: o2[lo] = math.nan
     for i in range(lo + 1, hi):
         v, m_old = x[i], m
-        if v != m: m = (om * m + a * v) / d
+        if v != m: m = om * m + a * v if d == 1.0 else (om * m + a * v) / d  # x / 1.0 == x: skip the division
         o1[i] = m
         if want_std:
             cov = (om * (cov + (m_old - m) * (m_old - m)) + a * ((v - m) * (v - m))) / d
@@ -140,11 +141,11 @@ def _macd(x, y, lo, hi, p, o1, o2, o3, tmp):
     f = sl = x[lo]; sig = 0.0
     for i in range(lo, hi):
         v = x[i]
-        if v != f: f = (of * f + af * v) / df
-        if v != sl: sl = (os_ * sl + a_s * v) / ds
+        if v != f: f = of * f + af * v if df == 1.0 else (of * f + af * v) / df
+        if v != sl: sl = os_ * sl + a_s * v if ds == 1.0 else (os_ * sl + a_s * v) / ds
         line = f - sl
         if i == lo: sig = line
-        elif line != sig: sig = (og * sig + ag * line) / dg
+        elif line != sig: sig = og * sig + ag * line if dg == 1.0 else (og * sig + ag * line) / dg
         o1[i] = line; o2[i] = sig; o3[i] = line - sig
 
 # %% ../nbs/15_kernels.ipynb #8db0401d
@@ -219,10 +220,17 @@ def _check(x, n:int|None, name:str):
     x = xp.ascontiguousarray(xp.asarray(x, dtype=xp.float64))
     if x.ndim != 1: raise ValueError(f"{name}: expected a 1-D array, got shape {x.shape}")
     if n is not None and len(x) != n: raise ValueError(f"{name}: {len(x)} values, expected {n} (as many as values)")
-    ok = xp.isfinite(x)
-    if not bool(ok.all()):
-        raise ValueError(f"{name}: {int((~ok).sum())} non-finite value(s), first at index {int(xp.argmin(ok))}; kernels need finite inputs")
+    if cp is None: bad = _first_nonfinite(x)  # one pass, no temporary array
+    else: bad = -1 if bool(cp.isfinite(x).all()) else int(cp.argmin(cp.isfinite(x)))
+    if bad >= 0:
+        raise ValueError(f"{name}: non-finite value {float(x[bad])} at index {bad}; kernels need finite inputs")
     return x
+
+@njit(cache=True)
+def _first_nonfinite(x) -> int:
+    for i in range(len(x)):
+        if not math.isfinite(x[i]): return i
+    return -1
 
 def _offsets(offsets, n:int) -> np.ndarray:
     if offsets is None: return np.array([0, n], np.int64)
@@ -340,10 +348,17 @@ def _two_sum(s:float, c:float, v:float) -> tuple[float, float]:
     t = s + v; bp = t - s
     return t, c + ((s - (t - bp)) + (v - bp))
 
+def _slide(s:float, c:float, v:float, nu:float) -> tuple[float, float, float]:
+    "Add `v + nu` (`nu`: minus the value leaving) to `(s, c)` as the kernels do; also returns the rounded `v + nu`."
+    d = v + nu; bp = d - v; e = (v - (d - bp)) + (nu - bp)
+    t = s + d; bp = t - s
+    return t, c + (((s - (t - bp)) + (d - bp)) + e), d
+
 class RollingStat:
     "Mean, std and z-score of the last `window` values, as `rolling_mean_std` / `zscore` compute them."
     def __init__(self, window:int=20, ddof:int=1):
         self.window, self.ddof = _window(window, ddof), ddof
+        self.inv_w, self.inv_n = 1.0 / window, 1.0 / (window - ddof)
         self.buf, self.k, self.run, self.since, self.prev = deque(), 0, 0, 0, math.nan
         self.ref = self.s = self.c = self.ssq = self.my = self.budget = 0.0
         self.mean = self.std = self.z = math.nan
@@ -356,14 +371,11 @@ class RollingStat:
         self.run = self.run + 1 if v == self.prev else 1
         self.prev = v
         yv, yu = v - ref, 0.0
-        s, c = _two_sum(self.s, self.c, yv)
         self.buf.append(v)
+        if k > w: yu = self.buf.popleft() - ref
+        s, c, dy = _slide(self.s, self.c, yv, -yu)
+        m_old, my = self.my, (s + c) * self.inv_w if k >= w else (s + c) / k
         if k > w:
-            yu = self.buf.popleft() - ref
-            s, c = _two_sum(s, c, -yu)
-        m_old, my = self.my, (s + c) / min(k, w)
-        if k > w:
-            dy = yv - yu
             self.ssq += dy * ((yv - my) + (yu - m_old))
             self.budget += abs(dy) * (abs(yv - my) + abs(yu - m_old) + abs(yv) + abs(yu))
         else:
@@ -383,7 +395,7 @@ class RollingStat:
         if k < w: self.mean = self.std = self.z = math.nan
         elif self.run >= w: self.mean, self.std, self.z = v, 0.0, math.nan
         else:
-            sd = math.sqrt(max(self.ssq, 0.0) / (w - self.ddof))
+            sd = math.sqrt(max(self.ssq, 0.0) * self.inv_n)
             self.mean, self.std, self.z = ref + my, sd, (yv - my) / sd if sd > 0 else math.nan
         return self.mean, self.std
 
@@ -407,7 +419,7 @@ class EWM:
             self.mean = v
             return v
         m_old = m = self.mean
-        if v != m: m = (om * m + a * v) / d
+        if v != m: m = om * m + a * v if d == 1.0 else (om * m + a * v) / d
         self.cov = (om * (self.cov + (m_old - m) * (m_old - m)) + a * ((v - m) * (v - m))) / d
         self.sw2 = (om * om * self.sw2 + a * a) / (d * d)
         self.std = math.sqrt(self.cov / (1.0 - self.sw2)) if self.sw2 < 1.0 else math.nan
