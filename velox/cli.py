@@ -4,12 +4,12 @@
 
 # %% ../nbs/13_cli.ipynb #5a64761a
 from __future__ import annotations
-import argparse, json, sys
+import argparse, importlib, json, sys
 from pathlib import Path
 from .core import Config, VeloxError, get_logger
 
 # %% auto #0
-__all__ = ['parser', 'cmd_run', 'cmd_replay', 'cmd_worker', 'worker_notebook', 'run_worker_notebook', 'cmd_services',
+__all__ = ['PLUGINS', 'parser', 'cmd_run', 'cmd_replay', 'cmd_worker', 'worker_notebook', 'run_worker_notebook', 'cmd_services',
            'cmd_topics', 'cmd_data', 'cmd_bench', 'main']
 
 # %% ../nbs/13_cli.ipynb #5267e577
@@ -38,8 +38,19 @@ def _cfg(a) -> Config:
     logging.getLogger('velox').setLevel(cfg.log_level.upper())
     return cfg
 
-def parser() -> argparse.ArgumentParser:
-    "The `velox` argument parser."
+PLUGINS = {  # command -> (module with `cli_configure(parser)`, which sets `func`), help
+    'db': ('velox.stores', 'history store: apply the versioned schema migrations (velox db migrate)'),
+    'hot': ('velox.hot', 'hot state: memory, keys per pattern, TTL health (stats) or evict the coldest symbols (clean)'),
+    'baseline': ('velox.baselines', 'learn per-symbol baselines for the accumulation detector from earlier days'),
+    'dash': ('velox.dashapp', 'serve the live trading-desk dashboard (a bokeh serve app)'),
+    'fleet': ('velox.launcher', 'run, scale, stop and watch papermill worker processes per stage'),
+    'feed': ('velox.iqfeed', 'stream a live IQFeed L1/L2 feed onto the market topics'),
+    'notify': ('velox.notify', 'send a test notification through the configured outputs'),
+    'docs': ('velox.docs', 'build the HTML documentation site from the notebooks, offline'),
+}
+
+def parser(cmd:str|None=None) -> argparse.ArgumentParser:
+    "The `velox` argument parser (`cmd`: the command being run, whose plugin options are loaded)."
     P = argparse.ArgumentParser(prog='velox', description='velox: replay real market data through detectors, in notebooks and on Kafka.')
     sub = P.add_subparsers(dest='cmd', metavar='COMMAND', required=True)
 
@@ -93,6 +104,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument('action', choices=['list'])
     p.add_argument('--symbol', help='only this symbol'); p.add_argument('--kind', help='only this kind (trade, quote, bar, …)')
     _config_args(p)
+
+    for name, (mod, hlp) in PLUGINS.items():
+        p = sub.add_parser(name, help=hlp, description=hlp)
+        if cmd == name:  # a plugin's options are built only when it is the command (keeps start-up light)
+            try: importlib.import_module(mod).cli_configure(p)
+            except ImportError as e: raise VeloxError(f"command {name!r} needs {mod}: {e}") from None
 
     p = sub.add_parser('bench', help='run the benchmarks in bench/ (throughput tables against in-process references)')
     p.add_argument('name', nargs='?', default='pipeline', help='benchmark name: bench/bench_<name>.py (default pipeline)')
@@ -196,9 +213,13 @@ def cmd_bench(a):
 
 def main(argv=None):
     "Entry point of the `velox` console script."
-    a = parser().parse_args(argv)
-    try: {'run': cmd_run, 'replay': cmd_replay, 'worker': cmd_worker, 'services': cmd_services,
-          'topics': cmd_topics, 'data': cmd_data, 'bench': cmd_bench}[a.cmd](a)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        a = parser(next((x for x in argv if not x.startswith('-')), None)).parse_args(argv)
+        handler = getattr(a, 'func', None) or {'run': cmd_run, 'replay': cmd_replay, 'worker': cmd_worker,
+            'services': cmd_services, 'topics': cmd_topics, 'data': cmd_data, 'bench': cmd_bench}.get(a.cmd)
+        if handler is None: raise VeloxError(f"command {a.cmd!r} is not available in this installation")
+        handler(a)
     except VeloxError as e:
         print(f"velox: error: {e}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt:
