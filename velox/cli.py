@@ -41,7 +41,7 @@ def _cfg(a) -> Config:
 PLUGINS = {  # command -> (module with `cli_configure(parser)`, which sets `func`), help
     'db': ('velox.stores', 'history store: apply the versioned schema migrations (velox db migrate)'),
     'hot': ('velox.hot', 'hot state: memory, keys per pattern, TTL health (stats) or evict the coldest symbols (clean)'),
-    'baseline': ('velox.baselines', 'learn per-symbol baselines for the accumulation detector from earlier days'),
+    'baseline': ('velox.accumulation', 'learn per-symbol baselines for the accumulation detector from earlier days'),
     'dash': ('velox.dashapp', 'serve the live trading-desk dashboard (a bokeh serve app)'),
     'fleet': ('velox.launcher', 'run, scale, stop and watch papermill worker processes per stage'),
     'feed': ('velox.iqfeed', 'stream a live IQFeed L1/L2 feed onto the market topics'),

@@ -54,12 +54,14 @@ class OutsideNBBO(Stage):
         h = st.get('hist')
         if h is not None: st['hist'] = h[max(int(np.searchsorted(h['ts'], upto - self.lag, 'right')) - 1, 0):]
 
-    def _judge(self, symbol, b, st):
+    def _judge(self, symbol, b, st, i=None):
+        "Alerts for trades `b`; `i`: each trade's prevailing row in `st['hist']`, if the caller has it already."
         h = st.get('hist')
         if h is None:
             st['skipped_no_quote'] = st.get('skipped_no_quote', 0) + len(b); return []
-        i = np.searchsorted(h['ts'], b['ts'] - self.lag, 'right') - 1
-        q = h[i.clip(0)]
+        if i is None: i = np.searchsorted(h['ts'], b['ts'] - self.lag, 'right') - 1
+        j = i.clip(0)
+        q = {'bid': h['bid'][j], 'ask': h['ask'][j]}  # two columns, not whole rows: much cheaper
         bid, ask, px = q['bid'], q['ask'], b['price']
         two_sided = (i >= 0) & (bid > 0) & (ask > 0)
         crossed = two_sided & (bid > ask)
@@ -70,7 +72,7 @@ class OutsideNBBO(Stage):
         hit = two_sided & ~crossed & (above | below) & (b['size'] >= self.min_size)
         if self.session is not None: hit &= self.session.contains(b['ts'])
         if not hit.any(): return []
-        t, q, above = b[hit], q[hit], above[hit]
+        t, q, above = b[hit], {k: v[hit] for k, v in q.items()}, above[hit]
         a = empty('alert', len(t))
         for f in ('ts', 'symbol', 'price', 'size', 'venue', 'cond', 'bid', 'ask'): a[f] = t[f] if f in t.dtype.names else q[f]
         a['kind'], a['trade_seq'] = 'outside_nbbo', t['seq']

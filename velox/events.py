@@ -59,7 +59,7 @@ def has_condition(cond:np.ndarray, *flags) -> np.ndarray:
     return (np.asarray(cond, np.uint32) & np.uint32(encode_conditions(flags))) != 0
 
 # %% ../nbs/01_events.ipynb #8c040fc0
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SYM, VENUE = 'U12', 'U4'
 DTYPES = {
     'trade': np.dtype([('ts', 'i8'), ('symbol', SYM), ('price', 'i8'), ('size', 'f8'), ('venue', VENUE),
@@ -71,7 +71,15 @@ DTYPES = {
     'alert': np.dtype([('ts', 'i8'), ('symbol', SYM), ('kind', 'U16'), ('price', 'i8'), ('size', 'f8'),
                        ('venue', VENUE), ('cond', 'u4'), ('bid', 'i8'), ('ask', 'i8'), ('side', 'i1'),
                        ('distance', 'i8'), ('distance_bps', 'f8'), ('off_exchange', '?'), ('confidence', 'f8'),
+                       ('method', 'u1'), ('classes', 'u2'), ('notional', 'f8'), ('score', 'f8'),
                        ('trade_seq', 'i8'), ('id', 'U32')]),
+    # accumulation evidence of one symbol over one interval [start, ts) (`velox.accumulation`): the raw flow
+    # features, each one's z-score against earlier days, the score and the pattern ('' if none)
+    'accumulation': np.dtype([('ts', 'i8'), ('symbol', SYM), ('start', 'i8'), ('volume', 'f8'), ('off_share', 'f8'),
+                              ('block_share', 'f8'), ('imbalance', 'f8'), ('ret_bps', 'f8'), ('vwap', 'f8'),
+                              ('vwap_drift_bps', 'f8'), ('z_off', 'f8'), ('z_block', 'f8'), ('z_imb', 'f8'),
+                              ('z_ret', 'f8'), ('z_vwap', 'f8'), ('divergence', 'f8'), ('score', 'f8'),
+                              ('pattern', 'U16'), ('baseline_days', 'i4')]),
     # a trade bar of `tf` seconds (0 = unknown); `ts` is the bar's open time; `trades` counts the prints in `volume`;
     # `forming` marks a bar still open (the partial candle)
     'bar': np.dtype([('ts', 'i8'), ('symbol', SYM), ('open', 'i8'), ('high', 'i8'), ('low', 'i8'), ('close', 'i8'),
@@ -95,12 +103,41 @@ DTYPES = {
     # span; `ref_ts` the open time of the bar it is anchored to (the swing, order-block candle, gap's middle candle)
     'pattern': np.dtype([('ts', 'i8'), ('symbol', SYM), ('tf', 'i4'), ('kind', 'U16'), ('price_low', 'i8'),
                          ('price_high', 'i8'), ('start_ts', 'i8'), ('end_ts', 'i8'), ('ref_ts', 'i8'), ('id', 'U32')]),
+    # trading (`velox.ensemble`, `velox.execution`, `velox.risk`). A signal of `strategy` at one stage of
+    # signals.raw -> calibrated -> filtered -> final: direction +1/-1 (0 = flatten), calibrated `confidence`,
+    # tier A-D, entry/stop/target prices (0 = none; entry 0 = market), `size` in shares (0 = let the sizer
+    # decide), `expires` = ts + TTL (0 = never), `models` the ensemble weights as 'name:weight,...'
+    'signal': np.dtype([('ts', 'i8'), ('symbol', SYM), ('strategy', 'U16'), ('stage', 'U10'), ('direction', 'i1'),
+                        ('prob', 'f8'), ('confidence', 'f8'), ('tier', 'U1'), ('entry', 'i8'), ('stop', 'i8'),
+                        ('target', 'i8'), ('size', 'f8'), ('expires', 'i8'), ('horizon', 'i4'), ('models', 'U64'),
+                        ('version', 'U16'), ('id', 'U32')]),
+    # one order lifecycle event (PLACED, PARTIALLY_FILLED, FILLED, CANCELLED, REJECTED) of an (account, strategy):
+    # `price` the limit (0 = market), `filled` cumulative, `last_price` of the latest fill, `reason` why it was
+    # sent (signal, stop_loss, take_profit, flatten) or why it was rejected / cancelled
+    'order': np.dtype([('ts', 'i8'), ('symbol', SYM), ('account', 'U16'), ('strategy', 'U16'), ('order_id', 'U32'),
+                       ('status', 'U16'), ('side', 'i1'), ('qty', 'f8'), ('price', 'i8'), ('filled', 'f8'),
+                       ('remaining', 'f8'), ('last_price', 'i8'), ('tif', 'U4'), ('reason', 'U48'),
+                       ('signal_id', 'U32'), ('id', 'U32')]),
+    'fill': np.dtype([('ts', 'i8'), ('symbol', SYM), ('account', 'U16'), ('strategy', 'U16'), ('order_id', 'U32'),
+                      ('side', 'i1'), ('qty', 'f8'), ('price', 'i8'), ('fee', 'f8'), ('id', 'U32')]),
+    # a position of an (account, strategy) in one symbol after a fill (or at the end): average price in dollars,
+    # PnL in dollars (unrealized marked at the NBBO mid `mark`), `equity` = the book's PnL over all its symbols
+    'position': np.dtype([('ts', 'i8'), ('symbol', SYM), ('account', 'U16'), ('strategy', 'U16'), ('qty', 'f8'),
+                          ('avg_price', 'f8'), ('realized', 'f8'), ('unrealized', 'f8'), ('fees', 'f8'),
+                          ('mark', 'i8'), ('equity', 'f8'), ('id', 'U32')]),
+    # a guardrail breach (or an operator command when fed in): `rule` (daily_loss, drawdown, max_position,
+    # gross_exposure, order_rate, kill_switch), `action` (block, flatten, resume), the value against its limit;
+    # `strategy` '' = the account-wide limit; `order_id` the blocked order, if any
+    'risk': np.dtype([('ts', 'i8'), ('symbol', SYM), ('account', 'U16'), ('strategy', 'U16'), ('rule', 'U16'),
+                      ('action', 'U8'), ('value', 'f8'), ('limit', 'f8'), ('order_id', 'U32'), ('message', 'U64'),
+                      ('id', 'U32')]),
 }
 KINDS = tuple(DTYPES)
 PRICE_FIELDS = {'price', 'bid', 'ask', 'distance', 'open', 'high', 'low', 'close', 'bid_open', 'bid_high',
                 'bid_low', 'bid_close', 'ask_open', 'ask_high', 'ask_low', 'ask_close',
-                'fc_open', 'fc_high', 'fc_low', 'fc_close', 'price_low', 'price_high'}
-TIME_FIELDS = {'ts', 'fc_ts', 'start_ts', 'end_ts', 'ref_ts'}
+                'fc_open', 'fc_high', 'fc_low', 'fc_close', 'price_low', 'price_high',
+                'entry', 'stop', 'target', 'last_price', 'mark'}
+TIME_FIELDS = {'ts', 'fc_ts', 'start_ts', 'end_ts', 'ref_ts', 'expires'}
 
 def empty(kind:str, n:int=0) -> np.ndarray:
     "A zeroed batch of `n` events of `kind`."

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from .bus import bus_from_config, publish, publish_eos
 from .core import Config, ConfigError, parse_day, day_start_ns, NS
-from .detectors import OutsideNBBO, EXPLAINING_CONDITIONS
+from .darkpool import DarkPoolStage
+from .detectors import EXPLAINING_CONDITIONS
 from .events import has_condition
 from .feeds import Catalog
 from .nbbo import NBBOStage, market_state, LOCKED, CROSSED
@@ -19,8 +20,10 @@ from .stage import Chain, run_replay, RunResult
 from .workers import Worker
 
 # %% auto #0
-__all__ = ['TOPIC_OF', 'DETECT_INPUTS', 'DETECT_OUTPUTS', 'load_params', 'check_params', 'detect_stage', 'publish_replay',
-           'detect_worker', 'Summary', 'summarize_alerts', 'run', 'write_report']
+__all__ = ['TOPIC_OF', 'DETECT_INPUTS', 'DETECT_OUTPUTS', 'PARAM_SECTIONS', 'STAGES', 'PERSIST_TOPICS', 'load_params',
+           'load_param_file', 'check_params', 'save_params', 'detect_stage', 'accumulation_stage', 'publish_replay',
+           'detect_worker', 'Summary', 'summarize_alerts', 'run', 'write_report', 'StageSpec', 'register_stage',
+           'PersistStage', 'features_stage', 'stage_worker']
 
 # %% ../nbs/12_pipeline.ipynb #9f5fff73
 TOPIC_OF = {'quote': 'market.quotes', 'trade': 'market.trades', 'nbbo': 'market.nbbo', 'alert': 'alerts.darkpool'}
@@ -30,27 +33,73 @@ DETECT_OUTPUTS = {'nbbo': TOPIC_OF['nbbo'], 'alert': TOPIC_OF['alert']}
 def load_params(path:str|Path|None) -> dict:
     "Detector parameters from a YAML/JSON file (None -> defaults); unknown keys are errors naming the file."
     if not path: return {}
+    return load_param_file(path).get('darkpool', {})
+
+PARAM_SECTIONS = ('darkpool', 'accumulation')
+
+def _stage_class(section:str):
+    if section == 'accumulation':
+        from velox.accumulation import AccumulationStage
+        return AccumulationStage
+    return DarkPoolStage
+
+def load_param_file(path:str|Path) -> dict:
+    "Every section of a parameter file, `{'darkpool': {...}, 'accumulation': {...}}`, checked (hash too, if present)."
     import yaml
     p = Path(path)
     if not p.exists(): raise ConfigError(f"{p}: parameter file not found")
     try: d = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as e: raise ConfigError(f"{p}: not valid YAML/JSON ({e})") from None
-    d = d.get('outside_nbbo', d) if isinstance(d, dict) else d
     if not isinstance(d, dict): raise ConfigError(f"{p}: expected a mapping of parameter: value")
-    check_params(d, source=str(p))
+    if 'content_hash' in d:
+        h = d.pop('content_hash')
+        if h != _params_hash(d): raise ConfigError(f"{p}: content hash mismatch (edited by hand?); save it again from the tuning notebook")
+        d.pop('velox_params', None)
+    if 'outside_nbbo' in d: d['darkpool'] = d.pop('outside_nbbo')
+    if not any(k in d for k in PARAM_SECTIONS): d = {'darkpool': d}
+    for k, v in d.items():
+        if k not in PARAM_SECTIONS: raise ConfigError(f"{p}: unknown section '{k}'; expected one of {list(PARAM_SECTIONS)}")
+        if not isinstance(v, dict): raise ConfigError(f"{p}: section '{k}': expected a mapping of parameter: value")
+        check_params(v, source=f"{p}, section '{k}'", section=k)
     return d
 
-def check_params(params:dict, source:str='parameters'):
-    "Raise `ConfigError` naming any key `OutsideNBBO` does not take."
-    allowed = [k for k in inspect.signature(OutsideNBBO).parameters if k != 'session']
+def check_params(params:dict, source:str='parameters', section:str='darkpool'):
+    "Raise `ConfigError` naming any key the stage of `section` does not take."
+    allowed = [k for k in inspect.signature(_stage_class(section)).parameters if k != 'session']
     for k in params:
         if k not in allowed: raise ConfigError(f"{source}: unknown parameter '{k}'; expected one of {allowed}")
 
+def _params_hash(doc:dict) -> str:
+    import hashlib, json
+    return hashlib.blake2b(json.dumps(doc, sort_keys=True, separators=(',', ':'), default=str).encode(), digest_size=16).hexdigest()
+
+def save_params(out_dir:str|Path, darkpool:dict|None=None, accumulation:dict|None=None) -> Path:
+    "Write a versioned parameter file `params-<hash>.yaml` under `out_dir`; returns its path."
+    import yaml
+    doc = {'velox_params': 1}
+    for name, v in (('darkpool', darkpool), ('accumulation', accumulation)):
+        if v is None: continue
+        v = {k: (x.item() if isinstance(x, np.generic) else list(x) if isinstance(x, tuple) else x) for k, x in v.items()}
+        check_params(v, source=f"save_params section '{name}'", section=name)
+        doc[name] = v
+    h = _params_hash(doc)
+    p = Path(out_dir) / f"params-{h[:16]}.yaml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(yaml.safe_dump({**doc, 'content_hash': h}, sort_keys=True))
+    return p
+
 def detect_stage(params:dict|None=None) -> Chain:
-    "NBBO -> outside-NBBO, with detector `params`."
+    "NBBO -> dark-pool detectors (outside-NBBO, dark/lit blocks, off-exchange volume), with stage `params`."
     params = dict(params or {})
     check_params(params)
-    return Chain(NBBOStage(), OutsideNBBO(**params))
+    return Chain(NBBOStage(), DarkPoolStage(**params))
+
+def accumulation_stage(params:dict|None=None) -> Chain:
+    "NBBO -> accumulation scoring, with stage `params` (e.g. `baselines`: a file from `build_baselines`)."
+    from velox.accumulation import AccumulationStage
+    params = dict(params or {})
+    check_params(params, section='accumulation')
+    return Chain(NBBOStage(), AccumulationStage(**params))
 
 # %% ../nbs/12_pipeline.ipynb #77999b0a
 def publish_replay(bus, replay:Replay, eos:bool=True) -> int:
@@ -107,7 +156,8 @@ class Summary:
         L += [f"  events replayed   {sum(self.events.values()):>12,}   " + ', '.join(f"{k} {v:,}" for k, v in self.events.items())]
         L += [f"  NBBO updates      {self.nbbo.get('updates', 0):>12,}   locked {self.nbbo.get('locked', 0):,}, crossed {self.nbbo.get('crossed', 0):,}"]
         a = self.alerts
-        L += [f"  outside-NBBO      {a.get('total', 0):>12,}   off-exchange {a.get('off_exchange', 0):,}, explained by conditions {a.get('explained', 0):,}"]
+        L += [f"  alerts            {a.get('total', 0):>12,}   " + ', '.join(f"{k} {v:,}" for k, v in a.get('by_kind', {}).items())]
+        L += [f"  outside-NBBO      {a.get('outside_nbbo', 0):>12,}   off-exchange {a.get('off_exchange', 0):,}, explained by conditions {a.get('explained', 0):,}"]
         for title, key in (('by symbol', 'by_symbol'), ('by venue', 'by_venue'), ('by condition', 'by_condition')):
             items = list(a.get(key, {}).items())[:8]
             if items: L.append(f"    {title:<14}  " + ', '.join(f"{k} {v:,}" for k, v in items))
@@ -119,13 +169,15 @@ class Summary:
         return '\n'.join(L)
 
 def summarize_alerts(alerts:np.ndarray|None) -> dict:
-    "Counts of alerts: total, off-exchange, explained, by symbol / venue / condition."
+    "Counts of alerts: total and by kind; for outside-NBBO prints, off-exchange, explained, by symbol / venue / condition."
     from velox.dash import alerts_by
-    if alerts is None or not len(alerts): return {'total': 0}
-    return {'total': len(alerts), 'off_exchange': int(alerts['off_exchange'].sum()),
-            'explained': int(has_condition(alerts['cond'], *EXPLAINING_CONDITIONS).sum()),
-            'by_symbol': alerts_by(alerts, 'symbol'), 'by_venue': alerts_by(alerts, 'venue'),
-            'by_condition': alerts_by(alerts, 'condition')}
+    if alerts is None or not len(alerts): return {'total': 0, 'outside_nbbo': 0}
+    out = alerts[alerts['kind'] == 'outside_nbbo']
+    return {'total': len(alerts), 'by_kind': alerts_by(alerts, 'kind'), 'outside_nbbo': len(out),
+            'off_exchange': int(out['off_exchange'].sum()),
+            'explained': int(has_condition(out['cond'], *EXPLAINING_CONDITIONS).sum()),
+            'by_symbol': alerts_by(out, 'symbol'), 'by_venue': alerts_by(out, 'venue'),
+            'by_condition': alerts_by(out, 'condition')}
 
 def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', speed:float=0, start:str|None=None,
         end:str|None=None, max_messages:int|None=None, params:dict|None=None, progress:bool=True,
@@ -198,3 +250,96 @@ def write_report(path, summ:Summary, sources, res:RunResult) -> str:
         if trades and nb is not None: figs.append(price_chart(np.concatenate(trades), nb, al, symbol=sym))
     if al is not None and len(al): figs += [breakdown_chart(al, 'venue'), breakdown_chart(al, 'condition')]
     return write_html_report(path, f"velox run · {summ.day}", summ.text(), figs)
+
+# %% ../nbs/12_pipeline.ipynb #296a13a2
+from .stage import Stage  # noqa: E402
+
+@dataclass(frozen=True)
+class StageSpec:
+    "A stage a worker can run: how to build it from parameters, its input topics `{topic: kind}` and outputs `{kind: topic}`."
+    name: str
+    make: object  # (params: dict) -> Stage
+    inputs: dict
+    outputs: dict
+    store_kinds: tuple = ()  # what `store=` writes for this stage
+    ordered: bool = True  # False: inputs need no event-time merge (persist)
+
+STAGES: dict[str, StageSpec] = {}
+
+def register_stage(spec:StageSpec) -> StageSpec:
+    "Add (or replace) a stage in the registry."
+    STAGES[spec.name] = spec
+    return spec
+
+class PersistStage(Stage):
+    "Passes its inputs to the worker's sinks (the history store); produces nothing."
+    name, outputs, windowed = 'persist', (), True
+    def __init__(self, kinds=('trade', 'quote', 'nbbo', 'alert')):
+        super().__init__(); self.inputs = tuple(kinds)
+    def on_window(self, symbol, batches, st): return []
+
+def features_stage(params:dict|None=None):
+    "`FeatureStage` from parameters: `tfs` (e.g. ['1m', '5m']) and `indicators` (periods, see `IndicatorParams`)."
+    from velox.features import FeatureStage, IndicatorParams
+    p = dict(params or {})
+    unknown = set(p) - {'tfs', 'indicators'}
+    if unknown: raise ConfigError(f"features parameters: unknown key(s) {sorted(unknown)}; expected 'tfs', 'indicators'")
+    ind = {k: tuple(v) if isinstance(v, list) else v for k, v in (p.get('indicators') or {}).items()}
+    try: ip = IndicatorParams(**ind)
+    except TypeError as e: raise ConfigError(f"features parameters, indicators: {e}") from None
+    return FeatureStage(tfs=tuple(p.get('tfs', ('1m', '5m', '15m', '1h'))), params=ip)
+
+PERSIST_TOPICS = {'market.trades': 'trade', 'market.quotes': 'quote', 'market.nbbo': 'nbbo', 'alerts.darkpool': 'alert'}
+
+register_stage(StageSpec('detect', lambda p: detect_stage(p), DETECT_INPUTS, DETECT_OUTPUTS, store_kinds=('alert',)))
+register_stage(StageSpec('features', features_stage, {'market.trades': 'trade'}, {'indicator': 'features.indicators'}))
+register_stage(StageSpec('persist', lambda p: PersistStage(), PERSIST_TOPICS, {}, store_kinds=tuple(PERSIST_TOPICS.values()),
+                         ordered=False))
+
+class _ArrivalOrderWorker(Worker):
+    "A worker whose per-symbol merges release rows as they arrive (no watermark): for stages that need no event-time order."
+    def _symbol(self, sym):
+        new = sym not in self.merges
+        sm = super()._symbol(sym)
+        if new:
+            for k in sm.kinds: sm.close(k)
+        return sm
+
+def _stage_params(stage:str, params) -> dict:
+    if isinstance(params, dict) or params is None: return dict(params or {})
+    if stage == 'detect': return load_params(params)
+    import yaml
+    p = Path(params)
+    if not p.exists(): raise ConfigError(f"{p}: parameter file not found")
+    d = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(d, dict): raise ConfigError(f"{p}: expected a mapping of parameter: value")
+    return d.get(stage, d)
+
+def stage_worker(stage:str, bus:str='memory://', group:str|None=None, params:str|dict|None=None, client_id:str|None=None,
+                 until_end:bool=False, idle_timeout_s:float|None=None, max_runtime_s:float|None=None, stop_file:str|None=None,
+                 status_path:str|None=None, store:str|None=None, hot:str|None=None, checkpoints:str|None=None,
+                 metrics_port:int|None=None, handle_signals:bool=True, max_records:int=500, topics:list|None=None) -> dict:
+    """Run registered `stage` as a member of consumer group `group` (default `velox-<stage>`) until stopped; its stats.
+    `topics`: only these of the stage's input topics (persist: which topics to store)."""
+    from velox.stores import Store, StoreSink, HotSink, hot_from_dsn
+    if stage not in STAGES: raise ConfigError(f"unknown stage {stage!r}; expected one of {sorted(STAGES)}")
+    spec = STAGES[stage]
+    inputs = dict(spec.inputs)
+    if topics:
+        bad = [t for t in topics if t not in inputs]
+        if bad: raise ConfigError(f"stage {stage}: topics {bad} are not among its inputs {list(inputs)}")
+        inputs = {t: inputs[t] for t in topics}
+    st = spec.make(_stage_params(stage, params))
+    if isinstance(st, PersistStage): st = PersistStage(tuple(dict.fromkeys(inputs.values())))
+    if stage == 'persist' and not store: raise ConfigError("the persist stage needs a store (store='chdb:///abs/dir' or http://…)")
+    b = bus_from_config(Config.load(bus=bus)) if isinstance(bus, str) else bus
+    sinks = []
+    if store and spec.store_kinds: sinks.append(StoreSink(Store(store).migrate(), kinds=spec.store_kinds))
+    if hot and stage == 'detect': sinks.append(HotSink(hot_from_dsn(hot)))
+    cls = Worker if spec.ordered else _ArrivalOrderWorker
+    w = cls(st, b, inputs, spec.outputs, group=group or f'velox-{stage}', sinks=sinks, client_id=client_id,
+            checkpoints=hot_from_dsn(checkpoints) if checkpoints else None, max_records=max_records)
+    stats = w.run(until_end=until_end, idle_timeout_s=idle_timeout_s, max_runtime_s=max_runtime_s, stop_file=stop_file,
+                  status_path=status_path, handle_signals=handle_signals, metrics_port=metrics_port)
+    for s in sinks: s.close()
+    return stats.__dict__
