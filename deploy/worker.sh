@@ -1,20 +1,23 @@
 #!/bin/sh
-# Entry point of a detect worker container: papermill executes nbs/workers/detect.ipynb, with the arguments
-# given to this script appended (-p bus ... -p group ... -p hot ... -p store ...).
+# Entry point of a worker container (compose service, Kubernetes pod, systemd unit): papermill executes
+# nbs/workers/$VELOX_STAGE.ipynb (detect, features, persist; default detect), with the arguments given to this
+# script appended (-p bus ... -p group ... -p hot ... -p store ...).
 #
 # Why a wrapper: SIGTERM to papermill kills it without stopping the kernel cleanly (no final commit, a
-# truncated output notebook). `docker compose stop` / scaling down sends SIGTERM here instead, and the trap
-# turns it into the worker's stop file: the worker finishes its batch, flushes, commits and exits, then
-# papermill writes the complete output notebook. Give it time: stop_grace_period in docker-compose.yml.
+# truncated output notebook). `docker compose stop`, a pod's termination or `systemctl stop` sends SIGTERM here
+# instead, and the trap turns it into the worker's stop file: the worker finishes its batch, flushes, commits
+# and exits, then papermill writes the complete output notebook. Give it time: stop_grace_period (compose),
+# terminationGracePeriodSeconds (Kubernetes), TimeoutStopSec (systemd).
 set -u
-OUT=${VELOX_WORKER_OUT:-/out}
+STAGE=${VELOX_STAGE:-detect}
+OUT=${VELOX_WORKER_OUT:-${VELOX_OUT_DIR:-/out}}
 NAME=${VELOX_WORKER_NAME:-$(hostname)}
-STOP="$OUT/stop-$NAME"
+STOP="$OUT/stop-$STAGE-$NAME"
 mkdir -p "$OUT"
 rm -f "$STOP"  # a stop file left by the previous run of this container would stop the worker at once
 trap 'touch "$STOP"' TERM INT
-papermill nbs/workers/detect.ipynb "$OUT/detect-$NAME.ipynb" \
-  -p client_id "$NAME" -p stop_file "$STOP" -p status_path "$OUT/detect-$NAME.json" -p log_path "$OUT/detect-$NAME.log" \
+papermill "nbs/workers/$STAGE.ipynb" "$OUT/$STAGE-$NAME.ipynb" --no-progress-bar \
+  -p client_id "$NAME" -p stop_file "$STOP" -p status_path "$OUT/$STAGE-$NAME.json" -p log_path "$OUT/$STAGE-$NAME.log" \
   "$@" &
 pid=$!
 while :; do

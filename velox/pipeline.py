@@ -243,11 +243,14 @@ def _run_on_bus(cfg:Config, replay:Replay, params, sinks) -> RunResult:
 def write_report(path, summ:Summary, sources, res:RunResult) -> str:
     "Write the run's HTML report; returns its path."
     from velox.dash import price_chart, breakdown_chart, write_html_report
+    from velox.desk import candle_chart
     al, nb = res.outputs.get('alert'), res.outputs.get('nbbo')
     figs = []
     for sym in summ.symbols:
         trades = [s.load() for s in sources if s.kind == 'trade' and s.symbol == sym]
-        if trades and nb is not None: figs.append(price_chart(np.concatenate(trades), nb, al, symbol=sym))
+        if trades and nb is not None:
+            trades = np.concatenate(trades)
+            figs += [price_chart(trades, nb, al, symbol=sym), candle_chart(trades, al, symbol=sym, tf='5m')]  # the desk's chart
     if al is not None and len(al): figs += [breakdown_chart(al, 'venue'), breakdown_chart(al, 'condition')]
     return write_html_report(path, f"velox run · {summ.day}", summ.text(), figs)
 
