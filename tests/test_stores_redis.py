@@ -64,7 +64,8 @@ def test_l1_after_write_l1_batch_is_the_last_nbbo_row_per_symbol_in_both_stores(
         assert mh.get_l1(sym) == expected
         assert type(rh.get_l1(sym)['seq']) is int and type(rh.get_l1(sym)['bid']) is float
     assert rh.get_l1('NOPE') is None and mh.get_l1('NOPE') is None
-    assert rh.keys() == mh.keys() == ['l1:BAC', 'l1:IBM']
+    assert rh.keys('l1:*') == mh.keys('l1:*') == ['l1:BAC', 'l1:IBM']
+    assert rh.keys() == mh.keys() == ['hot:touch', 'l1:BAC', 'l1:IBM']  # + the last-touch index of the memory budget
 
 
 def test_set_l1_merges_fields_the_same_way_in_both_stores(hots):

@@ -10,7 +10,7 @@ from .core import Config, VeloxError, get_logger
 
 # %% auto #0
 __all__ = ['PLUGINS', 'parser', 'cmd_run', 'cmd_replay', 'cmd_worker', 'worker_notebook', 'run_worker_notebook', 'cmd_services',
-           'cmd_topics', 'cmd_data', 'cmd_bench', 'main']
+           'cmd_topics', 'cmd_db', 'cmd_hot', 'cmd_data', 'cmd_bench', 'main']
 
 # %% ../nbs/13_cli.ipynb #5267e577
 def _config_args(p):
@@ -39,8 +39,6 @@ def _cfg(a) -> Config:
     return cfg
 
 PLUGINS = {  # command -> (module with `cli_configure(parser)`, which sets `func`), help
-    'db': ('velox.stores', 'history store: apply the versioned schema migrations (velox db migrate)'),
-    'hot': ('velox.hot', 'hot state: memory, keys per pattern, TTL health (stats) or evict the coldest symbols (clean)'),
     'baseline': ('velox.accumulation', 'learn per-symbol baselines for the accumulation detector from earlier days'),
     'dash': ('velox.dashapp', 'serve the live trading-desk dashboard (a bokeh serve app)'),
     'fleet': ('velox.launcher', 'run, scale, stop and watch papermill worker processes per stage'),
@@ -100,9 +98,25 @@ def parser(cmd:str|None=None) -> argparse.ArgumentParser:
     p.add_argument('--models', default='', help='comma-separated model names: also predictions.<model> topics')
     _config_args(p)
 
-    p = sub.add_parser('data', help='what recorded data is available')
-    p.add_argument('action', choices=['list'])
-    p.add_argument('--symbol', help='only this symbol'); p.add_argument('--kind', help='only this kind (trade, quote, bar, …)')
+    p = sub.add_parser('data', help='what recorded data is available (list), or load it into the history store (import)',
+                       description='import: validates row counts, time ordering and duplicates; importing twice stores nothing twice.')
+    p.add_argument('action', choices=['list', 'import'])
+    p.add_argument('--symbol', help='only this symbol (import: comma-separated symbols)')
+    p.add_argument('--kind', help='only this kind (trade, quote, bar, …)')
+    p.add_argument('--days', help='import: comma-separated days (default: all recorded)')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    _config_args(p)
+
+    p = sub.add_parser('db', help='history store: apply the versioned, idempotent schema migrations')
+    p.add_argument('action', choices=['migrate'])
+    _config_args(p)
+
+    p = sub.add_parser('hot', help='hot state: memory, keys per pattern, TTL health (stats), or evict cold symbols (clean)')
+    p.add_argument('action', choices=['stats', 'clean'])
+    p.add_argument('--budget-mb', type=float, help='clean: evict the coldest symbols until memory is under this')
+    p.add_argument('--idle-s', type=float, help='clean: evict symbols not updated for this many seconds')
+    p.add_argument('--symbols', default='', help='clean: evict these symbols (comma-separated)')
+    p.add_argument('--dry-run', action='store_true', help='clean: show what would be evicted')
     _config_args(p)
 
     for name, (mod, hlp) in PLUGINS.items():
@@ -194,7 +208,27 @@ def cmd_topics(a):
             print(f"{r['topic']:<28} {'yes' if r['exists'] else 'no':<6} {r['partitions'] or '-':>5} {r['expected']:>4} "
                   f"{r['key']:<7} {r['retention_days']:>8g}d {r['compression']:<11} {'ok' if r['ok'] else 'MISMATCH' if r['exists'] else 'missing'}")
 
+def cmd_db(a):
+    from velox.stores import db_migrate
+    r = db_migrate(_cfg(a))
+    print(f"{r['store']}: schema version {r['version']}; applied now: " + (', '.join(f'{v} {n}' for v, n in r['applied']) or 'nothing (up to date)'))
+
+def cmd_hot(a):
+    from velox.hot import hot_from_dsn, hot_stats, hot_clean
+    hot = hot_from_dsn(_cfg(a).hot)
+    r = hot_stats(hot) if a.action == 'stats' else hot_clean(hot, budget_mb=a.budget_mb, idle_s=a.idle_s,
+                                                              symbols=[s for s in a.symbols.split(',') if s], dry_run=a.dry_run)
+    print(json.dumps(r, indent=2, default=str))
+
 def cmd_data(a):
+    if a.action == 'import':
+        from velox.datamgr import data_import
+        rep = data_import(_cfg(a), symbols=a.symbol.upper().split(',') if a.symbol else None,
+                          days=a.days.split(',') if a.days else None, kinds=[a.kind] if a.kind else None,
+                          progress=not a.no_progress)
+        print(rep.text())
+        if not rep.ok: raise VeloxError('import validation failed (see above)')
+        return
     from velox.feeds import Catalog
     import pandas as pd
     t = Catalog(_cfg(a).data_dir).table()
@@ -217,7 +251,8 @@ def main(argv=None):
     try:
         a = parser(next((x for x in argv if not x.startswith('-')), None)).parse_args(argv)
         handler = getattr(a, 'func', None) or {'run': cmd_run, 'replay': cmd_replay, 'worker': cmd_worker,
-            'services': cmd_services, 'topics': cmd_topics, 'data': cmd_data, 'bench': cmd_bench}.get(a.cmd)
+            'services': cmd_services, 'topics': cmd_topics, 'data': cmd_data, 'db': cmd_db, 'hot': cmd_hot,
+            'bench': cmd_bench}.get(a.cmd)
         if handler is None: raise VeloxError(f"command {a.cmd!r} is not available in this installation")
         handler(a)
     except VeloxError as e:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_dash.ipynb #7417713e
 from __future__ import annotations
-import threading
+import threading, time
 import numpy as np
 from .events import PRICE_SCALE, decode_conditions
 
@@ -118,6 +118,7 @@ class ReplayControl:
         srcs = [s for sym in self.symbol.value for s in self.catalog.find(sym, self.date.value, kinds=('quote', 'trade'))]
         speed = 0 if self.speed.value == 'max' else float(self.speed.value)
         self.replay, self.counts, self.stage = Replay(srcs, speed=speed, **replay_kw), {}, self.make_stage()
+        self._t0 = time.monotonic()
         def watch(kind, b):
             self.counts[kind] = self.counts.get(kind, 0) + len(b)
             if self.on_output: self.on_output(kind, b)
@@ -149,4 +150,5 @@ class ReplayControl:
         if r is None: return
         self.bar.value = r.done / r.total if r.total else 0
         counts = ', '.join(f"{k} {v:,}" for k, v in sorted(self.counts.items()))
-        self.status.value = f"{r.state} · {r.done:,}/{r.total or 0:,} events · {counts}"
+        dt = time.monotonic() - self._t0
+        self.status.value = f"{r.state} · {r.done:,}/{r.total or 0:,} events · {r.done / dt if dt > 0 else 0:,.0f} events/s · {counts}"

@@ -193,7 +193,8 @@ def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', spee
     replay = Replay(srcs, speed=speed, start=win[0], end=win[1], max_messages=max_messages, progress=progress)
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     store, hot = Store(cfg.store_dsn).migrate(), hot_from_dsn(cfg.hot)
-    sinks = [StoreSink(store, kinds=('trade', 'alert')), HotSink(hot)]
+    # while the store is unreachable, batches spool to an append-only file and drain in order when it returns
+    sinks = [StoreSink(store, kinds=('trade', 'alert'), spool=Path(cfg.out_dir) / 'spool' / 'store.spool'), HotSink(hot)]
     t0 = time.perf_counter()
     if cfg.bus.startswith('memory'):
         res, mode = run_replay(detect_stage(params), replay, sinks=sinks, collect=('nbbo', 'alert')), 'in-process replay'
