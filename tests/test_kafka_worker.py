@@ -22,7 +22,7 @@ SRCS = [s for sym in ('IBM', 'BAC') for s in CAT.find(sym, DAY)]
 T0, T1 = _clock(DAY, '10:00', 'start'), _clock(DAY, '10:40', 'end')
 
 
-def canon(a): return a[np.lexsort((a['trade_seq'], a['ts'], a['symbol']))]
+def canon(a): return a[np.lexsort((a['kind'], a['trade_seq'], a['ts'], a['symbol']))]
 
 
 @pytest.fixture(scope='module')

@@ -185,6 +185,8 @@ def build_docs(out:str|Path='_docs', root:str|Path|None=None, only=None) -> list
     (out / 'index.html').write_text(page_html('Getting started', body, _nav(pages, 'index.html')))
     (out / 'api.html').write_text(page_html('API reference', api_html(api_modules()), _nav(pages, 'api.html')))
     (out / 'pages.json').write_text(json.dumps([p.__dict__ for p in pages], indent=1))
+    if (root / 'nbs' / 'images').is_dir():  # pictures the notebooks' prose shows (`images/…`, relative to nbs/)
+        shutil.copytree(root / 'nbs' / 'images', out / 'images')
     return pages
 
 # %% ../nbs/29_docs.ipynb #177a6b04

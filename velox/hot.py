@@ -105,7 +105,8 @@ class _Hot:
     def enforce_budget(self, budget_bytes:int, low:float=0.9) -> list[str]:
         "If memory use exceeds `budget_bytes`, evict the coldest symbols until it is under `low` x budget; the evicted."
         used, evicted = self.used_memory(), []
-        while used > budget_bytes:
+        if used <= budget_bytes: return evicted
+        while used > int(budget_bytes * low):  # leave headroom, so the writes until the next check stay under budget
             syms = self.symbols()
             if not syms: break
             per = max(1, used // max(1, len(syms)))  # estimate bytes per symbol, evict enough at once
