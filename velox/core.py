@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 # %% auto #0
-__all__ = ['NY', 'NS', 'VeloxError', 'DataError', 'ConfigError', 'Config', 'event_id', 'day_start_ns', 'parse_day', 'ns_to_iso',
-           'to_ns', 'ns_to_local', 'Session', 'get_logger', 'redact']
+__all__ = ['NY', 'NS', 'VeloxError', 'DataError', 'ConfigError', 'Config', 'read_mapping', 'event_id', 'day_start_ns',
+           'parse_day', 'ns_to_iso', 'to_ns', 'ns_to_local', 'Session', 'get_logger', 'redact']
 
 # %% ../nbs/00_core.ipynb #d0cc5b49
 class VeloxError(Exception):
@@ -87,12 +87,19 @@ class Config:
                 raise ConfigError(f"config key '{key}' = {v!r}: expected a DSN starting with "
                                   + " or ".join(f"{s}://" for s in schemes))
 
-def _read_yaml(path:Path, names:set) -> dict:
+def read_mapping(path, what:str='file', expected:str='a mapping at the top level') -> dict:
+    "The top-level mapping of a YAML (or JSON) file; any problem is a `ConfigError` naming the file."
     import yaml
-    if not path.exists(): raise ConfigError(f"{path}: config file not found")
-    try: data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e: raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(data, dict): raise ConfigError(f"{path}: expected a mapping of key: value at the top level")
+    p = Path(path)
+    if not p.exists(): raise ConfigError(f"{p}: {what} not found")
+    try: data = yaml.safe_load(p.read_text()) or {}
+    except OSError as e: raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e: raise ConfigError(f"{p}: not valid YAML/JSON ({e})") from None
+    if not isinstance(data, dict): raise ConfigError(f"{p}: expected {expected}")
+    return data
+
+def _read_yaml(path:Path, names:set) -> dict:
+    data = read_mapping(path, 'config file', 'a mapping of key: value at the top level')
     for k in data:
         if any(w in str(k).lower() for w in ('password', 'secret', 'token')):
             raise ConfigError(f"{path}: key '{k}': secrets come from the environment only (e.g. VELOX_STORE_PASSWORD)")

@@ -8,7 +8,7 @@ import hashlib, json, os, shlex, signal, subprocess, sys, time
 from dataclasses import dataclass, field, fields, asdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from .core import ConfigError, VeloxError, get_logger
+from .core import ConfigError, VeloxError, get_logger, read_mapping
 
 # %% auto #0
 __all__ = ['Job', 'parse_schedule', 'StageRun', 'FleetSpec', 'file_sha256', 'code_version', 'notebook_parameters',
@@ -107,13 +107,7 @@ class FleetSpec:
     @classmethod
     def load(cls, path:str|Path) -> FleetSpec:
         "Read a fleet YAML file; paths in it are relative to the current directory."
-        import yaml
-        p = Path(path)
-        if not p.exists(): raise ConfigError(f"{p}: fleet file not found")
-        try: d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e: raise ConfigError(f"{p}: not valid YAML ({e})") from None
-        if not isinstance(d, dict): raise ConfigError(f"{p}: expected a mapping")
-        return cls.from_dict(d, source=str(p))
+        return cls.from_dict(read_mapping(path, 'fleet file'), source=str(path))
 
     def to_dict(self) -> dict:
         d = asdict(self)

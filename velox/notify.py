@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 import numpy as np
-from .core import ConfigError, VeloxError, event_id, get_logger, ns_to_iso, redact
+from .core import ConfigError, VeloxError, event_id, get_logger, ns_to_iso, read_mapping, redact
 from .resilience import is_transient, retry
 
 # %% auto #0
@@ -256,11 +256,7 @@ def load_notifier(config:str|Path|dict, env:dict|None=None, clock=time.monotonic
     env = os.environ if env is None else env
     src = 'notify config'
     if not isinstance(config, dict):
-        import yaml
-        src = str(config)
-        try: config = yaml.safe_load(Path(config).read_text()) or {}
-        except OSError as e: raise ConfigError(f"{src}: cannot read ({e.strerror})") from None
-        except yaml.YAMLError as e: raise ConfigError(f"{src}: not valid YAML ({e})") from None
+        src, config = str(config), read_mapping(config, 'notify config')
     if not isinstance(config, dict): raise ConfigError(f"{src}: expected a mapping")
     config = config.get('notify', config)
     bad = set(config) - {'outputs', 'min_confidence', 'min_tier', 'dedupe_ttl_s', 'kinds'}

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from .bus import bus_from_config, publish, publish_eos
-from .core import Config, ConfigError, parse_day, day_start_ns, NS
+from .core import Config, ConfigError, parse_day, day_start_ns, read_mapping, NS
 from .darkpool import DarkPoolStage
 from .detectors import EXPLAINING_CONDITIONS
 from .events import has_condition
@@ -45,12 +45,8 @@ def _stage_class(section:str):
 
 def load_param_file(path:str|Path) -> dict:
     "Every section of a parameter file, `{'darkpool': {...}, 'accumulation': {...}}`, checked (hash too, if present)."
-    import yaml
     p = Path(path)
-    if not p.exists(): raise ConfigError(f"{p}: parameter file not found")
-    try: d = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e: raise ConfigError(f"{p}: not valid YAML/JSON ({e})") from None
-    if not isinstance(d, dict): raise ConfigError(f"{p}: expected a mapping of parameter: value")
+    d = read_mapping(p, 'parameter file', 'a mapping of parameter: value')
     if 'content_hash' in d:
         h = d.pop('content_hash')
         if h != _params_hash(d): raise ConfigError(f"{p}: content hash mismatch (edited by hand?); save it again from the tuning notebook")
@@ -312,11 +308,7 @@ class _ArrivalOrderWorker(Worker):
 def _stage_params(stage:str, params) -> dict:
     if isinstance(params, dict) or params is None: return dict(params or {})
     if stage == 'detect': return load_params(params)
-    import yaml
-    p = Path(params)
-    if not p.exists(): raise ConfigError(f"{p}: parameter file not found")
-    d = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(d, dict): raise ConfigError(f"{p}: expected a mapping of parameter: value")
+    d = read_mapping(params, 'parameter file', 'a mapping of parameter: value')
     return d.get(stage, d)
 
 def stage_worker(stage:str, bus:str='memory://', group:str|None=None, params:str|dict|None=None, client_id:str|None=None,
