@@ -4,8 +4,9 @@ import json, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
-from velox.bus import KafkaBus, decode_message, is_eos
+from velox.bus import KafkaBus, decode_message
 from velox.topics import dlq_topic
+from bus_util import read_topic
 from velox.feeds import Catalog
 from velox.pipeline import DETECT_INPUTS, detect_stage, publish_replay, _clock
 from velox.replay import Replay
@@ -58,16 +59,6 @@ def _wait_stable_assignment(n, tmp, procs, partitions=12, timeout=90):
     pytest.fail('the consumer group did not settle')
 
 
-def _read_all(bus, topic):
-    out, idle = [], 0
-    with bus.consumer([topic], f'check-{time.monotonic_ns()}') as c:
-        while idle < 4:
-            got = c.poll(timeout_ms=1000, max_records=10_000)
-            idle = 0 if got else idle + 1
-            out += got
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('members', [1, 2])
 def test_worker_notebooks_in_one_group_give_the_notebook_runners_alerts(members, expected, tmp_path):
@@ -86,13 +77,13 @@ def test_worker_notebooks_in_one_group_give_the_notebook_runners_alerts(members,
         stats = [json.loads((tmp_path / f'status{i}.json').read_text()) for i in range(members)]
         assert all(s['state'] == 'stopped' for s in stats)
         assert sum(s['events'] for s in stats) == n
-        msgs = [m for m in _read_all(bus, 'alerts.darkpool') if not is_eos(m)]
+        msgs = read_topic(bus, 'alerts.darkpool')
         got = np.concatenate([decode_message(m.value)[1] for m in msgs])
         _, first = np.unique(got['id'], return_index=True)  # at-least-once: a consumer dedupes by id
         np.testing.assert_array_equal(canon(got[np.sort(first)]), expected)
         if members == 2:
             assert sum(s['dead_letters'] for s in stats) == 1
-            dl = _read_all(bus, dlq_topic('market.trades'))
+            dl = read_topic(bus, dlq_topic('market.trades'))
             assert len(dl) == 1 and dl[0].value == b'\x00\x01 garbage' and dl[0].headers['velox-error']
             assert all(s for s in shares), 'both members owned partitions'
         bus.close()

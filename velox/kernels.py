@@ -259,10 +259,14 @@ def _run(seg, x, offsets, params, nout:int=1, y=None, scratch:bool=False, backen
     return run_cuda(seg, x, y, o, p, nout, scratch)
 
 # %% ../nbs/15_kernels.ipynb #fc2d4f33
+def _period(n, name='n') -> int:
+    if int(n) != n or n < 1: raise ValueError(f"{name} {n!r}: expected an integer >= 1")
+    return int(n)
+
 def _window(window, ddof=None) -> int:
-    if int(window) != window or window < 1: raise ValueError(f"window {window!r}: expected an integer >= 1")
+    window = _period(window, 'window')
     if ddof is not None and not 0 <= ddof < window: raise ValueError(f"ddof {ddof!r}: expected 0 <= ddof < window ({window})")
-    return int(window)
+    return window
 
 def rolling_sum(values, offsets=None, window:int=20, backend:str='auto'):
     "Sum of the last `window` values of each segment."
@@ -294,10 +298,6 @@ sma = rolling_mean
 def _alpha(alpha) -> float:
     if not 0 < alpha <= 1: raise ValueError(f"alpha {alpha!r}: expected 0 < alpha <= 1")
     return float(alpha)
-
-def _period(n, name='n') -> int:
-    if int(n) != n or n < 1: raise ValueError(f"{name} {n!r}: expected an integer >= 1")
-    return int(n)
 
 def ewm_mean(values, offsets=None, alpha:float=0.1, backend:str='auto'):
     "Exponentially weighted mean, `m = (1-alpha)·m + alpha·x` seeded with each segment's first value."
