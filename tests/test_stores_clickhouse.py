@@ -93,15 +93,15 @@ def test_migrations_are_recorded_applied_once_and_a_kind_added_later_gets_its_ta
     r2 = db_migrate(cfg)
     assert r2['applied'] == [] and r2['migrations'] == r1['migrations']
     # a later issue adds a kind: a dtype and one migration line
-    monkeypatch.setitem(DTYPES, 'signal', np.dtype([('ts', 'i8'), ('symbol', 'U12'), ('score', 'f8'), ('id', 'U32')]))
+    monkeypatch.setitem(DTYPES, 'score', np.dtype([('ts', 'i8'), ('symbol', 'U12'), ('score', 'f8'), ('id', 'U32')]))
     monkeypatch.setattr(stores, 'MIGRATIONS', list(stores.MIGRATIONS))
-    stores.add_migration(r1['version'] + 1, 'signals', stores.ddl('signal'))
+    stores.add_migration(r1['version'] + 1, 'scores', stores.ddl('score'))
     r3 = db_migrate(cfg)
-    assert r3['applied'] == [(r1['version'] + 1, 'signals')]
+    assert r3['applied'] == [(r1['version'] + 1, 'scores')]
     with Store(cfg.store_dsn) as st:
-        sig = np.zeros(3, DTYPES['signal']); sig['ts'] = [3, 1, 2]; sig['symbol'] = 'X'; sig['id'] = ['c', 'a', 'b']
-        st.insert('signal', sig); st.insert('signal', sig)
-        assert st.read('signal')['id'].tolist() == ['a', 'b', 'c'] and st.count('signal') == 3
+        sig = np.zeros(3, DTYPES['score']); sig['ts'] = [3, 1, 2]; sig['symbol'] = 'X'; sig['id'] = ['c', 'a', 'b']
+        st.insert('score', sig); st.insert('score', sig)
+        assert st.read('score')['id'].tolist() == ['a', 'b', 'c'] and st.count('score') == 3
 
 
 @pytest.mark.slow

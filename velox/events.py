@@ -59,7 +59,7 @@ def has_condition(cond:np.ndarray, *flags) -> np.ndarray:
     return (np.asarray(cond, np.uint32) & np.uint32(encode_conditions(flags))) != 0
 
 # %% ../nbs/01_events.ipynb #8c040fc0
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SYM, VENUE = 'U12', 'U4'
 DTYPES = {
     'trade': np.dtype([('ts', 'i8'), ('symbol', SYM), ('price', 'i8'), ('size', 'f8'), ('venue', VENUE),
@@ -131,6 +131,23 @@ DTYPES = {
     'risk': np.dtype([('ts', 'i8'), ('symbol', SYM), ('account', 'U16'), ('strategy', 'U16'), ('rule', 'U16'),
                       ('action', 'U8'), ('value', 'f8'), ('limit', 'f8'), ('order_id', 'U32'), ('message', 'U64'),
                       ('id', 'U32')]),
+    # one model's view of one indicator row (`velox.models`): P(up over `horizon` s) from model `model` at
+    # `version`, with what the ensemble needs besides (the close, the multi-timeframe alignment) and the
+    # inference time per row in microseconds
+    'prediction': np.dtype([('ts', 'i8'), ('symbol', SYM), ('model', 'U16'), ('version', 'U16'), ('tf', 'i4'),
+                            ('horizon', 'i4'), ('prob', 'f8'), ('close', 'i8'), ('mtf_align', 'f8'), ('infer_us', 'f8'),
+                            ('id', 'U32')]),
+    # live monitoring of a model on one symbol: rolling hit rate and Brier over its last `n` resolved predictions
+    # against the figures it had on validation (`ref_*`); `drift` when it has degraded past the tolerance
+    'model_metric': np.dtype([('ts', 'i8'), ('symbol', SYM), ('model', 'U16'), ('version', 'U16'), ('n', 'i4'),
+                              ('hit_rate', 'f8'), ('brier', 'f8'), ('ref_hit_rate', 'f8'), ('ref_brier', 'f8'),
+                              ('drift', '?'), ('id', 'U32')]),
+    # trading performance of an (account, strategy) over a sliding window of `window_s` seconds of event time:
+    # closed round trips, wins, PnL (dollars), Sharpe of per-minute equity changes (annualised), drawdown now and
+    # the worst in the window; `symbol` is '' (a strategy spans symbols)
+    'performance': np.dtype([('ts', 'i8'), ('symbol', SYM), ('account', 'U16'), ('strategy', 'U16'), ('window_s', 'i4'),
+                             ('trades', 'i4'), ('wins', 'i4'), ('win_rate', 'f8'), ('pnl', 'f8'), ('sharpe', 'f8'),
+                             ('drawdown', 'f8'), ('max_drawdown', 'f8'), ('equity', 'f8'), ('id', 'U32')]),
 }
 KINDS = tuple(DTYPES)
 PRICE_FIELDS = {'price', 'bid', 'ask', 'distance', 'open', 'high', 'low', 'close', 'bid_open', 'bid_high',

@@ -32,7 +32,10 @@ TABLES = {'trade': Table('trades', ('symbol', 'ts', 'seq')), 'quote': Table('quo
           'alert': Table('alerts', ('symbol', 'ts', 'id'), order=('ts', 'trade_seq', 'symbol', 'id')),
           'book': Table('book', ('symbol', 'ts', 'seq')),
           'bar': Table('bars', ('symbol', 'tf', 'ts'), version='toUInt64(trades) * 2 + toUInt64(NOT forming)'),
-          'quote_bar': Table('quote_bars', ('symbol', 'ts'))}
+          'quote_bar': Table('quote_bars', ('symbol', 'ts')),
+          'indicator': Table('indicators', ('symbol', 'tf', 'ts')),  # several updates at one ts: the latest stands
+          'accumulation': Table('accumulation', ('symbol', 'start', 'ts')),
+          'performance': Table('performance', ('account', 'strategy', 'ts', 'id'))}
 
 def table_for(kind:str) -> Table:
     "The table of `kind`: from `TABLES`, or derived from its dtype for a kind added later."
@@ -73,6 +76,9 @@ def add_migration(version:int, name:str, *statements:str):
 
 add_migration(1, 'market data and alerts', *(ddl(k) for k in ('trade', 'quote', 'nbbo', 'alert')))
 add_migration(2, 'L2 book deltas, bars per timeframe, quote bars', *(ddl(k) for k in ('book', 'bar', 'quote_bar')))
+add_migration(3, 'features, detector evidence, predictions, signals, orders, fills, positions, risk, metrics',
+              *(ddl(k) for k in ('indicator', 'accumulation', 'pattern', 'prediction', 'model_metric', 'signal', 'order',
+                                 'fill', 'position', 'risk', 'performance')))
 
 MIGRATIONS_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
                   "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version")

@@ -42,7 +42,11 @@ TOPICS: dict[str, TopicSpec] = {s.name: s for s in [
     *[TopicSpec(f'signals.{s}', retention_ms=30 * DAY_MS) for s in SIGNAL_STAGES],
     TopicSpec('orders.events', retention_ms=365 * DAY_MS, compression='zstd'),
     TopicSpec('positions.updates', retention_ms=365 * DAY_MS, compression='zstd'),
+    TopicSpec('orders.fills', retention_ms=365 * DAY_MS, compression='zstd'),
     TopicSpec('risk.alerts', retention_ms=365 * DAY_MS, compression='zstd'),
+    TopicSpec('risk.commands', partitions=1, retention_ms=365 * DAY_MS, key='account'),
+    TopicSpec('metrics.model.drift', retention_ms=30 * DAY_MS),
+    TopicSpec('metrics.performance', partitions=1, retention_ms=365 * DAY_MS, key='strategy'),
     TopicSpec('system.metrics', partitions=1, retention_ms=3 * DAY_MS, key='worker'),
 ]}
 
