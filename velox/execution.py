@@ -112,6 +112,7 @@ class _Book:
 class ExecutionStage(Stage):
     "signal + nbbo (+ risk commands) -> order, fill, position, risk; per (account, strategy), in event time."
     name, inputs, outputs, windowed = 'execution', ('nbbo', 'signal', 'risk'), ('order', 'fill', 'position', 'risk'), True
+    global_state = True  # accounts span symbols: one worker holds them, and checkpoints them whole
 
     def __init__(self, accounts=(Account('paper'),), broker:Broker|None=None, latency_ms:float=0.0, tif:str='IOC',
                  stop_bps:float=0.0, target_bps:float=0.0, allowed_lateness_s:float=120.0, session:Session|None=Session()):

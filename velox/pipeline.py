@@ -20,10 +20,11 @@ from .stage import Chain, run_replay, RunResult
 from .workers import Worker
 
 # %% auto #0
-__all__ = ['TOPIC_OF', 'DETECT_INPUTS', 'DETECT_OUTPUTS', 'PARAM_SECTIONS', 'STAGES', 'PERSIST_TOPICS', 'load_params',
-           'load_param_file', 'check_params', 'save_params', 'detect_stage', 'accumulation_stage', 'publish_replay',
-           'detect_worker', 'Summary', 'summarize_alerts', 'run', 'write_report', 'StageSpec', 'register_stage',
-           'PersistStage', 'features_stage', 'stage_worker']
+__all__ = ['TOPIC_OF', 'DETECT_INPUTS', 'DETECT_OUTPUTS', 'PARAM_SECTIONS', 'STAGES', 'EXECUTION_KEYS', 'EXECUTION_OUTPUTS',
+           'PERSIST_TOPICS', 'load_params', 'load_param_file', 'check_params', 'save_params', 'detect_stage',
+           'accumulation_stage', 'publish_replay', 'detect_worker', 'Summary', 'summarize_alerts', 'run',
+           'write_report', 'StageSpec', 'register_stage', 'PersistStage', 'features_stage', 'execution_stage',
+           'stage_worker']
 
 # %% ../nbs/12_pipeline.ipynb #9f5fff73
 TOPIC_OF = {'quote': 'market.quotes', 'trade': 'market.trades', 'nbbo': 'market.nbbo', 'alert': 'alerts.darkpool'}
@@ -263,6 +264,7 @@ class StageSpec:
     outputs: dict
     store_kinds: tuple = ()  # what `store=` writes for this stage
     ordered: bool = True  # False: inputs need no event-time merge (persist)
+    max_members: int = 0  # 0: any number; 1: the stage's state spans symbols (execution), so one member only
 
 STAGES: dict[str, StageSpec] = {}
 
@@ -289,10 +291,32 @@ def features_stage(params:dict|None=None):
     except TypeError as e: raise ConfigError(f"features parameters, indicators: {e}") from None
     return FeatureStage(tfs=tuple(p.get('tfs', ('1m', '5m', '15m', '1h'))), params=ip)
 
+EXECUTION_KEYS = {'accounts', 'broker', 'latency_ms', 'tif', 'stop_bps', 'target_bps', 'allowed_lateness_s'}
+
+def execution_stage(params:dict|None=None):
+    """`ExecutionStage` from parameters: `accounts` (see `risk.accounts_from`; default one paper account), `broker`
+    (`slippage_ticks`, `fee_per_share`, `min_fee`), `latency_ms`, `tif`, `stop_bps`, `target_bps`, `allowed_lateness_s`."""
+    from velox.execution import ExecutionStage, PaperBroker
+    from velox.risk import accounts_from
+    p = dict(params or {})
+    unknown = set(p) - EXECUTION_KEYS
+    if unknown: raise ConfigError(f"execution parameters: unknown key(s) {sorted(unknown)}; expected some of {sorted(EXECUTION_KEYS)}")
+    kw = {k: p[k] for k in EXECUTION_KEYS - {'accounts', 'broker'} if k in p}
+    if 'accounts' in p: kw['accounts'] = accounts_from(p, 'execution parameters')
+    b = p.get('broker') or {}
+    if not isinstance(b, dict) or set(b) - {'slippage_ticks', 'fee_per_share', 'min_fee'}:
+        raise ConfigError(f"execution parameters, broker: expected a mapping of slippage_ticks, fee_per_share, min_fee; got {b!r}")
+    try: return ExecutionStage(broker=PaperBroker(**b), **kw)
+    except (TypeError, ValueError) as e: raise ConfigError(f"execution parameters: {e}") from None
+
+EXECUTION_OUTPUTS = {'order': 'orders.events', 'fill': 'orders.fills', 'position': 'positions.updates', 'risk': 'risk.alerts'}
+
 PERSIST_TOPICS = {'market.trades': 'trade', 'market.quotes': 'quote', 'market.nbbo': 'nbbo', 'alerts.darkpool': 'alert'}
 
 register_stage(StageSpec('detect', lambda p: detect_stage(p), DETECT_INPUTS, DETECT_OUTPUTS, store_kinds=('alert',)))
 register_stage(StageSpec('features', features_stage, {'market.trades': 'trade'}, {'indicator': 'features.indicators'}))
+register_stage(StageSpec('execution', execution_stage, {'market.nbbo': 'nbbo', 'signals.final': 'signal', 'risk.commands': 'risk'},
+                         EXECUTION_OUTPUTS, store_kinds=tuple(EXECUTION_OUTPUTS), max_members=1))
 register_stage(StageSpec('persist', lambda p: PersistStage(), PERSIST_TOPICS, {}, store_kinds=tuple(PERSIST_TOPICS.values()),
                          ordered=False))
 
@@ -302,7 +326,7 @@ class _ArrivalOrderWorker(Worker):
         new = sym not in self.merges
         sm = super()._symbol(sym)
         if new:
-            for k in sm.kinds: sm.close(k)
+            for t in sm.topics: sm.close(t)
         return sm
 
 def _stage_params(stage:str, params) -> dict:

@@ -6,10 +6,11 @@
 from __future__ import annotations
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from .core import ConfigError
 
 # %% auto #0
-__all__ = ['INF', 'RULES', 'Limits', 'RiskState', 'kelly_fraction', 'Sizer', 'Strategy', 'Account']
+__all__ = ['INF', 'RULES', 'Limits', 'RiskState', 'kelly_fraction', 'Sizer', 'Strategy', 'Account', 'accounts_from']
 
 # %% ../nbs/33_risk.ipynb #07311bb5
 INF = math.inf
@@ -135,3 +136,35 @@ class Account:
     def __post_init__(self):
         names = [s.name for s in self.strategies]
         if len(set(names)) != len(names): raise ValueError(f"account {self.name!r}: strategy names repeat: {names}")
+
+# %% ../nbs/33_risk.ipynb #8fbe0474
+def _build(cls, d, where:str):
+    if not isinstance(d, dict): raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+    known = {f.name for f in fields(cls)}
+    bad = sorted(set(d) - known)
+    if bad: raise ConfigError(f"{where}: unknown key(s) {bad}; expected some of {sorted(known)}")
+    try: return cls(**d)
+    except (TypeError, ValueError) as e: raise ConfigError(f"{where}: {e}") from None
+
+def accounts_from(doc, source:str='parameters') -> tuple[Account, ...]:
+    "Accounts from a mapping `{accounts: [{name, capital, limits, strategies: [{name, limits, sizer}]}]}`."
+    items = doc.get('accounts') if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ConfigError(f"{source}: expected key 'accounts' with a list of accounts (each: name, capital, limits, strategies)")
+    out = []
+    for i, a in enumerate(items):
+        where = f"{source}: accounts[{i}]"
+        if not isinstance(a, dict) or 'name' not in a: raise ConfigError(f"{where}: expected a mapping with a 'name'")
+        a = dict(a)
+        strats = a.pop('strategies', [{'name': 'default'}])
+        if not isinstance(strats, list) or not strats: raise ConfigError(f"{where}.strategies: expected a list of strategies")
+        built = []
+        for j, s in enumerate(strats):
+            w = f"{where}.strategies[{j}]"
+            if not isinstance(s, dict) or 'name' not in s: raise ConfigError(f"{w}: expected a mapping with a 'name'")
+            s = dict(s)
+            lim, siz = _build(Limits, s.pop('limits', {}), f"{w}.limits"), _build(Sizer, s.pop('sizer', {}), f"{w}.sizer")
+            built.append(_build(Strategy, {**s, 'limits': lim, 'sizer': siz}, w))
+        a['limits'] = _build(Limits, a.pop('limits', {}), f"{where}.limits")
+        out.append(_build(Account, {**a, 'strategies': tuple(built)}, where))
+    return tuple(out)

@@ -30,6 +30,7 @@ class Stage:
         raise NotImplementedError
 
     windowed: bool = False
+    global_state: bool = False  # True: state spans symbols (an account's book); a worker checkpoints it whole, one member only
 
     def on_window(self, symbol:str, batches:dict, st:dict) -> Outputs:
         "Windowed stages: one symbol's events of a window, concatenated per kind."
@@ -85,6 +86,8 @@ class Chain(Stage):
 
     @property
     def windowed(self): return all(s.windowed for s in self.stages)
+    @property
+    def global_state(self): return any(s.global_state for s in self.stages)
 
     def _route(self, start:int, items:Outputs) -> Outputs:
         out = []

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 # %% auto #0
 __all__ = ['DAY_MS', 'TIMEFRAMES', 'SIGNAL_STAGES', 'PATTERNS', 'TOPICS', 'TopicSpec', 'dlq_topic', 'topic_spec', 'registry',
-           'apply', 'describe']
+           'expand', 'apply', 'describe']
 
 # %% ../nbs/07a_topics.ipynb #a13976c7
 DAY_MS = 86_400_000
@@ -68,6 +68,12 @@ def registry(models=(), with_dlq:bool=True) -> list[TopicSpec]:
     "Every topic to create on a cluster: the registered ones, `predictions.<model>` for `models`, and their DLQs."
     specs = list(TOPICS.values()) + [topic_spec(f'predictions.{m}') for m in models]
     return specs + ([topic_spec(dlq_topic(s.name)) for s in specs] if with_dlq else [])
+
+def expand(topic:str) -> list[str]:
+    "The registered topics an output template such as 'signals.{stage}' may name (a plain name: itself)."
+    if '{' not in topic: return [topic]
+    pat = topic[:topic.index('{')] + '*' + topic[topic.index('}') + 1:]
+    return sorted(t for t in TOPICS if fnmatch.fnmatchcase(t, pat))
 
 # %% ../nbs/07a_topics.ipynb #0ad259f6
 def apply(bus, models=()) -> list[str]:

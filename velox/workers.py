@@ -9,42 +9,44 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
-from .bus import CodecError, decode_message, is_eos, publish, send_to_dlq
+from .bus import CodecError, decode_message, is_eos, publish, publish_eos, send_to_dlq
 from .core import get_logger
 from .replay import KIND_RANK, TemporalMerge
 from .resilience import GuardedSink, SinkUnavailable, CircuitBreaker, retry, is_transient
 from .stage import Collector, Stage
+from .topics import expand, topic_spec
 
 # %% auto #0
-__all__ = ['SymbolMerge', 'Checkpoints', 'WorkerStats', 'Worker']
+__all__ = ['SymbolMerge', 'Checkpoints', 'route', 'WorkerStats', 'Worker']
 
 # %% ../nbs/09_workers.ipynb #9152ad76
 class SymbolMerge:
-    "Per-symbol event-time merge of several input kinds, tracking which messages are fully released."
-    def __init__(self, kinds:list[str]):
-        self.kinds = sorted(kinds, key=lambda k: (KIND_RANK.get(k, 9), k))
-        self.rank = {k: i for i, k in enumerate(self.kinds)}
-        self.merge = TemporalMerge(len(self.kinds))
-        self.held = [deque() for _ in self.kinds]  # per rank: [rows still held, (topic, partition), offset]
+    "Per-symbol event-time merge of several input topics `{topic: kind}`, tracking which messages are fully released."
+    def __init__(self, inputs:dict):
+        self.kind_of = dict(inputs)
+        self.topics = sorted(inputs, key=lambda t: (KIND_RANK.get(inputs[t], 9), inputs[t], t))
+        self.rank = {t: i for i, t in enumerate(self.topics)}
+        self.merge = TemporalMerge(len(self.topics))
+        self.held = [deque() for _ in self.topics]  # per rank: [rows still held, (topic, partition), offset]
 
-    def push(self, kind:str, b:np.ndarray, tp, offset:int):
-        r = self.rank[kind]
+    def push(self, topic:str, b:np.ndarray, tp, offset:int):
+        r = self.rank[topic]
         self.merge.push(r, b); self.held[r].append([len(b), tp, offset])
 
-    def close(self, kind:str): self.merge.close(self.rank[kind])
+    def close(self, topic:str): self.merge.close(self.rank[topic])
 
     @property
     def closed(self) -> bool: return not self.merge.open.any()
 
-    def buffered(self, kind:str) -> int:
-        "Rows of `kind` waiting for the other inputs to catch up."
-        return sum(len(b) for b in self.merge.bufs[self.rank[kind]])
+    def buffered(self, topic:str) -> int:
+        "Rows from `topic` waiting for the other inputs to catch up."
+        return sum(len(b) for b in self.merge.bufs[self.rank[topic]])
 
     def pop(self, ordered:bool) -> tuple[list, list]:
         "Released `(kind, batch)` items, and the `(tp, offset)` of messages now fully released."
         items, done = [], []
         for run in self.merge.pop(ordered):
-            items.append((self.kinds[run.rank], run.batch))
+            items.append((self.kind_of[self.topics[run.rank]], run.batch))
             n, q = len(run.batch), self.held[run.rank]
             while n:
                 take = min(n, q[0][0]); q[0][0] -= take; n -= take
@@ -68,7 +70,17 @@ class Checkpoints:
         self.hot.put_snapshot(f"{self.prefix}:{symbol}", pickle.dumps(payload, protocol=5))
         return True
 
-# %% ../nbs/09_workers.ipynb #c8c348e2
+# %% ../nbs/09_workers.ipynb #f1e4ce0f
+def route(topic:str, b:np.ndarray) -> list[tuple[str, np.ndarray]]:
+    "`(topic, rows)` pairs for an output `topic`, which may be a template such as 'signals.{stage}'."
+    if '{' not in topic: return [(topic, b)]
+    field = topic[topic.index('{') + 1:topic.index('}')]
+    if field not in (b.dtype.names or ()): raise ValueError(f"output topic {topic!r}: the rows have no field {field!r}")
+    vals = b[field]
+    _, first = np.unique(vals, return_index=True)
+    return [(topic.replace('{' + field + '}', str(vals[i])), b[vals == vals[i]]) for i in sorted(first)]
+
+# %% ../nbs/09_workers.ipynb #09eb1681
 @dataclass
 class WorkerStats:
     "Counters a worker reports."
@@ -91,6 +103,8 @@ class Worker:
                  client_id:str|None=None, poll_ms:int=200, max_records:int=500, collect=None, checkpoints=None,
                  checkpoint_every_s:float=1.0, max_buffered_rows:int=2_000_000, sink_attempts:int=3):
         self.stage, self.bus, self.inputs, self.outputs, self.group = stage, bus, inputs, outputs, group
+        self._keyed = {t for t in inputs if topic_spec(t).key == 'symbol'} or set(inputs)
+        self._global, self._skip_all = stage.global_state, None  # global: one checkpoint '*' of everything
         self.sinks = [GuardedSink(s, attempts=sink_attempts, breaker=CircuitBreaker(threshold=1, cooldown=0.5)) for s in sinks]
         self.codec, self.poll_ms, self.max_records, self.client_id = codec, poll_ms, max_records, client_id
         self.checkpoints = Checkpoints(checkpoints, f"ckpt:{group}:{stage.name}") if checkpoints is not None else None
@@ -116,20 +130,43 @@ class Worker:
     # -- symbols and their state ------------------------------------------------------------------------
     def _symbol(self, sym:str) -> SymbolMerge:
         "The symbol's merge, restored from its checkpoint the first time this member sees it."
+        if self._global and self._skip_all is None: self._restore_global()
         if sym in self.merges: return self.merges[sym]
-        snap = self.checkpoints.load(sym) if self.checkpoints else None
+        snap = self.checkpoints.load(sym) if self.checkpoints and not self._global else None
         if snap:
             self.stage.restore(snap['stage'])
             self.merges[sym], self._skip[sym] = snap['merge'], snap['upto']
             if snap['flushed']: self._flushed.add(sym)
             self.stats.restored += 1
-        else: self.merges[sym] = SymbolMerge(list(self.inputs.values()))
+        else:
+            self.merges[sym] = sm = SymbolMerge(self._lanes(sym))
+            if not sym:
+                for t in sm.topics: sm.close(t)
         return self.merges[sym]
+
+    def _restore_global(self):
+        "A stage with global state restores it, every merge and the offsets they cover from one checkpoint."
+        snap = self.checkpoints.load('*') if self.checkpoints else None
+        self._skip_all = snap['upto'] if snap else {}
+        if snap:
+            self.stage.restore(snap['stage'])
+            self.merges.update(snap['merges']); self._flushed |= snap['flushed']
+            self.stats.restored += 1
+
+    def _lanes(self, sym:str) -> dict:
+        "The input topics a symbol's merge waits for: those keyed by symbol (see `_merge_key`)."
+        return {t: k for t, k in self.inputs.items() if t in self._keyed} if sym else dict(self.inputs)
+
+    def _merge_key(self, topic:str, sym:str) -> str:
+        """Which merge a row joins: its symbol's, if its topic is keyed by symbol; else (operator commands keyed by
+        account) the one merge '' of rows without a symbol, which holds every input, releases rows as they arrive
+        and is never flushed."""
+        return sym if topic in self._keyed else ''
 
     def _restored_past(self, sym:str, tp, offset:int) -> bool:
         "Is this message already inside the symbol's restored snapshot? (loads the snapshot on first sight)"
         self._symbol(sym)
-        if self._skip.get(sym, {}).get(tp, -1) > offset:
+        if max(self._skip.get(sym, {}).get(tp, -1), (self._skip_all or {}).get(tp, -1)) > offset:
             self.stats.skipped += 1; return True
         return False
 
@@ -154,8 +191,9 @@ class Worker:
         for kind, b in items:
             if kind in self.outputs:
                 self.stats.produced[kind] = self.stats.produced.get(kind, 0) + len(b)
-                publish(self.bus, self.outputs[kind], kind, b, codec=self.codec)
-                if self.metrics: self.metrics.produced.labels(self.metrics.worker, self.outputs[kind]).inc(len(b))
+                for topic, part in route(self.outputs[kind], b):
+                    publish(self.bus, topic, kind, part, codec=self.codec)
+                    if self.metrics: self.metrics.produced.labels(self.metrics.worker, topic).inc(len(part))
             for s in self.sinks: s.write(kind, b)
 
     def _dead_letter(self, m, reason:str):
@@ -193,17 +231,18 @@ class Worker:
                 continue
             self._next[tp] = m.offset + 1
             if is_eos(m):
-                if not self._restored_past(m.key, tp, m.offset):
-                    self._symbol(m.key).close(self.inputs[m.topic]); self._sym_tps[m.key].add(tp); touched.add(m.key)
+                mk = self._merge_key(m.topic, m.key)
+                if not self._restored_past(mk, tp, m.offset):
+                    self._symbol(mk).close(m.topic); self._sym_tps[mk].add(tp); touched.add(mk)
                 continue
             got = self._accept(m)
             if got is None or not len(got[1]): continue
             kind, b = got
-            sym = str(b['symbol'][0])
+            sym = self._merge_key(m.topic, str(b['symbol'][0]))
             if self._restored_past(sym, tp, m.offset): continue
-            self._symbol(sym).push(kind, b, tp, m.offset)
+            self._symbol(sym).push(m.topic, b, tp, m.offset)
             self._sym_tps[sym].add(tp); self._held[tp].add(m.offset); touched.add(sym)
-        events = 0
+        events, ended = 0, []
         for sym in sorted(touched):
             sm = self.merges[sym]
             items, done = sm.pop(ordered=not self.stage.windowed)
@@ -214,9 +253,10 @@ class Worker:
             for s in self.sinks:  # sinks see the inputs too, as in the replay runner
                 for k, b in items: s.write(k, b)
             self._emit(self.stage.process_window(items))
-            if sm.closed and sym not in self._flushed:  # the symbol's finite stream ended: release what it holds
-                self._flushed.add(sym); self._emit(self.stage.flush([sym]))
+            if sm.closed and sym and sym not in self._flushed:  # the symbol's finite stream ended: release what it holds
+                self._flushed.add(sym); self._emit(self.stage.flush([sym])); ended.append(sym)
             self._dirty.add(sym)
+        if ended: self._end_outputs(ended)
         self.stats.events += events
         if self.metrics and msgs:
             self.metrics.events.labels(self.metrics.worker).inc(events)
@@ -224,12 +264,21 @@ class Worker:
         self._backpressure()
         return len(msgs)
 
+    def _end_outputs(self, syms:list):
+        """Pass the end of the symbols' streams on to every output topic, so the stages downstream can release what
+        they hold. A stage whose state spans symbols may still emit for an ended symbol until all have ended."""
+        if self._global:
+            if not all(sm.closed for s, sm in self.merges.items() if s): return
+            syms = [s for s in self.merges if s]
+        for o in self.outputs.values():
+            for t in expand(o): retry(lambda t=t: publish_eos(self.bus, t, sorted(syms), partitions=False), what='end of stream')
+
     def _backpressure(self):
         "Pause partitions whose merge buffers are over the limit; resume them below half of it."
         over = defaultdict(int)
         for sym, sm in self.merges.items():
             for tp in self._sym_tps[sym]:
-                over[tp] += sm.buffered(self.inputs[tp[0]])
+                over[tp] += sm.buffered(tp[0])
         pause = {tp for tp, n in over.items() if n > self.max_buffered_rows} - self._bp_paused
         resume = {tp for tp in self._bp_paused if over.get(tp, 0) <= self.max_buffered_rows // 2}
         if pause: self.consumer.pause(pause); self._bp_paused |= pause
@@ -245,7 +294,11 @@ class Worker:
         try:
             retry(self.bus.flush, what='producer flush')
             for s in self.sinks: s.flush()
-            if self.checkpoints:
+            if self.checkpoints and self._global and self._dirty:
+                payload = {'stage': self.stage.snapshot(), 'merges': self.merges, 'flushed': set(self._flushed),
+                           'upto': dict(self._next)}
+                retry(lambda: self.checkpoints.save('*', payload), attempts=3, what='checkpoint')
+            elif self.checkpoints:
                 for sym in sorted(self._dirty):
                     tps = self._sym_tps[sym]
                     if not tps <= self._assigned: continue
