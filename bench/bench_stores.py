@@ -2,14 +2,18 @@
 and Redis through HotSink (pipelines) against a naive per-command loop, in the same run on the same real data.
 
     python bench/bench_stores.py [--symbols IBM,BAC] [--day 2013-10-08] [--sample 300] [--redis-sample 3000]
+                                 [--budget-symbols 2000] [--budget-mb 8]
 
 The naive loops are far too slow to run on a whole day: they run on the first `--sample` rows and their time for the
 whole day is extrapolated linearly from that sample (the table says so in its `note` column). Each sink row is
 checked to leave the same stored state as the data (ClickHouse: every row read back equal; Redis: the last L1 and
-prints per symbol), so the rates compare the same work. Nothing is asserted about speed; see bench/README.md.
+prints per symbol), so the rates compare the same work. A last Redis row streams the same rows renamed to
+`--budget-symbols` synthetic symbols through a HotSink with a `--budget-mb` memory budget, while a second connection
+samples `INFO memory` (its commands are not counted): the note gives the peak and the symbols evicted.
+Nothing is asserted about speed; see bench/README.md.
 """
 from __future__ import annotations
-import argparse, gc, os, platform, shutil, tempfile, time
+import argparse, gc, os, platform, shutil, tempfile, threading, time
 import numpy as np
 
 from velox.events import to_dicts
@@ -78,7 +82,7 @@ def bench_clickhouse(srcs, sample:int) -> list:
 def _cmds(r) -> int: return int(r.info('stats')['total_commands_processed'])
 
 
-def bench_redis(srcs, sample:int) -> list:
+def bench_redis(srcs, sample:int, n_symbols:int=2000, budget_mb:float=8) -> list:
     from velox.services import start_redis
     nb_srcs = [ArraySource('nbbo', s.symbol, consolidated_nbbo(s.data)[0], key=f'{s.symbol}/nbbo') for s in srcs if s.kind == 'quote']
     hot_srcs = nb_srcs + [s for s in srcs if s.kind == 'trade']
@@ -108,8 +112,54 @@ def bench_redis(srcs, sample:int) -> list:
             if s.kind == 'nbbo': assert rh.get_l1(s.symbol) == to_dicts(s.data[-1:], 'nbbo')[0]
             else: assert rh.ticks(s.symbol, 1000) == to_dicts(s.data[-1000:][::-1], 'trade')
         rows.append(('redis: HotSink (pipelines, last rows per symbol)', n, t, c, f'{len(w):,} runner batches in'))
+        rows.append(bench_redis_budget(rh, w, n_symbols, budget_mb))
         rh.close()
     return rows
+
+
+class MemorySampler(threading.Thread):
+    "Samples Redis `used_memory` from its own connection every `every_s` until stopped; `peak`, `n` (INFO calls)."
+    def __init__(self, url:str, every_s:float=0.001):
+        import redis
+        super().__init__(daemon=True)
+        self.r, self.every_s, self.peak, self.n, self._done = redis.Redis.from_url(url), every_s, 0, 0, threading.Event()
+
+    def run(self):
+        while not self._done.is_set():
+            self.peak = max(self.peak, int(self.r.info('memory')['used_memory'])); self.n += 1
+            time.sleep(self.every_s)
+
+    def stop(self): self._done.set(); self.join(); self.r.close()
+
+
+def renamed(w, n_symbols:int, seed:int=0) -> list:
+    "The same batches, each row renamed to one of `n_symbols` synthetic symbols (Zipf-like: a few busy, many quiet)."
+    rng = np.random.default_rng(seed)
+    p = 1 / np.arange(1, n_symbols + 1) ** 0.8
+    names = np.array([f'SYN{i:04d}' for i in range(n_symbols)])
+    out = []
+    for kind, b in w:
+        b = b.copy(); b['symbol'] = names[rng.choice(n_symbols, len(b), p=p / p.sum())]; out.append((kind, b))
+    return out
+
+
+def bench_redis_budget(rh, w, n_symbols:int, budget_mb:float):
+    "HotSink over `n_symbols` symbols under a memory budget, peak memory sampled all along."
+    ws = renamed(w, n_symbols)
+    n = sum(len(b) for _, b in ws)
+    rh.r.flushdb()
+    sampler = MemorySampler(rh.url); sampler.start()
+    gc.collect(); c0 = _cmds(rh.r); t0 = time.perf_counter()
+    sink = HotSink(rh, cap=200, every_rows=8192, budget_mb=budget_mb)
+    for kind, b in ws: sink.write(kind, b)
+    sink.close()
+    t = time.perf_counter() - t0
+    sampler.stop()
+    c = _cmds(rh.r) - c0 - sampler.n - 1  # less the sampler's INFO calls and this one
+    after = rh.used_memory() / 2**20
+    rh.r.flushdb()
+    return (f'redis: HotSink, {n_symbols:,} symbols, {budget_mb:g} MB budget', n, t, c,
+            f'peak {sampler.peak / 2**20:.2f} MB sampled, {after:.2f} MB at the end, {sink.evicted:,} evictions')
 
 
 def main(argv=None):
@@ -118,6 +168,8 @@ def main(argv=None):
     p.add_argument('--symbols', default='IBM,BAC')
     p.add_argument('--sample', type=int, default=300, help='rows for the naive ClickHouse loop (default 300)')
     p.add_argument('--redis-sample', type=int, default=3000, help='events for the naive Redis loop (default 3000)')
+    p.add_argument('--budget-symbols', type=int, default=2000, help='synthetic symbols for the budgeted Redis row (default 2000)')
+    p.add_argument('--budget-mb', type=float, default=8, help='memory budget of the budgeted Redis row (default 8)')
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'replay', 'data')
     p.add_argument('--data-dir', default=os.path.normpath(here))
     a, _ = p.parse_known_args(argv)
@@ -126,7 +178,7 @@ def main(argv=None):
     srcs = [ArraySource(s.kind, s.symbol, s.load(), key=s.key) for sym in symbols for s in cat.find(sym, a.day)]
     print(f"velox bench stores · {','.join(symbols)} · {a.day}")
     print(f"machine: {machine()}\n")
-    rows = bench_clickhouse(srcs, a.sample) + bench_redis(srcs, a.redis_sample)
+    rows = bench_clickhouse(srcs, a.sample) + bench_redis(srcs, a.redis_sample, a.budget_symbols, a.budget_mb)
     print(table(rows))
     print("\nclickhouse rows = quotes + trades; redis rows = NBBO updates + trades. seconds = one wall time (perf_counter). "
           "cmds/s = Redis commands processed (INFO stats). Naive rows: timed on a sample, extrapolated linearly to the day.")

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, importlib, json, sys
 from pathlib import Path
-from .core import Config, VeloxError, get_logger
+from .core import Config, ConfigError, VeloxError, get_logger
 
 # %% auto #0
 __all__ = ['PLUGINS', 'parser', 'cmd_run', 'cmd_replay', 'cmd_worker', 'worker_notebook', 'run_worker_notebook', 'cmd_services',
@@ -45,6 +45,8 @@ PLUGINS = {  # command -> (module with `cli_configure(parser)`, which sets `func
     'feed': ('velox.iqfeed', 'stream a live IQFeed L1/L2 feed onto the market topics'),
     'notify': ('velox.notify', 'send a test notification through the configured outputs'),
     'docs': ('velox.docs', 'build the HTML documentation site from the notebooks, offline'),
+    'models': ('velox.models', 'train, list and promote model versions in the model registry'),
+    'backtest': ('velox.backtest', 'backtest the trading path (features, signals, execution) on recorded days; write an HTML report'),
 }
 
 def parser(cmd:str|None=None) -> argparse.ArgumentParser:
@@ -64,23 +66,28 @@ def parser(cmd:str|None=None) -> argparse.ArgumentParser:
     _session_args(p); _config_args(p)
 
     p = sub.add_parser('worker', help='run a pipeline stage as a consumer-group member',
-                       description='Consumes market.quotes + market.trades, produces market.nbbo + alerts.darkpool.')
-    p.add_argument('stage', choices=['detect'], help='which stage to run')
+                       description='Runs one registered stage (velox.pipeline.STAGES) on its input topics: detect (market.quotes + '
+                                   'market.trades -> market.nbbo + alerts.darkpool), features (-> features.indicators), '
+                                   'execution (market.nbbo + signals.final + risk.commands -> orders.*, positions.updates, '
+                                   'risk.alerts; one member), persist (topics -> --store), and the model stages.')
+    p.add_argument('stage', help='which stage to run: detect, features, execution, persist, ... (an unknown name lists them)')
     _config_args(p)
-    p.add_argument('--group', default='velox-detect', help='consumer group (default velox-detect); members of one group share partitions')
+    p.add_argument('--group', help='consumer group (default velox-<stage>); members of one group share partitions')
     p.add_argument('--client-id', help='name of this member in logs and broker tools')
-    p.add_argument('--params', metavar='FILE', help='detector parameters (YAML/JSON)')
+    p.add_argument('--params', metavar='FILE', help="the stage's parameters (YAML/JSON): detector parameters, feature periods, "
+                   'execution accounts and limits, ...')
     p.add_argument('--until-end', action='store_true', help='stop once every partition this member owns has ended (finite replays end with markers)')
     p.add_argument('--idle-timeout', type=float, metavar='S', help='stop once every symbol seen has ended and nothing arrived for S seconds')
     p.add_argument('--max-runtime', type=float, metavar='S', help='stop after S seconds')
     p.add_argument('--stop-file', metavar='FILE', help='stop gracefully (flush, commit) when this file appears')
     p.add_argument('--status', metavar='FILE', help='keep a JSON status (assignment, counts) in this file')
-    p.add_argument('--sink-store', action='store_true', help='also write alerts to the --store history store')
-    p.add_argument('--sink-hot', action='store_true', help='also write L1 and ticks to the --hot store')
+    p.add_argument('--sink-store', action='store_true', help="also write the stage's results (alerts, orders, ...) to the --store history store")
+    p.add_argument('--sink-hot', action='store_true', help='detect: also write L1 and ticks to the --hot store')
     p.add_argument('--checkpoints', metavar='DSN', help='shared store for per-symbol state snapshots (redis://…); '
                    'default: --hot when it is redis://. Without one, state does not move with partitions')
     p.add_argument('--metrics-port', type=int, metavar='PORT', help='serve Prometheus /metrics, /health and /ready on this port (0 = any free port, see --status)')
     p.add_argument('--max-records', type=int, default=500, metavar='N', help='messages per poll (default 500)')
+    p.add_argument('--registry', metavar='DIR', help='the model registry (velox models train) for predict.<model> and ensemble')
     p.add_argument('--notebook', metavar='OUT.ipynb', help='run the worker notebook nbs/workers/<stage>.ipynb with papermill, saving the executed copy here')
 
     p = sub.add_parser('services', help='start, stop or show the local Kafka-protocol broker and redis-server')
@@ -157,27 +164,33 @@ def cmd_replay(a):
 
 def cmd_worker(a):
     cfg = _cfg(a)
-    kw = dict(bus=cfg.bus, group=a.group, params=a.params, client_id=a.client_id, until_end=a.until_end, idle_timeout_s=a.idle_timeout,
+    kw = dict(bus=cfg.bus, group=a.group or f'velox-{a.stage}', params=a.params, client_id=a.client_id, until_end=a.until_end, idle_timeout_s=a.idle_timeout,
               max_runtime_s=a.max_runtime, stop_file=a.stop_file, status_path=a.status,
               store=cfg.store_dsn if a.sink_store else None, hot=cfg.hot if a.sink_hot else None,
               checkpoints=a.checkpoints or (cfg.hot if cfg.hot.startswith('redis') else None),
               metrics_port=a.metrics_port, max_records=a.max_records)
     if a.notebook:
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-        return run_worker_notebook(a.stage, a.notebook, log_path=str(Path(cfg.out_dir).absolute() / f'{a.stage}-worker.log'), **kw)
-    from velox.pipeline import detect_worker
-    print(json.dumps(detect_worker(**kw)))
+        return run_worker_notebook(a.stage, a.notebook, log_path=str(Path(cfg.out_dir).absolute() / f'{a.stage}-worker.log'),
+                                   registry=a.registry, **kw)
+    from velox.pipeline import detect_worker, stage_worker
+    if a.stage == 'detect': print(json.dumps(detect_worker(**kw)))
+    else: print(json.dumps(stage_worker(a.stage, settings={'registry': a.registry} if a.registry else None, **kw)))
 
 def worker_notebook(stage:str) -> Path:
-    "The worker notebook of `stage` (shipped in the repository's nbs/workers/)."
-    p = Path(__file__).resolve().parent.parent / 'nbs' / 'workers' / f'{stage}.ipynb'
-    if not p.exists(): raise VeloxError(f"{p}: worker notebook not found (run from a velox checkout)")
-    return p
+    "The worker notebook of `stage` (shipped in the repository's nbs/workers/; predict.<model> runs predict.ipynb)."
+    from velox.launcher import FleetSpec
+    try: return FleetSpec(root=str(Path(__file__).resolve().parent.parent)).notebook(stage)
+    except ConfigError as e: raise VeloxError(f"{e} (run from a velox checkout)") from None
 
 def run_worker_notebook(stage:str, out:str, **params):
-    "Execute `nbs/workers/<stage>.ipynb` with papermill, passing `params` to its parameters cell."
+    "Execute `nbs/workers/<stage>.ipynb` with papermill, passing `params` to the parameters its cell declares."
     import papermill as pm
-    pm.execute_notebook(str(worker_notebook(stage)), out, parameters={k: v for k, v in params.items() if v is not None},
+    from velox.launcher import notebook_parameters
+    nb = worker_notebook(stage)
+    takes = notebook_parameters(nb)
+    params = {'stage': stage, **params}
+    pm.execute_notebook(str(nb), out, parameters={k: v for k, v in params.items() if v is not None and k in takes},
                         progress_bar=False, log_output=False)
     print(f"worker notebook executed: {out}")
 

@@ -13,8 +13,8 @@ from .stage import Stage
 
 # %% auto #0
 __all__ = ['FEATURES', 'TIERS', 'indicator_features', 'forward_labels', 'walk_forward', 'Model', 'LogisticModel', 'GBTModel',
-           'Isotonic', 'Platt', 'brier', 'tier_of', 'Ensemble', 'SignalStage', 'leakage_check', 'reliability',
-           'calibration_plots']
+           'Isotonic', 'Platt', 'brier', 'tier_of', 'Ensemble', 'SignalRules', 'SignalStage', 'leakage_check',
+           'reliability', 'calibration_plots']
 
 # %% ../nbs/34_ensemble.ipynb #225360ae
 FEATURES = ('rsi', 'macd_hist_bps', 'ema_gap_bps', 'vwap_gap_bps', 'zscore', 'momentum_bps', 'bb_pos', 'mtf_align')
@@ -67,7 +67,9 @@ class Model:
         "Content hash of the class and fitted parameters."
         h = hashlib.blake2b(type(self).__name__.encode(), digest_size=8)
         for k, v in sorted(self.params().items()):
-            h.update(k.encode()); h.update(np.asarray(v).tobytes() if isinstance(v, (np.ndarray, list)) else repr(v).encode())
+            h.update(k.encode())  # a list item by item: fitted trees keep bin edges of different lengths per feature
+            h.update(b''.join(np.asarray(x).tobytes() for x in v) if isinstance(v, list) else
+                     np.asarray(v).tobytes() if isinstance(v, np.ndarray) else repr(v).encode())
         return f"{self.name}-{h.hexdigest()}"
 
     def save(self, path) -> Path:
@@ -209,28 +211,20 @@ class Ensemble:
     def model_weights(self) -> str: return ','.join(f"{m.name}:{w:.2f}" for m, w in zip(self.models, self.weights))
 
 # %% ../nbs/34_ensemble.ipynb #8b2b7ffa
-class SignalStage(Stage):
-    "indicator -> signal (raw, calibrated, filtered, final) from a fitted `Ensemble`."
-    name, inputs, outputs, windowed = 'signals', ('indicator',), ('signal',), True
-
-    def __init__(self, ensemble:Ensemble, strategy:str='ensemble', tf:int=60, horizon_s:int=300, min_tier:str='B',
-                 ttl_s:float=120, vol_bps=(0.0, math.inf), k_stop:float=1.0, k_target:float=1.5, vol_window:int=30):
-        super().__init__()
-        self.ens, self.strategy, self.tf, self.horizon, self.min_tier = ensemble, strategy, tf, horizon_s, min_tier
+class SignalRules:
+    "How P(up) becomes signals: filters, tier threshold, TTL, stop / target — shared by every signal-emitting stage."
+    def __init__(self, strategy:str='ensemble', tf:int=60, horizon_s:int=300, min_tier:str='B', ttl_s:float=120,
+                 vol_bps=(0.0, math.inf), k_stop:float=1.0, k_target:float=1.5, vol_window:int=30):
+        self.strategy, self.tf, self.horizon, self.min_tier = strategy, tf, horizon_s, min_tier
         self.ttl, self.vol_bps, self.k_stop, self.k_target, self.vol_window = int(ttl_s * NS), vol_bps, k_stop, k_target, vol_window
-        self.version = '+'.join(m.version for m in ensemble.models)[:16]
 
-    def on_batch(self, kind, symbol, b, st): return self.on_window(symbol, {kind: b}, st)
-
-    def on_window(self, symbol, batches, st):
-        rows, X = indicator_features(batches['indicator'], self.tf)
-        if not len(rows): return []
+    def signals(self, symbol:str, rows:np.ndarray, raw:np.ndarray, cal:np.ndarray, st:dict, version:str, models:str) -> np.ndarray:
+        "Signals of one symbol's `rows` (ts, close, mtf_align; in time order) from raw and calibrated P(up); `st` keeps recent closes."
         closes = np.concatenate([st.get('closes', np.empty(0)), rows['close'] / PRICE_SCALE])
         r = np.diff(np.log(closes)) * 1e4
         n0 = len(closes) - len(rows)  # rows' positions in `closes`
         sig = np.array([np.std(r[max(0, i - self.vol_window):i]) if i >= 5 else np.nan for i in range(n0, len(closes))])
         st['closes'] = closes[-(self.vol_window + 1):]
-        raw = self.ens.raw(X); cal = self.ens.predict_proba(X, raw)
         d = np.where(cal >= 0.5, 1, -1).astype('i1')
         conf = np.where(d > 0, cal, 1 - cal)
         tiers = tier_of(conf)
@@ -245,17 +239,36 @@ class SignalStage(Stage):
             s = empty('signal', int(mask.sum()))
             s['ts'], s['symbol'], s['strategy'], s['stage'] = rows['ts'][mask], symbol, self.strategy, stage
             s['direction'] = d[mask] if stage != 'raw' else np.where(raw[mask] >= 0.5, 1, -1)
-            s['prob'], s['confidence'], s['horizon'], s['version'] = p[mask], c[mask], self.horizon, self.version
+            s['prob'], s['confidence'], s['horizon'], s['version'] = p[mask], c[mask], self.horizon, version
             if stage != 'raw': s['tier'] = tiers[mask]
             if stage == 'final':
                 move = np.nan_to_num(sig[mask]) * math.sqrt(self.horizon / self.tf) / 1e4 * rows['close'][mask]
                 s['stop'] = np.round(rows['close'][mask] - s['direction'] * self.k_stop * move).astype('i8')
                 s['target'] = np.round(rows['close'][mask] + s['direction'] * self.k_target * move).astype('i8')
-                s['expires'], s['models'] = rows['ts'][mask] + self.ttl, self.ens.model_weights
+                s['expires'], s['models'] = rows['ts'][mask] + self.ttl, models
             s['id'] = [event_id('signal', self.strategy, stage, symbol, t) for t in s['ts'].tolist()]
             out.append(s)
         out = np.concatenate(out)  # in time order, each row's stages in pipeline order: the same however cut
-        return [('signal', out[np.argsort(out['ts'], kind='stable')])]
+        return out[np.argsort(out['ts'], kind='stable')]
+
+class SignalStage(Stage):
+    "indicator -> signal (raw, calibrated, filtered, final) from a fitted `Ensemble`."
+    name, inputs, outputs, windowed = 'signals', ('indicator',), ('signal',), True
+
+    def __init__(self, ensemble:Ensemble, strategy:str='ensemble', tf:int=60, horizon_s:int=300, min_tier:str='B',
+                 ttl_s:float=120, vol_bps=(0.0, math.inf), k_stop:float=1.0, k_target:float=1.5, vol_window:int=30):
+        super().__init__()
+        self.ens, self.strategy, self.tf = ensemble, strategy, tf
+        self.rules = SignalRules(strategy, tf, horizon_s, min_tier, ttl_s, vol_bps, k_stop, k_target, vol_window)
+        self.version = '+'.join(m.version for m in ensemble.models)[:16]
+
+    def on_batch(self, kind, symbol, b, st): return self.on_window(symbol, {kind: b}, st)
+
+    def on_window(self, symbol, batches, st):
+        rows, X = indicator_features(batches['indicator'], self.tf)
+        if not len(rows): return []
+        raw = self.ens.raw(X)
+        return [('signal', self.rules.signals(symbol, rows, raw, self.ens.predict_proba(X, raw), st, self.version, self.ens.model_weights))]
 
 # %% ../nbs/34_ensemble.ipynb #be7c54c3
 def leakage_check(make_features, trades:np.ndarray, cut_ts:int, seed:int=0) -> tuple[int, int]:

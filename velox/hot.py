@@ -102,19 +102,50 @@ class _Hot:
         "The L1 dict of `symbol`, or None."
         return self._hget(f'l1:{symbol}')
 
+    def make_room(self, budget_bytes:int, incoming:int=0, keep=(), low:float=0.9) -> tuple[list[str], int]:
+        "If memory use plus `incoming` bytes would pass `budget_bytes`, evict the coldest symbols (never `keep`) until it fits under `low` x budget; (the evicted, memory use)."
+        used, evicted = self.used_memory(), []
+        if used + incoming <= budget_bytes: return evicted, used
+        syms, keep, target = self.symbols(), set(keep), int(budget_bytes * low) - incoming  # low water: headroom for what follows
+        cold = [s for s in syms if s not in keep]
+        while used > target and cold:
+            per = max(1, used // max(1, len(syms) - len(evicted)))  # bytes per symbol, over-estimated (server overhead counts)
+            n = max(1, min(len(cold), -(-(used - target) // per)))
+            self.evict(cold[:n]); evicted += cold[:n]; cold = cold[n:]
+            used = self.used_memory()
+        return evicted, used
+
     def enforce_budget(self, budget_bytes:int, low:float=0.9) -> list[str]:
         "If memory use exceeds `budget_bytes`, evict the coldest symbols until it is under `low` x budget; the evicted."
-        used, evicted = self.used_memory(), []
-        if used <= budget_bytes: return evicted
-        while used > int(budget_bytes * low):  # leave headroom, so the writes until the next check stay under budget
-            syms = self.symbols()
-            if not syms: break
-            per = max(1, used // max(1, len(syms)))  # estimate bytes per symbol, evict enough at once
-            n = max(1, min(len(syms), -(-(used - int(budget_bytes * low)) // per)))
-            cold = self.coldest(n)
-            self.evict(cold); evicted += cold
-            used = self.used_memory()
-        return evicted
+        return self.make_room(budget_bytes, 0, (), low)[0]
+
+    def unit_costs(self, sample:int=8) -> dict:
+        "Bytes of an L1 hash and of one print in a list, measured on the hottest symbols' keys (generous defaults before any); and of a new list's key."
+        syms = self.symbols()[-sample:]
+        keys = [f'l1:{s}' for s in syms] + [f'ticks:{s}' for s in syms]
+        lens, use = self._lens(keys), self._usage(keys)
+        hashes = [u for n, u in zip(lens[:len(syms)], use[:len(syms)]) if n]
+        n_prints = sum(lens[len(syms):])
+        return {'hash': max(hashes, default=1024), 'print': -(-sum(use[len(syms):]) // n_prints) if n_prints else 512,
+                'key': self.KEY_BYTES}
+
+    def write_cost(self, kind:str, batch:np.ndarray, units:dict, cap:int=1000) -> tuple[np.ndarray, np.ndarray]:
+        "The symbols of a batch by their last row (coldest first), and the bytes writing it would add for each, priced by `units`."
+        syms = batch['symbol'][tail_per_symbol(batch, 1)]
+        if kind == 'trade':  # prints a capped list gains (the ones it drops make room for as many); a new list's key
+            u, n = np.unique(batch['symbol'], return_counts=True)
+            have = np.array(self._lens([f'ticks:{s}' for s in syms]), np.int64)
+            add = np.clip(np.minimum(cap, have + np.minimum(n[np.searchsorted(u, syms)], cap)) - have, 0, None)
+            return syms, add * units['print'] + (have == 0) * units['key']
+        if kind == 'nbbo': keys, owner = [f'l1:{s}' for s in syms], np.arange(len(syms))
+        elif kind == 'bar':
+            last = batch[tail_per_symbol(batch, 1, by=('symbol', 'tf'))]
+            pos = {s: i for i, s in enumerate(syms)}
+            keys, owner = [f'bar:{tf}:{s}' for s, tf in zip(last['symbol'], last['tf'])], [pos[s] for s in last['symbol']]
+        else: return syms, np.zeros(len(syms), np.int64)
+        cost = np.zeros(len(syms), np.int64)  # a hash that exists is overwritten in place: only new hashes cost
+        np.add.at(cost, owner, (np.array(self._lens(keys)) == 0) * units['hash'])
+        return syms, cost
 
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
@@ -222,15 +253,23 @@ class MemoryHot(_Hot):
         for s in symbols: z.pop(s, None)
         return self.delete(*[k.format(symbol=s) for s in symbols for k in SYMBOL_KEYS], *[f'bar:{tf}:{s}' for s in symbols for tf in tfs])
 
+    KEY_BYTES = 80  # a new list's key in `used_memory`'s estimate: 64 + the key's length
+
+    @staticmethod
+    def _bytes(k, v) -> int:
+        if isinstance(v, dict): return 64 + len(k) + sum(16 + len(f) + (len(x) if isinstance(x, str) else 8) for f, x in v.items())
+        if isinstance(v, (deque, set)): return 64 + len(k) + sum(16 + len(x) for x in v)
+        return 64 + len(k) + len(v)
+
     def used_memory(self) -> int:
         "Estimated bytes held (keys, values, ~64 bytes overhead per key and 16 per element)."
-        n = 0
-        for k, v in self._d.items():
-            n += 64 + len(k)
-            if isinstance(v, dict): n += sum(16 + len(f) + (len(x) if isinstance(x, str) else 8) for f, x in v.items())
-            elif isinstance(v, (deque, set)): n += sum(16 + len(x) for x in v)
-            else: n += len(v)
-        return n
+        return sum(self._bytes(k, v) for k, v in self._d.items())
+
+    def _lens(self, keys) -> list[int]:
+        "Elements (list) or fields (hash) of each key; 0 if missing."
+        return [0 if v is None else len(v) if isinstance(v, (dict, deque, set)) else 1 for v in map(self._live, keys)]
+
+    def _usage(self, keys) -> list[int]: return [0 if (v := self._live(k)) is None else self._bytes(k, v) for k in keys]
 
     def publish_update(self, channel:str, message:dict) -> int:
         "Send `message` to subscribers of `channel`; how many received it."
@@ -252,6 +291,16 @@ class MemoryHot(_Hot):
     def close(self): pass
 
 # %% ../nbs/08b_hot.ipynb #fb50abc6
+_LENS_LUA = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  local t = redis.call('TYPE', k)['ok']
+  if t == 'list' then out[i] = redis.call('LLEN', k) elseif t == 'hash' then out[i] = redis.call('HLEN', k)
+  elseif t == 'none' then out[i] = 0 else out[i] = 1 end
+end
+return out
+"""
+
 _PUSH_LUA = """
 local head = redis.call('LINDEX', KEYS[1], 0)
 local last = nil
@@ -275,7 +324,7 @@ class RedisHot(_Hot):
     def __init__(self, url:str):
         import redis
         self.url, self.r = url, redis.Redis.from_url(url)
-        self._push_script = self.r.register_script(_PUSH_LUA)
+        self._push_script, self._lens_script = self.r.register_script(_PUSH_LUA), self.r.register_script(_LENS_LUA)
 
     def _hset_many(self, maps:dict, symbols=(), replace:bool=False, tfs=()):
         p = self.r.pipeline(transaction=replace)  # replace = DEL + HSET, atomic
@@ -349,6 +398,20 @@ class RedisHot(_Hot):
 
     def used_memory(self) -> int: return int(self.r.info('memory')['used_memory'])
 
+    # Redis 7 with jemalloc: a list's key costs about 150 bytes (MEMORY USAGE of a one-print list less the print) and
+    # its entries in the key space and the expiry table about 50 more
+    KEY_BYTES = 200
+
+    def _lens(self, keys) -> list[int]:
+        "Elements (list) or fields (hash) of each key; 0 if missing (one script call)."
+        return [int(n) for n in self._lens_script(keys=list(keys))] if keys else []
+
+    def _usage(self, keys) -> list[int]:
+        "MEMORY USAGE of each key (all elements counted); 0 if missing."
+        p = self.r.pipeline(transaction=False)
+        for k in keys: p.memory_usage(k, samples=0)
+        return [int(u or 0) for u in p.execute()] if keys else []
+
     def publish_update(self, channel:str, message:dict) -> int:
         "Send `message` to subscribers of `channel`; how many received it."
         return self.r.publish(channel, _enc(message))
@@ -381,7 +444,7 @@ def hot_from_dsn(dsn:str) -> MemoryHot|RedisHot:
     if dsn.startswith(('redis://', 'rediss://', 'unix://')): return RedisHot(dsn)
     raise ConfigError(f"hot store DSN {dsn!r}: expected memory:// or redis://host:port/db")
 
-# %% ../nbs/08b_hot.ipynb #4dd0b8c0
+# %% ../nbs/08b_hot.ipynb #72cb7a28
 def hot_stats(hot:MemoryHot|RedisHot, coldest:int=5) -> dict:
     "Memory, keys per pattern, symbols tracked and TTL health of a hot store."
     keys = hot.keys()
@@ -412,14 +475,46 @@ def hot_clean(hot:MemoryHot|RedisHot, budget_mb:float|None=None, idle_s:float|No
     return {'evicted': drop, 'ttl_fixed': len(no_ttl), 'used_memory_mb_before': round(before / 2**20, 3),
             'used_memory_mb': round(hot.used_memory() / 2**20, 3)}
 
-# %% ../nbs/08b_hot.ipynb #b54a7587
+# %% ../nbs/08b_hot.ipynb #b4091f4b
 class HotSink:
     "Keep hot state current: L1 from 'nbbo', latest bars from 'bar', prints every `every_rows` trades and on `flush`."
     def __init__(self, hot:MemoryHot|RedisHot, cap:int=1000, ttl_s:int=86400, every_rows:int=16_384,
-                 budget_mb:float|None=None, notify:bool=True):
-        self.hot, self.cap, self.ttl_s, self.every_rows, self.notify = hot, cap, ttl_s, every_rows, notify
+                 budget_mb:float|None=None, notify:bool=True, low:float=0.9):
+        self.hot, self.cap, self.ttl_s, self.every_rows, self.notify, self.low = hot, cap, ttl_s, every_rows, notify, low
         self.budget = None if budget_mb is None else int(budget_mb * 2**20)
-        self._pending, self._seen, self.evicted = None, 0, 0
+        self._pending, self._seen, self.evicted, self.peak = None, 0, 0, 0  # peak: highest memory use seen after a write
+        self._units, self._writes, self._factor = None, 0, {}  # the cost model, and per kind how far reality exceeded it
+
+    def _budgeted(self, kind:str, batch:np.ndarray, write) -> list[str]:
+        "`write` `batch` in groups of symbols whose estimated bytes fit the headroom, making room for each group first."
+        if self.budget is None: return write(batch)
+        if self._writes % 8 == 0: self._units = self.hot.unit_costs()
+        self._writes += 1
+        syms, cost = self.hot.write_cost(kind, batch, self._units, self.cap)
+        f, slack = self._factor.get(kind, 1.5), self.budget // 100  # slack: hash-table growth, client buffers
+        group = np.cumsum(cost * f) // max(1, self.budget - int(self.budget * self.low) - slack)  # recency order is kept
+        out = []
+        price = lambda b: int(self.hot.write_cost(kind, b, self._units, self.cap)[1].sum())
+        for g in np.unique(group):
+            mine = syms[group == g]
+            if len(mine) < len(syms):  # re-priced: making room for an earlier group may have evicted some of these
+                batch_g = batch[np.isin(batch['symbol'], mine)]; c = price(batch_g)
+            else: batch_g, c = batch, int(cost.sum())
+            keep = syms[group >= g]  # evict symbols outside the batch first, the batch's own only if that is not enough
+            while True:
+                evicted, before = self.hot.make_room(self.budget, int(c * f) + slack, keep=keep, low=self.low)
+                self.evicted += len(evicted)
+                if evicted and not len(keep): c = price(batch_g)  # some of this group may be gone: writing them anew costs more
+                if before + int(c * f) + slack <= self.budget or not (len(keep) or evicted): break
+                keep = ()
+            out += write(batch_g)
+            after = self.hot.used_memory()
+            self.peak = max(self.peak, after)
+            if c >= slack:  # learn how far the model is off: up at once, down slowly
+                r = min(4.0, (after - before) / c)
+                self._factor[kind] = f = max(1.0, r, 0.9 * f + 0.1 * r)
+            if after > self.budget: self.evicted += len(self.hot.enforce_budget(self.budget, self.low))  # model fell short
+        return out
 
     def _notify(self, kind, syms):
         if self.notify and syms: self.hot.publish_update(f'upd:{kind}', {'symbols': sorted(syms)})
@@ -427,8 +522,8 @@ class HotSink:
     def write(self, kind:str, batch:np.ndarray):
         "Apply one batch to the hot state (kinds other than 'nbbo', 'bar' and 'trade' are ignored)."
         if not len(batch): return
-        if kind == 'nbbo': self._notify('l1', self.hot.write_l1_batch(batch))
-        elif kind == 'bar': self._notify('bar', self.hot.write_bars_batch(batch))
+        if kind == 'nbbo': self._notify('l1', self._budgeted(kind, batch, self.hot.write_l1_batch))
+        elif kind == 'bar': self._notify('bar', self._budgeted(kind, batch, self.hot.write_bars_batch))
         elif kind == 'trade':
             # keep only what the capped lists will hold: the last `cap` prints per symbol
             p = batch if self._pending is None else np.concatenate([self._pending, batch])
@@ -436,9 +531,10 @@ class HotSink:
             if self._seen >= self.every_rows: self.flush()
 
     def flush(self):
-        "Push the pending prints; enforce the memory budget."
-        if self._pending is not None: self._notify('ticks', self.hot.write_ticks_batch(self._pending, self.cap, self.ttl_s))
+        "Push the pending prints, within the memory budget."
+        if self._pending is not None:
+            push = lambda b: self.hot.write_ticks_batch(b, self.cap, self.ttl_s)
+            self._notify('ticks', self._budgeted('trade', self._pending, push))
         self._pending, self._seen = None, 0
-        if self.budget is not None: self.evicted += len(self.hot.enforce_budget(self.budget))
 
     def close(self): self.flush()

@@ -12,8 +12,9 @@ from .core import ConfigError, VeloxError, get_logger, read_mapping
 
 # %% auto #0
 __all__ = ['Job', 'parse_schedule', 'StageRun', 'FleetSpec', 'file_sha256', 'code_version', 'notebook_parameters',
-           'notebook_complete', 'Member', 'Supervisor', 'supervisor_pid', 'fleet_start', 'fleet_scale', 'fleet_stop',
-           'fleet_status', 'runs', 'status_text', 'spec_from_args', 'fleet_dir_of', 'cmd_fleet', 'cli_configure']
+           'notebook_complete', 'Member', 'Supervisor', 'supervisor_pid', 'check_members', 'fleet_start', 'fleet_scale',
+           'fleet_stop', 'fleet_status', 'runs', 'status_text', 'spec_from_args', 'fleet_dir_of', 'cmd_fleet',
+           'cli_configure']
 
 # %% ../nbs/28_launcher.ipynb #efcbae27
 @dataclass
@@ -125,8 +126,9 @@ class FleetSpec:
         if sr and sr.notebook: return Path(self.root) / sr.notebook
         import velox
         for base in (Path(self.root), Path(velox.__file__).resolve().parent.parent):  # the checkout velox runs from
-            p = base / 'nbs' / 'workers' / f'{stage}.ipynb'
-            if p.exists(): return p
+            for name in dict.fromkeys((stage, stage.split('.')[0])):  # predict.lr runs nbs/workers/predict.ipynb
+                p = base / 'nbs' / 'workers' / f'{name}.ipynb'
+                if p.exists(): return p
         raise ConfigError(f"no worker notebook for stage {stage!r}: expected nbs/workers/{stage}.ipynb under {self.root}")
 
 # %% ../nbs/28_launcher.ipynb #51aa7957
@@ -272,6 +274,7 @@ class Supervisor:
         p.update(sr.params)
         p.update({k: v for k, v in self._paths(m).items() if k in takes})
         if 'client_id' in takes: p['client_id'] = m.name
+        if 'stage' in takes: p['stage'] = m.stage  # one notebook for several stages (predict.<model>)
         return p
 
     # -- members -----------------------------------------------------------------------------------
@@ -438,11 +441,19 @@ def supervisor_pid(fleet_dir:str|Path) -> int | None:
     except (OSError, ValueError, IndexError): return None
     return pid if _proc_alive(pid, 'velox') else None
 
+def check_members(stage:str, count:int):
+    "Refuse more members than a registered stage allows (execution: its accounts span symbols, so one)."
+    from velox.pipeline import STAGES
+    top = STAGES[stage].max_members if stage in STAGES else 0
+    if top and count > top:
+        raise ConfigError(f"stage {stage} runs as at most {top} member(s) (its state spans symbols), not {count}")
+
 def fleet_start(spec:FleetSpec, fleet_dir:str|Path, foreground:bool=False, timeout:float=30.0) -> dict:
     "Start a supervisor for `spec` in `fleet_dir`; returns its state (the final one when `foreground`)."
     d = Path(fleet_dir).absolute()
     if supervisor_pid(d): raise VeloxError(f"a fleet is already running from {d} (pid {supervisor_pid(d)}): velox fleet stop first")
     for s, sr in spec.stages.items():  # fail here, not in the daemon
+        check_members(s, sr.count)
         takes = notebook_parameters(spec.notebook(s))
         bad = [k for k in sr.params if k not in takes]
         if bad: raise ConfigError(f"stage {s}: {spec.notebook(s).name} takes no parameter(s) {bad}; it takes {sorted(takes)}")
@@ -469,6 +480,7 @@ def fleet_scale(fleet_dir:str|Path, stage:str, count:int) -> dict:
     d = Path(fleet_dir)
     spec = FleetSpec.from_json(_read_json(d / 'fleet.json') or {'stages': {}})
     if count < 0: raise ConfigError(f"scale {stage}: count must be >= 0, got {count}")
+    check_members(stage, count)
     spec.notebook(stage)
     want = _read_json(d / 'desired.json', {}); want[stage] = int(count)
     _write_json(d / 'desired.json', want)
@@ -513,7 +525,7 @@ def status_text(st:dict) -> str:
         L.append(f"  job {name:<10} next {j['next']}  runs {j['runs']}  last rc {last.get('rc', '-')}")
     return '\n'.join(L)
 
-# %% ../nbs/28_launcher.ipynb #04b7200d
+# %% ../nbs/28_launcher.ipynb #3c8a69a8
 def spec_from_args(a) -> FleetSpec:
     "A fleet from the command line: the fleet file (if any), then --stage counts, -p parameters and the DSN options."
     import yaml
@@ -574,7 +586,7 @@ def cli_configure(p):
     _config_args(p)
     p.set_defaults(func=cmd_fleet)
 
-# %% ../nbs/28_launcher.ipynb #3c8a69a8
+# %% ../nbs/28_launcher.ipynb #2cad4faf
 #| eval: false
 if __name__ == '__main__':  # the daemon: python -m velox.launcher FLEET_DIR
     import logging

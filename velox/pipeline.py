@@ -20,11 +20,11 @@ from .stage import Chain, run_replay, RunResult
 from .workers import Worker
 
 # %% auto #0
-__all__ = ['TOPIC_OF', 'DETECT_INPUTS', 'DETECT_OUTPUTS', 'PARAM_SECTIONS', 'STAGES', 'EXECUTION_KEYS', 'EXECUTION_OUTPUTS',
-           'PERSIST_TOPICS', 'load_params', 'load_param_file', 'check_params', 'save_params', 'detect_stage',
-           'accumulation_stage', 'publish_replay', 'detect_worker', 'Summary', 'summarize_alerts', 'run',
-           'write_report', 'StageSpec', 'register_stage', 'PersistStage', 'features_stage', 'execution_stage',
-           'stage_worker']
+__all__ = ['TOPIC_OF', 'DETECT_INPUTS', 'DETECT_OUTPUTS', 'PARAM_SECTIONS', 'STAGES', 'EXECUTION_KEYS', 'MODELS',
+           'EXECUTION_OUTPUTS', 'PERSIST_TOPICS', 'load_params', 'load_param_file', 'check_params', 'save_params',
+           'detect_stage', 'accumulation_stage', 'publish_replay', 'detect_worker', 'Summary', 'summarize_alerts',
+           'run', 'write_report', 'StageSpec', 'register_stage', 'PersistStage', 'features_stage', 'execution_stage',
+           'predict_stage', 'predict_spec', 'ensemble_stage', 'ensemble_inputs', 'stage_worker']
 
 # %% ../nbs/12_pipeline.ipynb #9f5fff73
 TOPIC_OF = {'quote': 'market.quotes', 'trade': 'market.trades', 'nbbo': 'market.nbbo', 'alert': 'alerts.darkpool'}
@@ -265,6 +265,7 @@ class StageSpec:
     store_kinds: tuple = ()  # what `store=` writes for this stage
     ordered: bool = True  # False: inputs need no event-time merge (persist)
     max_members: int = 0  # 0: any number; 1: the stage's state spans symbols (execution), so one member only
+    inputs_for: object = None  # (params) -> inputs, where the parameters choose the input topics (ensemble)
 
 STAGES: dict[str, StageSpec] = {}
 
@@ -291,30 +292,69 @@ def features_stage(params:dict|None=None):
     except TypeError as e: raise ConfigError(f"features parameters, indicators: {e}") from None
     return FeatureStage(tfs=tuple(p.get('tfs', ('1m', '5m', '15m', '1h'))), params=ip)
 
-EXECUTION_KEYS = {'accounts', 'broker', 'latency_ms', 'tif', 'stop_bps', 'target_bps', 'allowed_lateness_s'}
+def _build(what:str, make, p:dict):
+    try: return make(**p)
+    except (TypeError, ValueError) as e: raise ConfigError(f"{what} parameters: {e}") from None
 
-def execution_stage(params:dict|None=None):
-    """`ExecutionStage` from parameters: `accounts` (see `risk.accounts_from`; default one paper account), `broker`
-    (`slippage_ticks`, `fee_per_share`, `min_fee`), `latency_ms`, `tif`, `stop_bps`, `target_bps`, `allowed_lateness_s`."""
+EXECUTION_KEYS = {'accounts', 'broker', 'latency_ms', 'tif', 'stop_bps', 'target_bps', 'allowed_lateness_s', 'performance'}
+
+def execution_stage(params:dict|None=None) -> Chain:
+    """`ExecutionStage` + `PerformanceStage` from parameters: `accounts` (see `risk.accounts_from`; default one paper
+    account), `broker` (`slippage_ticks`, `fee_per_share`, `min_fee`), `latency_ms`, `tif`, `stop_bps`, `target_bps`,
+    `allowed_lateness_s`, and `performance` (`window_s`, `every_s`)."""
+    from velox.backtest import PerformanceStage
     from velox.execution import ExecutionStage, PaperBroker
     from velox.risk import accounts_from
     p = dict(params or {})
     unknown = set(p) - EXECUTION_KEYS
     if unknown: raise ConfigError(f"execution parameters: unknown key(s) {sorted(unknown)}; expected some of {sorted(EXECUTION_KEYS)}")
-    kw = {k: p[k] for k in EXECUTION_KEYS - {'accounts', 'broker'} if k in p}
+    kw = {k: p[k] for k in EXECUTION_KEYS - {'accounts', 'broker', 'performance'} if k in p}
+    perf = _build('execution performance', PerformanceStage, dict(p.get('performance') or {}))
     if 'accounts' in p: kw['accounts'] = accounts_from(p, 'execution parameters')
     b = p.get('broker') or {}
     if not isinstance(b, dict) or set(b) - {'slippage_ticks', 'fee_per_share', 'min_fee'}:
         raise ConfigError(f"execution parameters, broker: expected a mapping of slippage_ticks, fee_per_share, min_fee; got {b!r}")
-    try: return ExecutionStage(broker=PaperBroker(**b), **kw)
+    try: return Chain(ExecutionStage(broker=PaperBroker(**b), **kw), perf)
     except (TypeError, ValueError) as e: raise ConfigError(f"execution parameters: {e}") from None
 
-EXECUTION_OUTPUTS = {'order': 'orders.events', 'fill': 'orders.fills', 'position': 'positions.updates', 'risk': 'risk.alerts'}
+def predict_stage(model:str, params:dict|None=None):
+    """`PredictionStage` of registry model `model` from parameters: `registry` (its directory, required), `tf`,
+    `horizon_s`, `reload_every_s`, `window`, `every`, `tol_brier`, `tol_hit`."""
+    from velox.models import PredictionStage
+    p = dict(params or {})
+    if 'registry' not in p: raise ConfigError(f"predict.{model} parameters: expected 'registry' (the model registry's directory)")
+    return _build(f'predict.{model}', lambda registry, **kw: PredictionStage(registry, model, **kw), p)
+
+def predict_spec(model:str) -> StageSpec:
+    "The stage `predict.<model>`: features.indicators -> predictions.<model> + metrics.model.drift."
+    return StageSpec(f'predict.{model}', lambda p: predict_stage(model, p), {'features.indicators': 'indicator'},
+                     {'prediction': f'predictions.{model}', 'model_metric': 'metrics.model.drift'}, store_kinds=('prediction', 'model_metric'))
+
+MODELS = ('lr', 'gbt')  # the built-in models; `predict.<name>` works for any name in the registry
+
+def ensemble_stage(params:dict|None=None):
+    """`EnsembleStage` from parameters: `registry` (required), `models` (default lr, gbt), `strategy`, `min_tier`,
+    `ttl_s`, `k_stop`, `k_target`, ... (see `EnsembleStage`)."""
+    from velox.models import EnsembleStage
+    p = dict(params or {})
+    if 'registry' not in p: raise ConfigError("ensemble parameters: expected 'registry' (the model registry's directory)")
+    if 'models' in p: p['models'] = tuple(p['models'])
+    return _build('ensemble', lambda registry, **kw: EnsembleStage(registry, **kw), p)
+
+def ensemble_inputs(params:dict|None=None) -> dict:
+    "One input topic per model the ensemble combines."
+    return {f'predictions.{m}': 'prediction' for m in (params or {}).get('models', MODELS)}
+
+EXECUTION_OUTPUTS = {'order': 'orders.events', 'fill': 'orders.fills', 'position': 'positions.updates', 'risk': 'risk.alerts',
+                     'performance': 'metrics.performance'}
 
 PERSIST_TOPICS = {'market.trades': 'trade', 'market.quotes': 'quote', 'market.nbbo': 'nbbo', 'alerts.darkpool': 'alert'}
 
 register_stage(StageSpec('detect', lambda p: detect_stage(p), DETECT_INPUTS, DETECT_OUTPUTS, store_kinds=('alert',)))
 register_stage(StageSpec('features', features_stage, {'market.trades': 'trade'}, {'indicator': 'features.indicators'}))
+for _m in MODELS: register_stage(predict_spec(_m))
+register_stage(StageSpec('ensemble', ensemble_stage, ensemble_inputs(), {'signal': 'signals.{stage}'}, store_kinds=('signal',),
+                         inputs_for=ensemble_inputs))
 register_stage(StageSpec('execution', execution_stage, {'market.nbbo': 'nbbo', 'signals.final': 'signal', 'risk.commands': 'risk'},
                          EXECUTION_OUTPUTS, store_kinds=tuple(EXECUTION_OUTPUTS), max_members=1))
 register_stage(StageSpec('persist', lambda p: PersistStage(), PERSIST_TOPICS, {}, store_kinds=tuple(PERSIST_TOPICS.values()),
@@ -333,23 +373,28 @@ def _stage_params(stage:str, params) -> dict:
     if isinstance(params, dict) or params is None: return dict(params or {})
     if stage == 'detect': return load_params(params)
     d = read_mapping(params, 'parameter file', 'a mapping of parameter: value')
-    return d.get(stage, d)
+    return d.get(stage, d.get(stage.split('.')[0], d))  # its section (predict.lr, or predict for every model), or all
 
 def stage_worker(stage:str, bus:str='memory://', group:str|None=None, params:str|dict|None=None, client_id:str|None=None,
                  until_end:bool=False, idle_timeout_s:float|None=None, max_runtime_s:float|None=None, stop_file:str|None=None,
                  status_path:str|None=None, store:str|None=None, hot:str|None=None, checkpoints:str|None=None,
-                 metrics_port:int|None=None, handle_signals:bool=True, max_records:int=500, topics:list|None=None) -> dict:
+                 metrics_port:int|None=None, handle_signals:bool=True, max_records:int=500, topics:list|None=None,
+                 settings:dict|None=None) -> dict:
     """Run registered `stage` as a member of consumer group `group` (default `velox-<stage>`) until stopped; its stats.
-    `topics`: only these of the stage's input topics (persist: which topics to store)."""
+    `topics`: only these of the stage's input topics (persist: which topics to store); `settings`: parameters that
+    override the parameter file's (e.g. the model registry a worker notebook is given)."""
     from velox.stores import Store, StoreSink, HotSink, hot_from_dsn
+    if stage not in STAGES and stage.startswith('predict.') and stage[len('predict.'):].isidentifier():
+        register_stage(predict_spec(stage[len('predict.'):]))  # any model of the registry
     if stage not in STAGES: raise ConfigError(f"unknown stage {stage!r}; expected one of {sorted(STAGES)}")
     spec = STAGES[stage]
-    inputs = dict(spec.inputs)
+    sp = {**_stage_params(stage, params), **(settings or {})}
+    inputs = dict(spec.inputs_for(sp) if spec.inputs_for else spec.inputs)
     if topics:
         bad = [t for t in topics if t not in inputs]
         if bad: raise ConfigError(f"stage {stage}: topics {bad} are not among its inputs {list(inputs)}")
         inputs = {t: inputs[t] for t in topics}
-    st = spec.make(_stage_params(stage, params))
+    st = spec.make(sp)
     if isinstance(st, PersistStage): st = PersistStage(tuple(dict.fromkeys(inputs.values())))
     if stage == 'persist' and not store: raise ConfigError("the persist stage needs a store (store='chdb:///abs/dir' or http://…)")
     b = bus_from_config(Config.load(bus=bus)) if isinstance(bus, str) else bus

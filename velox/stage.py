@@ -110,8 +110,14 @@ class Chain(Stage):
         return out
 
     def flush(self, symbols=None) -> Outputs:
+        "Each stage in turn lets go of what it holds; what it emits flows on (as whole windows, if all are windowed)."
         out = []
-        for i, s in enumerate(self.stages): out += self._route(i + 1, s.flush(symbols))
+        for i, s in enumerate(self.stages):
+            made = s.flush(symbols)
+            if not self.windowed: out += self._route(i + 1, made); continue
+            avail = list(made)
+            for later in self.stages[i + 1:]: avail += later.process_window(avail)
+            out += avail
         return out
 
     def snapshot(self, symbols=None) -> bytes: return pickle.dumps([s.snapshot(symbols) for s in self.stages])

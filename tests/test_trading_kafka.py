@@ -1,0 +1,135 @@
+"""Execution through Kafka equals execution in process: the same real NBBO window (IBM and BAC, 2013-10-08,
+10:00-12:00), scripted signals and operator commands, published onto market.nbbo, signals.final and risk.commands
+of a real broker, consumed by `velox worker execution` (one member: accounts span symbols); the orders, fills,
+positions, risk events and performance rows on the output topics (de-duplicated by id, as a consumer must) equal `run_frame`'s.
+Then the same with the worker killed with SIGKILL mid-stream and restarted from its whole-state checkpoint."""
+import json, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import pytest
+import yaml
+from velox.bus import KafkaBus, decode_message, publish, publish_eos
+from velox.core import NS, day_start_ns
+from velox.events import batch
+from velox.pipeline import execution_stage
+from velox.replay import ArraySource
+from velox.services import start_broker, start_redis
+from velox.stage import run_frame
+from bus_util import read_topic
+from reference_trading import DAY, nbbo_window, scripted_signals, sources
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parent.parent
+KW = '?session_timeout_ms=6000&heartbeat_interval_ms=1000'
+T0 = day_start_ns(DAY)
+LO, HI = T0 + 10 * 3600 * NS, T0 + 12 * 3600 * NS
+OUT = {'order': 'orders.events', 'fill': 'orders.fills', 'position': 'positions.updates', 'risk': 'risk.alerts',
+       'performance': 'metrics.performance'}
+PARAMS = {'accounts': [{'name': 'alice', 'limits': {'max_orders_per_min': 3},
+                        'strategies': [{'name': 'momo', 'limits': {'max_position': 400}}, {'name': 'swing'}]},
+                       {'name': 'bob', 'strategies': [{'name': 'momo', 'sizer': {'method': 'volatility', 'risk_dollars': 300}}]}],
+          'broker': {'slippage_ticks': 1, 'fee_per_share': 0.005, 'min_fee': 1.0},
+          'latency_ms': 3, 'stop_bps': 15, 'target_bps': 25, 'tif': 'DAY'}
+
+
+def commands():
+    "An operator kills alice's book (flattening it) for half an hour, then resumes it."
+    cmd = lambda t, action: batch('risk', ts=[t], symbol=[''], account=['alice'], rule=['kill_switch'], action=[action])
+    return np.concatenate([cmd(LO + 3600 * NS, 'flatten'), cmd(LO + 5400 * NS, 'resume')])
+
+
+@pytest.fixture(scope='module')
+def case():
+    nb = nbbo_window()
+    sig = [scripted_signals('IBM', LO, HI, every_s=300, offset_s=7), scripted_signals('BAC', LO, HI, every_s=420, offset_s=3, size=1000),
+           scripted_signals('IBM', LO, HI, every_s=900, offset_s=11, strategy='swing', pattern=(-1, 1), size=50)]
+    res = run_frame(execution_stage(PARAMS), sources(nb, sig) + [ArraySource('risk', '', commands())], collect=tuple(OUT))
+    expect = {k: canon(res[k]) for k in OUT}
+    assert len(expect['fill']) > 50 and (expect['risk']['rule'] == 'kill_switch').any() and (expect['order']['status'] == 'REJECTED').any()
+    assert len(expect['performance']) > 100
+    return nb, sig, expect
+
+
+def canon(a): return a[np.lexsort((a['id'], a['ts']))]
+
+
+def dedupe(a):
+    _, first = np.unique(a['id'], return_index=True)
+    return a[np.sort(first)]
+
+
+def publish_case(bus, nb, sig, rows=4096):
+    for b in nb.values(): publish(bus, 'market.nbbo', 'nbbo', b, rows_per_frame=rows)
+    for b in sig: publish(bus, 'signals.final', 'signal', b, rows_per_frame=rows)
+    publish(bus, 'risk.commands', 'risk', commands())
+    for t in ('market.nbbo', 'signals.final'): publish_eos(bus, t, sorted(nb))
+    publish_eos(bus, 'risk.commands', [])  # the command topic ends too (a finite replay)
+    bus.flush()
+
+
+def worker(tmp, broker, name, *extra):
+    cmd = [sys.executable, '-m', 'velox.cli', 'worker', 'execution', '--bus', broker.dsn + KW, '--group', 'exec',
+           '--client-id', name, '--params', str(tmp / 'exec.yaml'), '--until-end', '--status', str(tmp / f'{name}.json'),
+           '--max-runtime', '240', '--out-dir', str(tmp), *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def status(tmp, name):
+    try: return json.loads((tmp / f'{name}.json').read_text())
+    except (FileNotFoundError, json.JSONDecodeError): return {}
+
+
+def outputs(bus):
+    return {k: canon(dedupe(np.concatenate([decode_message(m.value)[1] for m in read_topic(bus, t)]))) for k, t in OUT.items()}
+
+
+def _kbus(broker): return KafkaBus(broker.dsn.split('://')[1], session_timeout_ms=6000, heartbeat_interval_ms=1000)
+
+
+def test_execution_worker_on_kafka_gives_the_orders_and_fills_of_the_in_process_run(case, tmp_path):
+    nb, sig, expect = case
+    (tmp_path / 'exec.yaml').write_text(yaml.safe_dump(PARAMS))
+    with start_broker() as broker:
+        bus = _kbus(broker)
+        publish_case(bus, nb, sig)
+        p = worker(tmp_path, broker, 'x')
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out
+        got = outputs(bus)
+        for k in OUT: np.testing.assert_array_equal(got[k], expect[k], err_msg=k)
+        bus.close()
+
+
+def test_execution_worker_killed_mid_stream_resumes_from_its_checkpoint_with_the_same_results(case, tmp_path):
+    nb, sig, expect = case
+    total = sum(map(len, nb.values())) + sum(map(len, sig)) + len(commands())
+    (tmp_path / 'exec.yaml').write_text(yaml.safe_dump(PARAMS))
+    with start_broker() as broker, start_redis() as redis_svc:
+        bus = _kbus(broker)
+        publish_case(bus, nb, sig, rows=256)
+        extra = ('--checkpoints', redis_svc.dsn, '--max-records', '1')
+        a = worker(tmp_path, broker, 'a', *extra)
+        deadline = time.monotonic() + 180
+        while not (status(tmp_path, 'a').get('commits', 0) > 2 and status(tmp_path, 'a').get('events', 0) > total // 4):
+            assert a.poll() is None, a.stdout.read()
+            assert time.monotonic() < deadline, 'the worker made no progress'
+            time.sleep(0.02)
+        a.send_signal(signal.SIGKILL); a.wait()
+        st = status(tmp_path, 'a')
+        assert st['state'] == 'running' and st['events'] < total, 'killed mid-stream'
+        b = worker(tmp_path, broker, 'b', *extra)
+        out, _ = b.communicate(timeout=300)
+        assert b.returncode == 0, out
+        sb = status(tmp_path, 'b')
+        assert sb['restored'] == 1 and sb['events'] < total  # it resumed from the checkpoint, not from the start
+        got = outputs(bus)
+        for k in OUT: np.testing.assert_array_equal(got[k], expect[k], err_msg=k)
+        bus.close()
+
+
+def test_the_execution_stage_refuses_bad_parameters_by_key():
+    from velox.core import ConfigError
+    with pytest.raises(ConfigError, match=r"execution parameters: unknown key\(s\) \['acounts'\]"): execution_stage({'acounts': []})
+    with pytest.raises(ConfigError, match='broker'): execution_stage({'broker': {'slipage': 1}})
+    with pytest.raises(ConfigError, match=r"accounts\[0\].limits: max_drawdown = -1"):
+        execution_stage({'accounts': [{'name': 'a', 'limits': {'max_drawdown': -1}}]})
