@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, importlib, json, sys
 from pathlib import Path
-from .core import Config, ConfigError, VeloxError, get_logger
+from .core import Config, ConfigError, VeloxError, get_logger, read_mapping
 
 # %% auto #0
 __all__ = ['PLUGINS', 'parser', 'cmd_run', 'cmd_replay', 'cmd_worker', 'worker_notebook', 'run_worker_notebook', 'cmd_services',
@@ -60,6 +60,10 @@ def parser(cmd:str|None=None) -> argparse.ArgumentParser:
     p.add_argument('--params', metavar='FILE', help='detector parameters (YAML/JSON), e.g. saved by the tuning notebook')
     p.add_argument('--report', metavar='FILE', help='where to write the HTML report (default <out-dir>/report-<date>.html)')
     p.add_argument('--no-report', action='store_true', help='skip the HTML report')
+    p.add_argument('--models', metavar='DIR', help='also trade: a model registry (velox models train) drives features -> '
+                   'predictions -> ensemble signals -> risk-checked paper execution')
+    p.add_argument('--execution', metavar='FILE', help='with --models: execution parameters (YAML/JSON): accounts, strategies, '
+                   'limits, sizers, broker, latency (default one paper account)')
 
     p = sub.add_parser('replay', help='replay recorded days in event-time order onto the bus (market.quotes, market.trades)',
                        description='Publishes frames keyed by symbol, then an end-of-stream marker per symbol and topic.')
@@ -142,7 +146,8 @@ def cmd_run(a):
     from velox.pipeline import run, load_params
     summ, _ = run(_cfg(a), a.symbols.split(','), a.date, speed=a.speed, start=a.start, end=a.end,
                   max_messages=a.max_messages, params=load_params(a.params), progress=not a.no_progress,
-                  report=None if a.no_report else (a.report or 'auto'))
+                  report=None if a.no_report else (a.report or 'auto'), models=a.models,
+                  execution=read_mapping(a.execution, 'execution file', 'a mapping of parameter: value') if a.execution else None)
     print(summ.text())
 
 def cmd_replay(a):

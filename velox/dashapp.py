@@ -8,8 +8,8 @@ import threading, time, uuid
 from functools import partial
 from .desk import (AlertsFeed, Candles, Panel, QuoteBoard, ReplayDriver, ReplayPanel, SPEEDS, Tape, desk_stage,
                         show_model)
-from .desk_ops import (DataBrowser, PositionsPanel, SystemMonitor, TopicViewer, bus_probe, hot_probe, replay_probe,
-                            store_probe)
+from .desk_ops import (DataBrowser, PositionsPanel, SystemMonitor, TopicViewer, bus_probe, hot_probe, lag_probe,
+                            replay_probe, stage_probe, store_probe, worker_probe)
 
 # %% auto #0
 __all__ = ['BUS_TOPICS', 'Desk', 'BusFeed', 'catalog_table', 'build_desk', 'make_app', 'serve', 'cli_configure', 'cmd_dash']
@@ -130,7 +130,7 @@ def catalog_table(data_dir:str):
     return _TABLES[key]
 
 def build_desk(data_dir:str='replay/data', symbols=('IBM',), date:str='2013-10-08', speed:str='max', bus=None, hot=None,
-               store=None, params:dict|None=None, positions=None, smc:bool=True, **replay_kw) -> Desk:
+               store=None, params:dict|None=None, positions=None, smc:bool=True, status_dir:str|None=None, **replay_kw) -> Desk:
     "Every desk component wired to a replay (in-process, or published to `bus` with results read back from it)."
     from velox.bus import bus_from_dsn
     from velox.feeds import Catalog
@@ -150,8 +150,9 @@ def build_desk(data_dir:str='replay/data', symbols=('IBM',), date:str='2013-10-0
         if 'candles' in desk.panels: desk['candles'].set_symbols(driver.symbols)
     driver = ReplayDriver(cat, lambda: desk_stage(params, smc=smc), desk.feed, symbols, date, speed, on_start=on_start, **replay_kw)
     if bus is not None: driver.publish_to = lambda replay: publish_replay(bus, replay, eos=False)
-    probes = [replay_probe(driver)] + ([hot_probe(hot)] if hot is not None else []) + \
-             ([store_probe(store)] if store is not None else []) + ([bus_probe(bus)] if bus is not None else [])
+    probes = [replay_probe(driver), stage_probe(lambda: desk.counts, desk_stage(params, smc=smc))] + \
+             ([hot_probe(hot)] if hot is not None else []) + ([store_probe(store)] if store is not None else []) + \
+             ([bus_probe(bus), lag_probe(bus)] if bus is not None else []) + ([worker_probe(status_dir)] if status_dir else [])
     ticks = tab[tab['format'] == 'lean_tick']
     desk.panels = {'replay': ReplayPanel(driver, sorted(set(ticks['symbol']) | set(symbols)), sorted(set(ticks['date']) | {date})), 'board': QuoteBoard(), 'candles': Candles(symbols),
                    'tape': Tape(), 'alerts': AlertsFeed(), 'monitor': SystemMonitor(probes), 'positions': PositionsPanel(positions),
@@ -212,6 +213,7 @@ def cli_configure(p):
     p.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1)')
     p.add_argument('--params', metavar='FILE', help='detector parameters (YAML/JSON), as for velox run')
     p.add_argument('--autostart', action='store_true', help='start the replay when a page opens')
+    p.add_argument('--status-dir', metavar='DIR', help="workers' status files for the system monitor (velox launch: <dir>/status)")
     p.add_argument('--show', action='store_true', help='open a browser')
     _config_args(p)
     p.set_defaults(func=cmd_dash)
@@ -223,4 +225,5 @@ def cmd_dash(a):
     cfg = _cfg(a)
     serve(a.port, a.host, show=a.show, autostart=a.autostart, data_dir=cfg.data_dir, symbols=a.symbols.split(','),
           date=parse_day(a.date).isoformat(), speed=a.speed, bus=None if cfg.bus.startswith('memory') else cfg.bus,
-          hot=cfg.hot if cfg.hot.startswith('redis') else None, store=a.store, params=load_params(a.params))
+          hot=cfg.hot if cfg.hot.startswith('redis') else None, store=a.store, params=load_params(a.params),
+          status_dir=a.status_dir)

@@ -11,12 +11,14 @@ from .classify import QuoteMemory
 from .core import NS
 from .detectors import OFF_EXCHANGE, is_off_exchange
 from .events import DTYPES, PRICE_SCALE, decode_conditions, empty
+from .replay import Replay
 from .stage import Chain, Stage
 
 # %% auto #0
 __all__ = ['NY', 'UP', 'DOWN', 'PRINT', 'SPEEDS', 'TAPE_COLOURS', 'TFS', 'ZONES', 'ALERT_COLOURS', 'local_ms', 'clock_text',
            'keep_last', 'last_per_symbol', 'Panel', 'live_table', 'show_model', 'TapeStage', 'desk_stage',
-           'ReplayDriver', 'ReplayPanel', 'QuoteBoard', 'Tape', 'sync_source', 'Candles', 'AlertsFeed', 'candle_chart']
+           'SteeredReplay', 'ReplayDriver', 'ReplayPanel', 'QuoteBoard', 'Tape', 'sync_source', 'Candles', 'AlertsFeed',
+           'candle_chart']
 
 # %% ../nbs/25_desk.ipynb #638e129e
 NY = ZoneInfo('America/New_York')
@@ -88,15 +90,21 @@ def live_table(source, columns, **kw):
     for ev in ('data', 'streaming', 'patching'): source.js_on_change(ev, redraw)
     return t
 
+_BOKEHJS = []
+
 def show_model(model):
-    "Show a Bokeh model in a notebook: live (a jupyter_bokeh widget) if available, else a static `show`."
+    """Show a Bokeh model in a notebook: live (a jupyter_bokeh widget) if available, else a static `show`. The first
+    call loads BokehJS into the page (inline: no network needed), which jupyter_bokeh's views need."""
     from IPython.display import display
-    try:
-        from jupyter_bokeh import BokehModel
-        display(BokehModel(model))
+    try: from jupyter_bokeh import BokehModel
     except ImportError:
         from bokeh.io import show
-        show(model)
+        return show(model)
+    if not _BOKEHJS:
+        from bokeh.io import output_notebook
+        from bokeh.resources import INLINE
+        output_notebook(INLINE, hide_banner=True); _BOKEHJS.append(True)
+    display(BokehModel(model))
 
 # %% ../nbs/25_desk.ipynb #d3a907fd
 PRINT = np.dtype(DTYPES['trade'].descr + [('side', 'i1'), ('bid', 'i8'), ('ask', 'i8'), ('outside', '?'), ('dark', '?')])
@@ -147,6 +155,25 @@ def desk_stage(params:dict|None=None, detect:bool=True, smc:bool=True, nbbo:bool
 # %% ../nbs/25_desk.ipynb #c2108585
 SPEEDS = {'1x': 1.0, '10x': 10.0, '100x': 100.0, 'max': 0.0}
 
+class SteeredReplay(Replay):
+    "A `Replay` whose speed can change while it runs; the replay thread applies it before the next piece."
+    def __init__(self, sources, speed:float=0, **kw):
+        super().__init__(sources, speed, sleep=self._nap, **kw)
+        self._want = None
+
+    def set_speed(self, speed:float):
+        "The new speed (0 = max, else 0.1 to 100)."
+        if speed and not 0.1 <= speed <= 100: raise ValueError(f"speed {speed}: expected 0 (max) or 0.1 to 100")
+        self._want = float(speed)
+
+    def _nap(self, s:float):
+        if self._want is None: time.sleep(s)
+        elif self._anchor is not None: self._anchor = (self._anchor[0] - 1e9, self._anchor[1])  # end a wait at the old pace
+
+    def _gate(self, piece) -> bool:
+        if self._want is not None: self.speed, self._want, self._anchor = self._want, None, None  # pace from this piece on
+        return super()._gate(piece)
+
 class ReplayDriver:
     "Replays catalog days through `make_stage()` in a thread; outputs go to `on_output(kind, batch)`."
     def __init__(self, catalog, make_stage, on_output, symbols=('IBM',), date:str='2013-10-08', speed:str='max',
@@ -162,12 +189,11 @@ class ReplayDriver:
 
     def start(self, **replay_kw):
         "Start a replay of the selected symbols, date and speed (stops one still running)."
-        from velox.replay import Replay
         from velox.stage import run_replay
         self.stop(); self.wait(5)
         srcs = [s for sym in self.symbols for s in self.catalog.find(sym, self.date, kinds=('quote', 'trade'))]
         if not srcs: raise ValueError(f"no recorded quotes/trades for {self.symbols} on {self.date}")
-        self.replay = Replay(srcs, speed=SPEEDS[self.speed], **{**self.replay_kw, **replay_kw})
+        self.replay = SteeredReplay(srcs, speed=SPEEDS[self.speed], **{**self.replay_kw, **replay_kw})
         self.error, self._marks, self._t0 = None, [], time.monotonic()
         if self.on_start: self.on_start()
         stage = self.make_stage()
@@ -179,6 +205,12 @@ class ReplayDriver:
         self.thread = threading.Thread(target=work, daemon=True, name='velox-desk-replay')
         self.thread.start()
         return self
+
+    def set_speed(self, speed:str):
+        "Change the speed preset, of the running replay too."
+        if speed not in SPEEDS: raise ValueError(f"speed {speed!r}: expected one of {list(SPEEDS)}")
+        self.speed = speed
+        if self.replay is not None and self.running: self.replay.set_speed(SPEEDS[speed])
 
     def pause(self):
         if self.replay: self.replay.pause()
@@ -208,7 +240,7 @@ class ReplayDriver:
                 'rate': 0.0 if state == 'paused' else rate, 'event_time': r.event_time,
                 'lag_s': time.time() - r.event_time / 1e9 if r.event_time else None}
 
-# %% ../nbs/25_desk.ipynb #80c5ebfb
+# %% ../nbs/25_desk.ipynb #a0a82d85
 class ReplayPanel(Panel):
     "Bokeh widgets driving a `ReplayDriver`: symbols, date, speed preset, start/pause/resume/stop, progress, events/s."
     def __init__(self, driver:ReplayDriver, symbols=None, dates=None):
@@ -224,6 +256,7 @@ class ReplayPanel(Panel):
         self.date = Select(options=list(dates or sorted(tab['date'].unique())), value=driver.date, title='date', width=130,
                            name='replay_date')
         self.speed = RadioButtonGroup(labels=list(SPEEDS), active=list(SPEEDS).index(driver.speed), name='replay_speed')
+        self.speed.on_change('active', lambda a, o, n: self.driver.set_speed(list(SPEEDS)[n]))
         self.start_at = TextInput(value='', title='from (HH:MM, New York)', width=150, name='replay_from')
         self.start_b = Button(label='start', button_type='success', width=70, name='replay_start')
         self.pause_b = Button(label='pause', width=80, name='replay_pause')
@@ -263,7 +296,7 @@ class ReplayPanel(Panel):
                             f"event time {et}<br><progress value='{s['progress']:.4f}' max='1' style='width:400px'></progress>")
         return True
 
-# %% ../nbs/25_desk.ipynb #a0a82d85
+# %% ../nbs/25_desk.ipynb #3d2b7c00
 _COLS = ('symbol', 'bid', 'bid_size', 'bid_venue', 'ask', 'ask_size', 'ask_venue', 'spread', 'last', 'last_size', 'time')
 
 def _coloured(field:str):
@@ -311,7 +344,7 @@ class QuoteBoard(Panel):
             for c in rows: rows[c].append(v[c])
         self.source.data = rows
 
-# %% ../nbs/25_desk.ipynb #470aafc6
+# %% ../nbs/25_desk.ipynb #5a5ef1f2
 TAPE_COLOURS = {(False, False): '#ffffff', (True, False): '#c6dbef', (False, True): '#fdd0a2', (True, True): '#fcbba1'}
 
 class Tape(Panel):
@@ -341,7 +374,7 @@ class Tape(Panel):
                                 flag=[' '.join(n for n, f in zip(('dark', 'outside'), fl) if f) for fl in flags],
                                 bg=[TAPE_COLOURS[f] for f in flags])
 
-# %% ../nbs/25_desk.ipynb #f66e2c67
+# %% ../nbs/25_desk.ipynb #de54bb28
 TFS = {'1m': 60, '5m': 300, '15m': 900, '1h': 3600}
 ZONES = ('ORDER_BLOCK_BULL', 'ORDER_BLOCK_BEAR', 'FVG_UP', 'FVG_DOWN')
 ALERT_COLOURS = {'outside_nbbo': '#d7191c', 'dark_print': '#2c7bb6', 'block_print': '#fdae61', 'dark_volume': '#7b3294'}
@@ -503,7 +536,7 @@ class Candles(Panel):
                                    color=np.where(np.char.find(zones['kind'].astype(str), 'BULL') >= 0, UP,
                                                   np.where(zones['kind'] == 'FVG_UP', '#66bd63', np.where(zones['kind'] == 'FVG_DOWN', '#f46d43', DOWN))))
 
-# %% ../nbs/25_desk.ipynb #de54bb28
+# %% ../nbs/25_desk.ipynb #21be5cf8
 class AlertsFeed(Panel):
     "The newest alerts, filtered by kind, symbol, minimum confidence and off-exchange only."
     kinds, min_interval_s = ('alert',), 0.25
@@ -552,7 +585,7 @@ class AlertsFeed(Panel):
                                 side=[('', 'B', 'S')[s] for s in f['side'].tolist()], bps=np.round(f['distance_bps'], 2).tolist(),
                                 conf=np.round(f['confidence'], 2).tolist(), cond=[','.join(decode_conditions(c)) for c in f['cond'].tolist()])
 
-# %% ../nbs/25_desk.ipynb #de619b9d
+# %% ../nbs/25_desk.ipynb #30b28f64
 def candle_chart(trades:np.ndarray, alerts:np.ndarray|None=None, symbol:str|None=None, tf:str='5m', width:int=900):
     "A static candlestick chart (with SMA/EMA/VWAP, volume, RSI, alerts) of one symbol's trades."
     from velox.bars import trade_bars

@@ -144,12 +144,16 @@ class ExecutionStage(Stage):
         return self._release(min(live) - self.lateness if live else -2**63)
 
     def flush(self, symbols=None) -> list:
+        """`symbols` ended: they no longer hold back the others. The whole stream ended (`symbols=None`): release
+        everything and report the books. A symbol's end is not the stream's: a worker may not have seen every
+        symbol yet, so only the end of every input (or the runner's last call) finishes."""
         st = self.state
-        st['ended'] |= set(st['seen']) if symbols is None else set(symbols)
-        if not (set(st['seen']) - st['ended']):
-            out = self._release(2**63 - 1)
-            return out + self._finish()
-        return self._release(min(t for s, t in st['seen'].items() if s not in st['ended']) - self.lateness)
+        if symbols is None:
+            st['ended'] |= set(st['seen'])
+            return self._release(2**63 - 1) + self._finish()
+        st['ended'] |= set(symbols)
+        live = [t for s, t in st['seen'].items() if s not in st['ended']]
+        return self._release(min(live) - self.lateness) if live else []
 
     def snapshot(self, symbols=None) -> bytes:
         return pickle.dumps((self.state, self.books, self.acct_risk), protocol=5)

@@ -17,14 +17,16 @@ from .feeds import Catalog
 from .nbbo import NBBOStage, market_state, LOCKED, CROSSED
 from .replay import Replay
 from .stage import Chain, run_replay, RunResult
+from .topics import SIGNAL_STAGES
 from .workers import Worker
 
 # %% auto #0
-__all__ = ['TOPIC_OF', 'DETECT_INPUTS', 'DETECT_OUTPUTS', 'PARAM_SECTIONS', 'STAGES', 'EXECUTION_KEYS', 'MODELS',
-           'EXECUTION_OUTPUTS', 'PERSIST_TOPICS', 'load_params', 'load_param_file', 'check_params', 'save_params',
-           'detect_stage', 'accumulation_stage', 'publish_replay', 'detect_worker', 'Summary', 'summarize_alerts',
-           'run', 'write_report', 'StageSpec', 'register_stage', 'PersistStage', 'features_stage', 'execution_stage',
-           'predict_stage', 'predict_spec', 'ensemble_stage', 'ensemble_inputs', 'stage_worker']
+__all__ = ['TOPIC_OF', 'DETECT_INPUTS', 'DETECT_OUTPUTS', 'PARAM_SECTIONS', 'TRADING_KINDS', 'STAGES', 'EXECUTION_KEYS', 'MODELS',
+           'PAPER', 'EXECUTION_OUTPUTS', 'PERSIST_TOPICS', 'load_params', 'load_param_file', 'check_params',
+           'save_params', 'detect_stage', 'accumulation_stage', 'publish_replay', 'detect_worker', 'Summary',
+           'summarize_trading', 'summarize_alerts', 'run', 'write_report', 'StageSpec', 'register_stage',
+           'PersistStage', 'features_stage', 'execution_stage', 'predict_stage', 'predict_spec', 'ensemble_stage',
+           'ensemble_inputs', 'trading_stage', 'stage_worker']
 
 # %% ../nbs/12_pipeline.ipynb #9f5fff73
 TOPIC_OF = {'quote': 'market.quotes', 'trade': 'market.trades', 'nbbo': 'market.nbbo', 'alert': 'alerts.darkpool'}
@@ -146,6 +148,7 @@ class Summary:
     rate: float = 0.0
     mode: str = 'in-process'
     report: str | None = None
+    trading: dict = field(default_factory=dict)
 
     def text(self) -> str:
         "A plain-text table for the terminal."
@@ -158,12 +161,32 @@ class Summary:
         for title, key in (('by symbol', 'by_symbol'), ('by venue', 'by_venue'), ('by condition', 'by_condition')):
             items = list(a.get(key, {}).items())[:8]
             if items: L.append(f"    {title:<14}  " + ', '.join(f"{k} {v:,}" for k, v in items))
+        t = self.trading
+        if t:
+            L += [f"  signals           {sum(t['signals'].values()):>12,}   " + ', '.join(f"{k} {v:,}" for k, v in t['signals'].items())]
+            L += [f"  orders            {sum(t['orders'].values()):>12,}   " + ', '.join(f"{k} {v:,}" for k, v in t['orders'].items())]
+            L += [f"  fills             {t['fills']:>12,}   risk events {t['risk']:,}"]
+            for book, pnl in t['pnl'].items(): L.append(f"    PnL {book:<22} {pnl:>12,.2f} $ (after fees, marked at the last mid)")
         if self.stored: L.append("  stored rows       " + ', '.join(f"{k} {v:,}" for k, v in self.stored.items()))
         for s, l1 in self.l1.items():
             if l1: L.append(f"  L1 {s:<6}         bid {l1.get('bid')} x ask {l1.get('ask')} at {l1.get('timestamp')}")
         L += [f"  elapsed           {self.elapsed:>12.2f} s   {self.rate:,.0f} events/s"]
         if self.report: L.append(f"  report            {self.report}")
         return '\n'.join(L)
+
+TRADING_KINDS = ('prediction', 'signal', 'order', 'fill', 'position', 'risk', 'performance')
+
+def summarize_trading(out:dict) -> dict:
+    "Signals per stage, orders per status, fills, risk events and each book's final PnL."
+    count = lambda k, f: dict(zip(*[x.tolist() for x in np.unique(out[k][f], return_counts=True)])) if k in out else {}
+    pos = out.get('position')
+    pnl = {}
+    if pos is not None and len(pos):
+        for a, st in sorted(set(zip(pos['account'].tolist(), pos['strategy'].tolist()))):
+            mine = pos[(pos['account'] == a) & (pos['strategy'] == st)]
+            pnl[f'{a}/{st}'] = float(mine['equity'][-1])
+    return {'signals': count('signal', 'stage'), 'orders': count('order', 'status'), 'fills': len(out.get('fill', ())),
+            'risk': len(out.get('risk', ())), 'pnl': pnl}
 
 def summarize_alerts(alerts:np.ndarray|None) -> dict:
     "Counts of alerts: total and by kind; for outside-NBBO prints, off-exchange, explained, by symbol / venue / condition."
@@ -178,8 +201,10 @@ def summarize_alerts(alerts:np.ndarray|None) -> dict:
 
 def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', speed:float=0, start:str|None=None,
         end:str|None=None, max_messages:int|None=None, params:dict|None=None, progress:bool=True,
-        report:str|Path|None='auto') -> tuple[Summary, RunResult]:
-    "Replay `symbols` on `day` through the detect pipeline into the stores; returns (summary, result)."
+        report:str|Path|None='auto', models:str|Path|None=None, execution:dict|None=None) -> tuple[Summary, RunResult]:
+    """Replay `symbols` on `day` through the detect pipeline into the stores; returns (summary, result). With a model
+    registry `models`, also trade: features -> predictions -> ensemble signals -> paper execution (`execution`:
+    its parameters, see `execution_stage`)."""
     from velox.stores import Store, StoreSink, HotSink, hot_from_dsn
     cfg = cfg or Config.load()
     cat = Catalog(cfg.data_dir)
@@ -191,9 +216,13 @@ def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', spee
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     store, hot = Store(cfg.store_dsn).migrate(), hot_from_dsn(cfg.hot)
     # while the store is unreachable, batches spool to an append-only file and drain in order when it returns
-    sinks = [StoreSink(store, kinds=('trade', 'alert'), spool=Path(cfg.out_dir) / 'spool' / 'store.spool'), HotSink(hot)]
+    kinds = ('trade', 'alert', *(TRADING_KINDS if models is not None else ()))
+    sinks = [StoreSink(store, kinds=kinds, spool=Path(cfg.out_dir) / 'spool' / 'store.spool'), HotSink(hot)]
     t0 = time.perf_counter()
-    if cfg.bus.startswith('memory'):
+    if models is not None:
+        if not cfg.bus.startswith('memory'): raise ConfigError("velox run --models runs in process: use the fleet (velox fleet) on a broker")
+        res, mode = run_replay(trading_stage(models, params, execution), replay, sinks=sinks, collect=('nbbo', 'alert', *TRADING_KINDS)), 'in-process replay'
+    elif cfg.bus.startswith('memory'):
         res, mode = run_replay(detect_stage(params), replay, sinks=sinks, collect=('nbbo', 'alert')), 'in-process replay'
     else:
         res, mode = _run_on_bus(cfg, replay, params, sinks), f'bus {cfg.bus}'
@@ -205,7 +234,8 @@ def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', spee
         if max_messages is None and start is None and end is None else {'in the window': replay.done}
     summ.nbbo = {'updates': 0 if nb is None else len(nb), 'locked': int(states[LOCKED]), 'crossed': int(states[CROSSED])}
     summ.alerts = summarize_alerts(al)
-    summ.stored = {t: store.count(t) for t in ('trade', 'alert')}
+    summ.stored = {t: store.count(t) for t in kinds}
+    if models is not None: summ.trading = summarize_trading(res.outputs)
     summ.l1 = {s: hot.get_l1(s) for s in symbols}
     if report:
         path = Path(cfg.out_dir) / f"report-{iso}.html" if report == 'auto' else Path(report)
@@ -345,10 +375,22 @@ def ensemble_inputs(params:dict|None=None) -> dict:
     "One input topic per model the ensemble combines."
     return {f'predictions.{m}': 'prediction' for m in (params or {}).get('models', MODELS)}
 
+def trading_stage(registry, params:dict|None=None, execution:dict|None=None, models=MODELS, features:dict|None=None,
+                  ensemble:dict|None=None) -> Chain:
+    """The whole graph in one process, as the fleet runs it stage by stage: NBBO + detectors, features, one
+    prediction stage per model, the ensemble and risk-checked paper execution (each with its parameters)."""
+    reg = {'registry': str(registry)}
+    return Chain(detect_stage(params), features_stage(features), *[predict_stage(m, reg) for m in models],
+                 ensemble_stage({**reg, 'models': list(models), **(ensemble or {})}), execution_stage(execution or PAPER))
+
+PAPER = {'accounts': [{'name': 'paper', 'strategies': [{'name': 'ensemble'}]}]}  # trades the ensemble's signals
+
 EXECUTION_OUTPUTS = {'order': 'orders.events', 'fill': 'orders.fills', 'position': 'positions.updates', 'risk': 'risk.alerts',
                      'performance': 'metrics.performance'}
 
-PERSIST_TOPICS = {'market.trades': 'trade', 'market.quotes': 'quote', 'market.nbbo': 'nbbo', 'alerts.darkpool': 'alert'}
+PERSIST_TOPICS = {'market.trades': 'trade', 'market.quotes': 'quote', 'market.nbbo': 'nbbo', 'alerts.darkpool': 'alert',
+                  **{f'predictions.{m}': 'prediction' for m in MODELS}, 'metrics.model.drift': 'model_metric',
+                  **{f'signals.{s}': 'signal' for s in SIGNAL_STAGES}, **{t: k for k, t in EXECUTION_OUTPUTS.items()}}
 
 register_stage(StageSpec('detect', lambda p: detect_stage(p), DETECT_INPUTS, DETECT_OUTPUTS, store_kinds=('alert',)))
 register_stage(StageSpec('features', features_stage, {'market.trades': 'trade'}, {'indicator': 'features.indicators'}))
@@ -357,7 +399,7 @@ register_stage(StageSpec('ensemble', ensemble_stage, ensemble_inputs(), {'signal
                          inputs_for=ensemble_inputs))
 register_stage(StageSpec('execution', execution_stage, {'market.nbbo': 'nbbo', 'signals.final': 'signal', 'risk.commands': 'risk'},
                          EXECUTION_OUTPUTS, store_kinds=tuple(EXECUTION_OUTPUTS), max_members=1))
-register_stage(StageSpec('persist', lambda p: PersistStage(), PERSIST_TOPICS, {}, store_kinds=tuple(PERSIST_TOPICS.values()),
+register_stage(StageSpec('persist', lambda p: PersistStage(), PERSIST_TOPICS, {}, store_kinds=tuple(dict.fromkeys(PERSIST_TOPICS.values())),
                          ordered=False))
 
 class _ArrivalOrderWorker(Worker):

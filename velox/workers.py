@@ -9,7 +9,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
-from .bus import CodecError, decode_message, is_eos, publish, publish_eos, send_to_dlq
+from .bus import EOS_HEADER, CodecError, decode_message, is_eos, publish, publish_eos, send_to_dlq
 from .core import get_logger
 from .replay import KIND_RANK, TemporalMerge
 from .resilience import GuardedSink, SinkUnavailable, CircuitBreaker, retry, is_transient
@@ -28,6 +28,18 @@ class SymbolMerge:
         self.rank = {t: i for i, t in enumerate(self.topics)}
         self.merge = TemporalMerge(len(self.topics))
         self.held = [deque() for _ in self.topics]  # per rank: [rows still held, (topic, partition), offset]
+        self.high = {}  # topic -> (ts, seq) of the last row pushed, for inputs that carry `seq`
+
+    def fresh(self, topic:str, b:np.ndarray) -> np.ndarray:
+        """The rows of `b` not seen before. A producer that crashed re-sends what it produced after its last
+        checkpoint (at-least-once); rows with `seq` come in increasing `(ts, seq)` per symbol, so a repeat is any
+        row not past the last one pushed."""
+        if 'seq' not in (b.dtype.names or ()) or not len(b): return b
+        hw = self.high.get(topic)
+        if hw is not None:
+            b = b[(b['ts'] > hw[0]) | ((b['ts'] == hw[0]) & (b['seq'] > hw[1]))]
+        if len(b): self.high[topic] = (int(b['ts'][-1]), int(b['seq'][-1]))
+        return b
 
     def push(self, topic:str, b:np.ndarray, tp, offset:int):
         r = self.rank[topic]
@@ -53,7 +65,7 @@ class SymbolMerge:
                 if not q[0][0]: done.append(tuple(q.popleft()[1:]))
         return items, done
 
-# %% ../nbs/09_workers.ipynb #330f659b
+# %% ../nbs/09_workers.ipynb #0cd09d1c
 class Checkpoints:
     "Per-symbol snapshots in a hot store (`put_snapshot`/`get_snapshot`), keyed by group and stage."
     def __init__(self, hot, prefix:str):
@@ -70,7 +82,7 @@ class Checkpoints:
         self.hot.put_snapshot(f"{self.prefix}:{symbol}", pickle.dumps(payload, protocol=5))
         return True
 
-# %% ../nbs/09_workers.ipynb #f1e4ce0f
+# %% ../nbs/09_workers.ipynb #9ecfe94d
 def route(topic:str, b:np.ndarray) -> list[tuple[str, np.ndarray]]:
     "`(topic, rows)` pairs for an output `topic`, which may be a template such as 'signals.{stage}'."
     if '{' not in topic: return [(topic, b)]
@@ -80,7 +92,7 @@ def route(topic:str, b:np.ndarray) -> list[tuple[str, np.ndarray]]:
     _, first = np.unique(vals, return_index=True)
     return [(topic.replace('{' + field + '}', str(vals[i])), b[vals == vals[i]]) for i in sorted(first)]
 
-# %% ../nbs/09_workers.ipynb #09eb1681
+# %% ../nbs/09_workers.ipynb #e5ff9a71
 @dataclass
 class WorkerStats:
     "Counters a worker reports."
@@ -117,6 +129,7 @@ class Worker:
         self._skip = {}  # symbol -> {tp: offset}: messages below are inside a restored snapshot
         self._sym_tps = defaultdict(set)  # symbol -> the (topic, partition)s it arrives on
         self._pending_eos, self._flushed, self._ended, self._dirty = defaultdict(set), set(), set(), set()
+        self._cover, self._announced = {}, frozenset()  # partition-end markers seen, per input partition; the inputs announced
         self._assigned, self._bp_paused, self._degraded, self._last_ckpt = set(), set(), False, time.monotonic()
         self._beat, self._last_event_ts = time.monotonic(), None
 
@@ -226,8 +239,10 @@ class Worker:
             if m.offset < self._next.get(tp, -1): self.stats.skipped += 1; continue  # re-delivered; already held
             self.stats.consumed += 1
             if self.metrics: self.metrics.consumed.labels(self.metrics.worker, m.topic).inc()
-            if is_eos(m) and m.key is None:  # the whole partition ended; commit *at* the marker, so that
-                self._ended.add(tp); self._next[tp] = m.offset  # a later owner of the partition reads it too
+            if is_eos(m) and m.key is None:  # the partition ended (or one of its producers did)
+                if self._partition_end(tp, m.value):  # commit *at* the marker, so that a later owner reads it too
+                    self._ended.add(tp); self._next[tp] = m.offset
+                else: self._next[tp] = m.offset + 1
                 continue
             self._next[tp] = m.offset + 1
             if is_eos(m):
@@ -240,6 +255,8 @@ class Worker:
             kind, b = got
             sym = self._merge_key(m.topic, str(b['symbol'][0]))
             if self._restored_past(sym, tp, m.offset): continue
+            b = self._symbol(sym).fresh(m.topic, b)
+            if not len(b): self.stats.skipped += 1; continue  # a producer's re-delivery
             self._symbol(sym).push(m.topic, b, tp, m.offset)
             self._sym_tps[sym].add(tp); self._held[tp].add(m.offset); touched.add(sym)
         events, ended = 0, []
@@ -256,7 +273,10 @@ class Worker:
             if sm.closed and sym and sym not in self._flushed:  # the symbol's finite stream ended: release what it holds
                 self._flushed.add(sym); self._emit(self.stage.flush([sym])); ended.append(sym)
             self._dirty.add(sym)
-        if ended: self._end_outputs(ended)
+        if ended and not self._global: self._end_outputs(ended)
+        if self._assigned and self._assigned <= self._ended and self._announced != self._assigned \
+                and all(sm.closed for sm in self.merges.values()):
+            self._announced = frozenset(self._assigned); self._announce_end()
         self.stats.events += events
         if self.metrics and msgs:
             self.metrics.events.labels(self.metrics.worker).inc(events)
@@ -265,13 +285,34 @@ class Worker:
         return len(msgs)
 
     def _end_outputs(self, syms:list):
-        """Pass the end of the symbols' streams on to every output topic, so the stages downstream can release what
-        they hold. A stage whose state spans symbols may still emit for an ended symbol until all have ended."""
-        if self._global:
-            if not all(sm.closed for s, sm in self.merges.items() if s): return
-            syms = [s for s in self.merges if s]
+        "Pass the end of the symbols' streams on to every output topic, so the stages downstream can release what they hold."
         for o in self.outputs.values():
             for t in expand(o): retry(lambda t=t: publish_eos(self.bus, t, sorted(syms), partitions=False), what='end of stream')
+
+    def _partition_end(self, tp, value:bytes) -> bool:
+        """Has partition `tp` ended with this marker? A marker without payload ends it (a replay's publisher writes
+        those). A worker writes one into every output partition once all of its inputs ended, naming the input
+        partitions it covered: the partition has ended when the markers cover every partition upstream."""
+        try: d = json.loads(value) if value else None
+        except ValueError: d = None
+        if not isinstance(d, dict) or 'covers' not in d: return True
+        cov = self._cover.setdefault(tp, {})
+        for t, n in d.get('of', {}).items(): cov.setdefault(t, [int(n), set()])[1].update(d['covers'].get(t, ()))
+        return all(len(ps) >= n for n, ps in cov.values())
+
+    def _announce_end(self):
+        """Every input this member owns ended: a stage with global state finishes (its books are reported), and each
+        output partition learns which input partitions this member covered."""
+        if self._global:
+            self._emit(self.stage.flush())
+            self._end_outputs([s for s in self.merges if s])
+        val = json.dumps({'group': self.group, 'covers': {t: sorted(p for t2, p in self._assigned if t2 == t) for t in self.inputs},
+                          'of': {t: topic_spec(t).partitions for t in self.inputs}}).encode()
+        for o in self.outputs.values():
+            for t in expand(o):
+                for p in range(topic_spec(t).partitions):
+                    retry(lambda t=t, p=p: self.bus.produce(t, val, headers={EOS_HEADER: b'1'}, partition=p), what='end of stream')
+        self.log.info("every input partition ended; told %d output topic(s)", len(self.outputs))
 
     def _backpressure(self):
         "Pause partitions whose merge buffers are over the limit; resume them below half of it."
