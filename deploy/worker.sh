@@ -1,7 +1,11 @@
 #!/bin/sh
-# Entry point of a worker container (compose service, Kubernetes pod, systemd unit): papermill executes
-# nbs/workers/$VELOX_STAGE.ipynb (detect, features, persist; default detect), with the arguments given to this
-# script appended (-p bus ... -p group ... -p hot ... -p store ...).
+# Entry point of a worker container (compose service, Kubernetes pod, systemd unit): papermill executes the worker
+# notebook of stage $VELOX_STAGE (default detect), with the arguments given to this script appended
+# (-p bus ... -p group ... -p checkpoints ... -p store ...).
+#
+# The notebook of stage S is nbs/workers/S.ipynb; for a stage `a.b` without its own nbs/workers/a.b.ipynb it is
+# nbs/workers/a.ipynb, told which stage to run with `-p stage a.b` (VELOX_STAGE=predict.lr runs
+# nbs/workers/predict.ipynb -p stage predict.lr) -- the rule of velox.launcher.FleetSpec.notebook.
 #
 # Why a wrapper: SIGTERM to papermill kills it without stopping the kernel cleanly (no final commit, a
 # truncated output notebook). `docker compose stop`, a pod's termination or `systemctl stop` sends SIGTERM here
@@ -12,11 +16,21 @@ set -u
 STAGE=${VELOX_STAGE:-detect}
 OUT=${VELOX_WORKER_OUT:-${VELOX_OUT_DIR:-/out}}
 NAME=${VELOX_WORKER_NAME:-$(hostname)}
+NB="nbs/workers/$STAGE.ipynb"
+if [ ! -f "$NB" ]; then
+  BASE=${STAGE%%.*}                     # predict.lr -> predict
+  if [ "$BASE" = "$STAGE" ] || [ ! -f "nbs/workers/$BASE.ipynb" ]; then
+    echo "worker.sh: no worker notebook for stage '$STAGE': expected $NB or nbs/workers/$BASE.ipynb under $(pwd)" >&2
+    exit 2
+  fi
+  NB="nbs/workers/$BASE.ipynb"
+  set -- -p stage "$STAGE" "$@"         # one notebook serves several stages: say which
+fi
 STOP="$OUT/stop-$STAGE-$NAME"
 mkdir -p "$OUT"
 rm -f "$STOP"  # a stop file left by the previous run of this container would stop the worker at once
 trap 'touch "$STOP"' TERM INT
-papermill "nbs/workers/$STAGE.ipynb" "$OUT/$STAGE-$NAME.ipynb" --no-progress-bar \
+papermill "$NB" "$OUT/$STAGE-$NAME.ipynb" --no-progress-bar \
   -p client_id "$NAME" -p stop_file "$STOP" -p status_path "$OUT/$STAGE-$NAME.json" -p log_path "$OUT/$STAGE-$NAME.log" \
   "$@" &
 pid=$!

@@ -12,3 +12,8 @@ def read_topic(bus, topic, idle_polls=4, markers=False):
             idle = 0 if got else idle + 1
             out += got
     return out if markers else [m for m in out if not is_eos(m)]
+
+
+def fresh_topic(name):
+    "A topic name of its own per test: the session's broker outlives each test."
+    return f'test.{name}.{uuid.uuid4().hex[:8]}'

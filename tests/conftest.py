@@ -1,6 +1,7 @@
 "Session fixtures that start real local services with velox's own code (velox.services)."
 import os
 import pytest
+from velox.bus import MemoryBus
 from velox.core import VeloxError
 
 # Kafka consumer-group settings for tests: the local broker takes about half of session_timeout_ms to
@@ -43,3 +44,12 @@ def kafka_bus(kafka_bootstrap):
     bus = KafkaBus(kafka_bootstrap, **KAFKA_TEST_KW)
     yield bus
     bus.close()
+
+
+@pytest.fixture(params=['memory', pytest.param('kafka', marks=pytest.mark.kafka)])
+def bus(request):
+    "The same test on the embedded MemoryBus and on the session's real broker."
+    if request.param == 'memory':
+        yield MemoryBus()
+    else:
+        yield request.getfixturevalue('kafka_bus')

@@ -1,12 +1,13 @@
 "The bus contract, checked the same way on the embedded MemoryBus and on a real Kafka-protocol broker."
-import csv, io, itertools, struct, threading, time, uuid, zipfile
+import csv, io, itertools, struct, threading, time, zipfile
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np
 import pytest
+from bus_util import fresh_topic
 from velox.topics import TopicSpec, dlq_topic
-from velox.bus import (CodecError, MemoryBus, decode_message, encode_frame, encode_json,
+from velox.bus import (CodecError, decode_message, encode_frame, encode_json,
                        is_eos, partition_for, publish, publish_eos, range_assign, send_to_dlq)
 from velox.core import day_start_ns
 from velox.events import DTYPES, PRICE_SCALE, SCHEMA_VERSION, batch
@@ -14,16 +15,6 @@ from velox.events import DTYPES, PRICE_SCALE, SCHEMA_VERSION, batch
 TICK = Path(__file__).resolve().parent.parent / 'replay/data/lean/equity/usa/tick'
 
 
-@pytest.fixture(params=['memory', pytest.param('kafka', marks=pytest.mark.kafka)])
-def bus(request):
-    if request.param == 'memory':
-        yield MemoryBus()
-    else:
-        yield request.getfixturevalue('kafka_bus')
-
-
-def _topic(name):
-    return f'test.{name}.{uuid.uuid4().hex[:8]}'  # fresh per test: the broker lives for the whole session
 
 
 def _raw_trades(n=1500):
@@ -82,14 +73,14 @@ def test_frames_and_json_round_trip_through_the_bus_with_keys_in_kafka_partition
     raw = _raw_trades()
     trades = _trades(raw)
     syms = sorted({s for s, _ in raw})
-    tf, tj = _topic('frames'), _topic('json')
+    tf, tj = fresh_topic('frames'), fresh_topic('json')
     n_frames = publish(bus, tf, 'trade', trades, rows_per_frame=256)
     n_json = publish(bus, tj, 'trade', trades[:300], codec='json')
     publish_eos(bus, tf, syms, partitions=False)
     bus.flush()
     assert n_json == 300
 
-    with bus.consumer([tf, tj], _topic('g')) as c:
+    with bus.consumer([tf, tj], fresh_topic('g')) as c:
         msgs = _drain(c, n_frames + len(syms) + n_json)
         # the position after the last message is the partition's highwater: nothing left to read
         for t, p in c.assignment():
@@ -134,7 +125,7 @@ def _wait_for_split(consumers, n_partitions, timeout=30.0):
 
 
 def test_group_of_two_splits_partitions_and_together_sees_every_message_once(bus):
-    topic, group = _topic('group'), _topic('g')
+    topic, group = fresh_topic('group'), fresh_topic('g')
     bus.create_topics([TopicSpec(topic, partitions=6)])
     c1, c2 = bus.consumer([topic], group, client_id='w'), bus.consumer([topic], group, client_id='w')
     try:
@@ -164,7 +155,7 @@ def test_group_of_two_splits_partitions_and_together_sees_every_message_once(bus
 
 
 def test_committed_offsets_survive_close_and_a_new_member_resumes_after_the_last_commit(bus):
-    topic, group = _topic('commit'), _topic('g')
+    topic, group = fresh_topic('commit'), fresh_topic('g')
     for i in range(30): bus.produce(topic, f'a{i}'.encode(), key=f'K{i % 7}')
     bus.flush()
     with bus.consumer([topic], group) as c:
@@ -186,7 +177,7 @@ def test_committed_offsets_survive_close_and_a_new_member_resumes_after_the_last
 
 
 def test_malformed_messages_raise_codec_error_and_go_to_the_dlq_with_the_reason(bus):
-    topic, group = _topic('dlq'), _topic('g')
+    topic, group = fresh_topic('dlq'), fresh_topic('g')
     good = encode_frame('trade', _trades(_raw_trades(50))[:20])
     head = struct.calcsize('<4sH16sI')
     n = struct.unpack_from('<I', good, head - 4)[0]

@@ -7,12 +7,9 @@ import json, os, secrets, shutil, socket, subprocess, sys, time, urllib.request
 from pathlib import Path
 import pytest
 
+from browser_util import ARGS, ARTIFACTS, CHROMIUM, ROOT
+
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get('VELOX_CHROMIUM', '/usr/bin/chromium')
-ARGS = ['--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-        '--disable-sync', '--no-first-run']
-ARTIFACTS = ROOT / '.velox' / 'artifacts' / 'dash'
 NOTEBOOK = '27_dashboard.ipynb'
 
 # the notebook panel's cells, read from JupyterLab's own models

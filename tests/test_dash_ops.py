@@ -3,23 +3,13 @@ is end offset minus committed offset per partition, and the topic viewer shows t
 partition, decoded."""
 import json, time, uuid
 import numpy as np
-import pytest
-from velox.bus import MemoryBus, encode_frame, partition_for, publish_eos
+from bus_util import fresh_topic
+from velox.bus import encode_frame, partition_for, publish_eos
 from velox.desk_ops import TopicViewer, consumer_lag, lag_probe
 from velox.events import PRICE_SCALE, batch
 from velox.topics import TopicSpec
 
 
-@pytest.fixture(params=['memory', pytest.param('kafka', marks=pytest.mark.kafka)])
-def bus(request):
-    if request.param == 'memory':
-        yield MemoryBus()
-    else:
-        yield request.getfixturevalue('kafka_bus')
-
-
-def _topic(name):
-    return f'test.{name}.{uuid.uuid4().hex[:8]}'  # fresh per test: the broker lives for the whole session
 
 
 def _drain(consumer, n, timeout=30.0):
@@ -31,7 +21,7 @@ def _drain(consumer, n, timeout=30.0):
 
 
 def test_consumer_lag_is_end_offset_minus_committed_offset_per_partition(bus):
-    topic, group = _topic('lag'), f'lag-{uuid.uuid4().hex[:6]}'
+    topic, group = fresh_topic('lag'), f'lag-{uuid.uuid4().hex[:6]}'
     bus.create_topics([TopicSpec(topic, 2)])
     produced = {0: 7, 1: 5}
     for p, n in produced.items():
@@ -51,7 +41,7 @@ def test_consumer_lag_is_end_offset_minus_committed_offset_per_partition(bus):
 
 
 def test_topic_viewer_shows_the_last_n_messages_of_each_partition_decoded(bus):
-    topic, parts, n = _topic('viewer'), 3, 4
+    topic, parts, n = fresh_topic('viewer'), 3, 4
     bus.create_topics([TopicSpec(topic, parts)])
     symbols = ['IBM', 'BAC', 'MSFT', 'AAPL', 'XOM']
     sent = {p: [] for p in range(parts)}  # what each partition holds, in order: (key, kind, events, first event)

@@ -136,7 +136,7 @@ class ExecutionStage(Stage):
                 for s in np.unique(b['symbol']).tolist():
                     st['seen'][s] = max(st['seen'].get(s, -2**63), int(b['ts'][b['symbol'] == s].max()))
             else:
-                if k == 'signal': b = b[np.isin(b['stage'], ('final', ''))]  # only final signals trade
+                if k == 'signal': b = self._new_signals(b[np.isin(b['stage'], ('final', ''))])  # only final signals trade
                 late = b['ts'] < st['done']  # behind the released horizon: cannot take its place in time any more
                 if late.any(): st.setdefault('late', []).append((k, b[late])); b = b[~late]
             st['pending'].append((k, b))
@@ -154,6 +154,14 @@ class ExecutionStage(Stage):
         st['ended'] |= set(symbols)
         live = [t for s, t in st['seen'].items() if s not in st['ended']]
         return self._release(min(live) - self.lateness) if live else []
+
+    def _new_signals(self, b):
+        "Signals not seen before: a producer that crashed re-sends what it made since its checkpoint, same ids."
+        seen, keep = self.state.setdefault('signal_ids', set()), []
+        for i in b['id'].tolist():
+            keep.append(not i or i not in seen)
+            if i: seen.add(i)
+        return b[np.array(keep, bool)] if len(b) else b
 
     def snapshot(self, symbols=None) -> bytes:
         return pickle.dumps((self.state, self.books, self.acct_risk), protocol=5)

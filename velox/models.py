@@ -207,6 +207,11 @@ class PredictionStage(Stage):
         rows, X = indicator_features(batches['indicator'], self.tf)
         if not len(rows): return []
         live = self.live.refresh()
+        lookback = getattr(live.model, 'lookback', 1)
+        if lookback > 1:  # a sequence model: each row with the symbol's rows before it, whatever window they came in
+            from velox.sequence import windows
+            seen = X if 'seq_rows' not in st else np.concatenate([st['seq_rows'], X])
+            X, st['seq_rows'] = windows(seen, lookback)[len(seen) - len(rows):], seen[-(lookback - 1):]
         t0 = time.perf_counter_ns()
         p = np.asarray(live.model.predict_proba(X), float)
         dt = (time.perf_counter_ns() - t0) / 1e3 / len(rows)
@@ -298,13 +303,18 @@ def day_of(ts:np.ndarray, days) -> np.ndarray:
         out[(ts >= t0) & (ts < t0 + 86400 * NS)] = i
     return out
 
-def fit_models(indicators:np.ndarray, days, tf:int=60, horizon_s:int=300, calibration:str='platt', models=None) -> dict:
+def fit_models(indicators:np.ndarray, days, tf:int=60, horizon_s:int=300, calibration:str='platt', models=None,
+               lstm:bool|Model=False) -> dict:
     "`{name: (model, metrics)}` for each model and the combiner 'ensemble': fitted on all `days` but the last, validated on it."
     from velox.ensemble import GBTModel, LogisticModel, forward_labels
     days = sorted({parse_day(str(d)).isoformat() for d in days})
     if len(days) < 2: raise ConfigError(f"days {days}: expected at least two (fit days, then the validation day)")
     rows, X = indicator_features(indicators, tf)
     ret, ok = forward_labels(rows, horizon_s)
+    if lstm:  # windows over every row of a symbol, labelled or not: what its prediction stage will see
+        from velox.sequence import LSTMModel, windows
+        seq = lstm if isinstance(lstm, Model) else LSTMModel()
+        Xseq = windows(X, seq.lookback, rows['symbol'])[ok]
     rows, X, y = rows[ok], X[ok], (ret[ok] > 0).astype(float)
     d = day_of(rows['ts'], days)
     f, v = (d >= 0) & (d < len(days) - 1), d == len(days) - 1
@@ -319,6 +329,7 @@ def fit_models(indicators:np.ndarray, days, tf:int=60, horizon_s:int=300, calibr
     def score(p): return figures(p, y[v]) | dict(base_brier=base, **info, by_symbol={
         s: figures(p[sym == s], y[v][sym == s]) for s in sorted(set(sym.tolist()))})
     out = {m.name: (m, score(m.predict_proba(X[v]))) for m in ens.models}
+    if lstm: out['lstm'] = (seq.fit(Xseq[f], y[f]), score(seq.predict_proba(Xseq[v])) | dict(lookback=seq.lookback))
     comb = Combiner.from_ensemble(ens)
     out['ensemble'] = (comb, score(ens.predict_proba(X[v])) | dict(calibration=calibration, in_sample=True, weights=comb.model_weights,
                                                                   components={m.name: version_of(m) for m in ens.models}))
@@ -362,6 +373,8 @@ def cli_configure(p):
     t.add_argument('--calibration', choices=['platt', 'isotonic', 'none'], default='platt', help='how the ensemble is calibrated on the validation day (default platt)')
     t.add_argument('--data-dir', help='recorded market data folder (default replay/data, or $VELOX_DATA_DIR)')
     t.add_argument('--promote', action='store_true', help='promote the new versions: running prediction stages switch to them')
+    t.add_argument('--lstm', action='store_true', help="also fit and register 'lstm', a sequence model over each symbol's last rows "
+                   "(not in the ensemble; PyTorch with the extra seq, else numpy)")
     _registry_args(t)
     ls = sub.add_parser('list', help='every model version in the registry, the promoted one starred, with its validation figures')
     ls.add_argument('--json', action='store_true', help='print JSON (the meta of every version) instead of a table')
@@ -407,6 +420,6 @@ def cmd_models(a):
         if a.tf not in fs.tfs: raise ConfigError(f"--tf {a.tf}: expected one of {', '.join(map(str, fs.tfs))} (seconds)")
         cat = Catalog(cfg.data_dir)
         srcs = [s for sym in a.symbols.split(',') if sym.strip() for d in days for s in cat.find(sym.strip(), d, kinds=('trade',))]
-        fitted = fit_models(run_frame(fs, srcs)['indicator'], days, a.tf, a.horizon, a.calibration)
+        fitted = fit_models(run_frame(fs, srcs)['indicator'], days, a.tf, a.horizon, a.calibration, lstm=a.lstm)
         register_all(reg, fitted, promote=a.promote)
         print(_table(reg, list(fitted)))
