@@ -91,6 +91,8 @@ def parser(cmd:str|None=None) -> argparse.ArgumentParser:
                    'default: --hot when it is redis://. Without one, state does not move with partitions')
     p.add_argument('--metrics-port', type=int, metavar='PORT', help='serve Prometheus /metrics, /health and /ready on this port (0 = any free port, see --status)')
     p.add_argument('--max-records', type=int, default=500, metavar='N', help='messages per poll (default 500)')
+    p.add_argument('--idle-lane', type=float, metavar='S', help='live use: stop waiting for an input topic that has been '
+                   'silent S seconds (e.g. sparse signals holding quotes back); off by default so replays are exact')
     p.add_argument('--registry', metavar='DIR', help='the model registry (velox models train) for predict.<model> and ensemble')
     p.add_argument('--notebook', metavar='OUT.ipynb', help='run the worker notebook nbs/workers/<stage>.ipynb with papermill, saving the executed copy here')
 
@@ -180,7 +182,8 @@ def cmd_worker(a):
                                    registry=a.registry, **kw)
     from velox.pipeline import detect_worker, stage_worker
     if a.stage == 'detect': print(json.dumps(detect_worker(**kw)))
-    else: print(json.dumps(stage_worker(a.stage, settings={'registry': a.registry} if a.registry else None, **kw)))
+    else: print(json.dumps(stage_worker(a.stage, settings={'registry': a.registry} if a.registry else None,
+                                        idle_lane_s=a.idle_lane, **kw)))
 
 def worker_notebook(stage:str) -> Path:
     "The worker notebook of `stage` (shipped in the repository's nbs/workers/; predict.<model> runs predict.ipynb)."

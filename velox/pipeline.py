@@ -421,10 +421,11 @@ def stage_worker(stage:str, bus:str='memory://', group:str|None=None, params:str
                  until_end:bool=False, idle_timeout_s:float|None=None, max_runtime_s:float|None=None, stop_file:str|None=None,
                  status_path:str|None=None, store:str|None=None, hot:str|None=None, checkpoints:str|None=None,
                  metrics_port:int|None=None, handle_signals:bool=True, max_records:int=500, topics:list|None=None,
-                 settings:dict|None=None) -> dict:
+                 settings:dict|None=None, idle_lane_s:float|None=None) -> dict:
     """Run registered `stage` as a member of consumer group `group` (default `velox-<stage>`) until stopped; its stats.
     `topics`: only these of the stage's input topics (persist: which topics to store); `settings`: parameters that
-    override the parameter file's (e.g. the model registry a worker notebook is given)."""
+    override the parameter file's (e.g. the model registry a worker notebook is given); `idle_lane_s`: live use,
+    stop waiting for an input silent this long (see `Worker`)."""
     from velox.stores import Store, StoreSink, HotSink, hot_from_dsn
     if stage not in STAGES and stage.startswith('predict.') and stage[len('predict.'):].isidentifier():
         register_stage(predict_spec(stage[len('predict.'):]))  # any model of the registry
@@ -445,7 +446,7 @@ def stage_worker(stage:str, bus:str='memory://', group:str|None=None, params:str
     if hot and stage == 'detect': sinks.append(HotSink(hot_from_dsn(hot)))
     cls = Worker if spec.ordered else _ArrivalOrderWorker
     w = cls(st, b, inputs, spec.outputs, group=group or f'velox-{stage}', sinks=sinks, client_id=client_id,
-            checkpoints=hot_from_dsn(checkpoints) if checkpoints else None, max_records=max_records)
+            checkpoints=hot_from_dsn(checkpoints) if checkpoints else None, max_records=max_records, idle_lane_s=idle_lane_s)
     stats = w.run(until_end=until_end, idle_timeout_s=idle_timeout_s, max_runtime_s=max_runtime_s, stop_file=stop_file,
                   status_path=status_path, handle_signals=handle_signals, metrics_port=metrics_port)
     for s in sinks: s.close()

@@ -29,6 +29,7 @@ class SymbolMerge:
         self.merge = TemporalMerge(len(self.topics))
         self.held = [deque() for _ in self.topics]  # per rank: [rows still held, (topic, partition), offset]
         self.high = {}  # topic -> (ts, seq) of the last row pushed, for inputs that carry `seq`
+        self.heard = [time.time()] * len(self.topics)  # per rank: when it last brought rows (wall clock)
 
     def fresh(self, topic:str, b:np.ndarray) -> np.ndarray:
         """The rows of `b` not seen before. A producer that crashed re-sends what it produced after its last
@@ -43,7 +44,7 @@ class SymbolMerge:
 
     def push(self, topic:str, b:np.ndarray, tp, offset:int):
         r = self.rank[topic]
-        self.merge.push(r, b); self.held[r].append([len(b), tp, offset])
+        self.merge.push(r, b); self.held[r].append([len(b), tp, offset]); self.heard[r] = time.time()
 
     def close(self, topic:str): self.merge.close(self.rank[topic])
 
@@ -54,10 +55,19 @@ class SymbolMerge:
         "Rows from `topic` waiting for the other inputs to catch up."
         return sum(len(b) for b in self.merge.bufs[self.rank[topic]])
 
-    def pop(self, ordered:bool) -> tuple[list, list]:
-        "Released `(kind, batch)` items, and the `(tp, offset)` of messages now fully released."
+    @property
+    def holding(self) -> bool: return any(self.merge.bufs)
+
+    def idle(self, idle_s:float) -> list:
+        "Per rank: silent for more than `idle_s` seconds of wall time, with nothing buffered (not worth waiting for)."
+        now = time.time()
+        return [now - h > idle_s and not b for h, b in zip(self.heard, self.merge.bufs)]
+
+    def pop(self, ordered:bool, idle_s:float|None=None) -> tuple[list, list]:
+        """Released `(kind, batch)` items, and the `(tp, offset)` of messages now fully released. `idle_s`: do not
+        wait for an input silent that long (live: sparse signals must not hold the quotes back)."""
         items, done = [], []
-        for run in self.merge.pop(ordered):
+        for run in self.merge.pop(ordered, None if idle_s is None else self.idle(idle_s)):
             items.append((self.kind_of[self.topics[run.rank]], run.batch))
             n, q = len(run.batch), self.held[run.rank]
             while n:
@@ -113,8 +123,10 @@ class Worker:
     "Consume `inputs` ({topic: kind}), run `stage`, produce `outputs` ({kind: topic}), checkpoint."
     def __init__(self, stage:Stage, bus, inputs:dict, outputs:dict, group:str, sinks=(), codec:str='frame',
                  client_id:str|None=None, poll_ms:int=200, max_records:int=500, collect=None, checkpoints=None,
-                 checkpoint_every_s:float=1.0, max_buffered_rows:int=2_000_000, sink_attempts:int=3):
+                 checkpoint_every_s:float=1.0, max_buffered_rows:int=2_000_000, sink_attempts:int=3,
+                 idle_lane_s:float|None=None):
         self.stage, self.bus, self.inputs, self.outputs, self.group = stage, bus, inputs, outputs, group
+        self.idle_lane_s = idle_lane_s  # live use: release past an input silent this long (None: always wait: exact replays)
         self._keyed = {t for t in inputs if topic_spec(t).key == 'symbol'} or set(inputs)
         self._global, self._skip_all = stage.global_state, None  # global: one checkpoint '*' of everything
         self.sinks = [GuardedSink(s, attempts=sink_attempts, breaker=CircuitBreaker(threshold=1, cooldown=0.5)) for s in sinks]
@@ -260,9 +272,10 @@ class Worker:
             self._symbol(sym).push(m.topic, b, tp, m.offset)
             self._sym_tps[sym].add(tp); self._held[tp].add(m.offset); touched.add(sym)
         events, ended = 0, []
+        if self.idle_lane_s is not None: touched |= {s for s, sm in self.merges.items() if sm.holding}
         for sym in sorted(touched):
             sm = self.merges[sym]
-            items, done = sm.pop(ordered=not self.stage.windowed)
+            items, done = sm.pop(ordered=not self.stage.windowed, idle_s=self.idle_lane_s)
             for tp, off in done: self._held[tp].discard(off)
             n = sum(len(b) for _, b in items)
             events += n
