@@ -51,7 +51,9 @@ class Panel:
     "A desk component: `feed(kind, batch)` from any thread; `refresh()` on the document's thread updates `layout`."
     kinds: tuple = ()
     min_interval_s: float = 0.0  # at most one update per this many seconds (tables cost the browser more than plots)
-    def __init__(self): self._lock, self._dirty, self.layout, self.fed, self._applied_at = threading.Lock(), False, None, 0, 0.0
+    def __init__(self):
+        self._lock, self._dirty, self.layout, self.fed, self._applied_at = threading.Lock(), False, None, 0, 0.0
+        self._applying = threading.Lock()  # one refresh at a time: an older snapshot must never land after a newer one
 
     def feed(self, kind:str, b:np.ndarray):
         "Fold a batch of events into the panel's bounded buffer (cheap; thread-safe)."
@@ -63,11 +65,12 @@ class Panel:
         "Apply what changed to the Bokeh models (call on the document's thread); False if nothing had (or too soon)."
         now = time.monotonic()
         if not force and now - self._applied_at < self.min_interval_s: return False
-        with self._lock:
-            if not self._dirty: return False
-            self._dirty, snap = False, self._snapshot()
-        self._applied_at = now
-        self._apply(snap)
+        with self._applying:  # two threads refreshing (autorefresh and a manual refresh) apply in snapshot order
+            with self._lock:
+                if not self._dirty: return False
+                self._dirty, snap = False, self._snapshot()
+            self._applied_at = now
+            self._apply(snap)
         return True
 
     def reset(self):
