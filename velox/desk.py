@@ -384,12 +384,16 @@ ALERT_COLOURS = {'outside_nbbo': '#d7191c', 'dark_print': '#2c7bb6', 'block_prin
 
 def sync_source(src, new:dict, key:str='x', rollover:int|None=None) -> int:
     "Make `src` show `new` (sorted by `key`): patch the last shown row, stream rows after it; redraw if they do not line up."
-    old, xs = src.data.get(key, []), np.asarray(new[key])
-    i = int(np.searchsorted(xs, old[-1])) if len(old) else 0
-    if not len(old) or i >= len(xs) or xs[i] != old[-1]:
+    old, xs = np.asarray(src.data.get(key, [])), np.asarray(new[key])
+    n = len(old)
+    i = int(np.searchsorted(xs, old[-1])) if n else 0
+    # the shown rows must be exactly the new rows up to the last shown one: a row that arrived in between (a closed
+    # bar fed after the next minute's forming candle was drawn) means redraw
+    m = min(n, i + 1)  # shown rows the new ones cover (fewer when both are cut to the rollover window)
+    trimmed = rollover is not None and len(xs) >= rollover
+    if not n or i >= len(xs) or (m < n and not trimmed) or not np.array_equal(xs[i + 1 - m:i + 1], old[n - m:]):
         src.data = {c: np.asarray(v) for c, v in new.items()}
         return len(xs)
-    n = len(old)
     changed = {c: [(n - 1, _py(new[c][i]))] for c in new if _py(src.data[c][-1]) != _py(new[c][i])}
     if changed: src.patch(changed)
     if i + 1 < len(xs): src.stream({c: np.asarray(v)[i + 1:] for c, v in new.items()}, rollover=rollover)
@@ -539,7 +543,7 @@ class Candles(Panel):
                                    color=np.where(np.char.find(zones['kind'].astype(str), 'BULL') >= 0, UP,
                                                   np.where(zones['kind'] == 'FVG_UP', '#66bd63', np.where(zones['kind'] == 'FVG_DOWN', '#f46d43', DOWN))))
 
-# %% ../nbs/25_desk.ipynb #21be5cf8
+# %% ../nbs/25_desk.ipynb #de619b9d
 class AlertsFeed(Panel):
     "The newest alerts, filtered by kind, symbol, minimum confidence and off-exchange only."
     kinds, min_interval_s = ('alert',), 0.25
@@ -588,7 +592,7 @@ class AlertsFeed(Panel):
                                 side=[('', 'B', 'S')[s] for s in f['side'].tolist()], bps=np.round(f['distance_bps'], 2).tolist(),
                                 conf=np.round(f['confidence'], 2).tolist(), cond=[','.join(decode_conditions(c)) for c in f['cond'].tolist()])
 
-# %% ../nbs/25_desk.ipynb #30b28f64
+# %% ../nbs/25_desk.ipynb #e6dc2e6e
 def candle_chart(trades:np.ndarray, alerts:np.ndarray|None=None, symbol:str|None=None, tf:str='5m', width:int=900):
     "A static candlestick chart (with SMA/EMA/VWAP, volume, RSI, alerts) of one symbol's trades."
     from velox.bars import trade_bars
