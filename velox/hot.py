@@ -492,7 +492,10 @@ class HotSink:
         self._writes += 1
         syms, cost = self.hot.write_cost(kind, batch, self._units, self.cap)
         f, slack = self._factor.get(kind, 1.5), self.budget // 100  # slack: hash-table growth, client buffers
-        group = np.cumsum(cost * f) // max(1, self.budget - int(self.budget * self.low) - slack)  # recency order is kept
+        # while Redis applies a pipeline it holds the commands in the client's query buffer as well as the data they
+        # add: about twice the bytes at the peak, so each group is priced at twice its estimate
+        f2 = 2 * f
+        group = np.cumsum(cost * f2) // max(1, self.budget - int(self.budget * self.low) - slack)  # recency order is kept
         out = []
         price = lambda b: int(self.hot.write_cost(kind, b, self._units, self.cap)[1].sum())
         for g in np.unique(group):
@@ -502,17 +505,17 @@ class HotSink:
             else: batch_g, c = batch, int(cost.sum())
             keep = syms[group >= g]  # evict symbols outside the batch first, the batch's own only if that is not enough
             while True:
-                evicted, before = self.hot.make_room(self.budget, int(c * f) + slack, keep=keep, low=self.low)
+                evicted, before = self.hot.make_room(self.budget, int(c * f2) + slack, keep=keep, low=self.low)
                 self.evicted += len(evicted)
                 if evicted and not len(keep): c = price(batch_g)  # some of this group may be gone: writing them anew costs more
-                if before + int(c * f) + slack <= self.budget or not (len(keep) or evicted): break
+                if before + int(c * f2) + slack <= self.budget or not (len(keep) or evicted): break
                 keep = ()
             out += write(batch_g)
             after = self.hot.used_memory()
             self.peak = max(self.peak, after)
             if c >= slack:  # learn how far the model is off: up at once, down slowly
                 r = min(4.0, (after - before) / c)
-                self._factor[kind] = f = max(1.0, r, 0.9 * f + 0.1 * r)
+                self._factor[kind] = f = max(1.0, r, 0.9 * f + 0.1 * r); f2 = 2 * f
             if after > self.budget: self.evicted += len(self.hot.enforce_budget(self.budget, self.low))  # model fell short
         return out
 
