@@ -1,15 +1,16 @@
 "Helpers shared by the tests that read topics on a real broker."
-import uuid
+import time, uuid
 from velox.bus import is_eos
 
 
 def read_topic(bus, topic, idle_polls=4, markers=False):
     "Every message on `topic` (a fresh consumer group), until `idle_polls` polls in a row return nothing."
-    out, idle = [], 0
+    out, idle, t0 = [], 0, time.monotonic()
     with bus.consumer([topic], f'check-{uuid.uuid4().hex[:6]}') as c:
         while idle < idle_polls:
             got = c.poll(timeout_ms=1000, max_records=10_000)
-            idle = 0 if got else idle + 1
+            joined = bool(c.assignment()) or time.monotonic() - t0 > 60  # idle polls count once the group is joined
+            idle = 0 if got or not joined else idle + 1
             out += got
     return out if markers else [m for m in out if not is_eos(m)]
 
