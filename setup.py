@@ -18,7 +18,7 @@ setuptools.setup(
     install_requires=reqs('requirements'),
     # [services]: Kafka, Redis, the local broker and papermill workers; [dev]: tests and notebooks too;
     # [browser]: Playwright for browser checks of dashboards (driving Debian's chromium); [gpu]: CuPy;
-    # [seq]: PyTorch to fit the sequence model (velox.sequence; numpy without it).
+    # [seq]: PyTorch to fit the sequence model (velox.trade.lstm; numpy without it).
     extras_require={'services': services, 'dev': services + dev, 'browser': reqs('browser_requirements'),
                     'gpu': reqs('gpu_requirements'), 'seq': reqs('seq_requirements')},
     entry_points={'console_scripts': cfg['console_scripts'].split(), 'nbdev': ['velox=velox._modidx:d']},

@@ -15,17 +15,17 @@ import time
 import numpy as np
 import pandas as pd
 
-from velox.bars import ALL_PRINTS, BarStage, resample_bars, trade_bars
+from velox.market.bars import ALL_PRINTS, BarStage, resample_bars, trade_bars
 from velox.events import encode_conditions
-from velox.feeds import Catalog
-from velox.replay import ArraySource, Replay
-from velox.stage import run_frame, run_replay
+from velox.feeds.recorded import Catalog
+from velox.feeds.replay import ArraySource, Replay
+from velox.runtime.runners import run_frame, run_replay
 
 DEFAULT_DAY = '2013-10-08'
 TZ = 'America/New_York'
 
 
-# -- pandas references, written independently of velox.bars -----------------------------------------------------
+# -- pandas references, written independently of velox.market.bars -----------------------------------------------------
 
 def pandas_naive_bars(t: pd.DataFrame) -> pd.DataFrame:
     "Every print, recorded time: groupby symbol + local-minute floor, then first/max/min/last/sum."

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from velox.book import L2Book, binance_depth, infer_tick
+from velox.market.book import L2Book, binance_depth, infer_tick
 from velox.events import batch
 
 TARGET_NS = 300

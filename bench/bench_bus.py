@@ -4,7 +4,7 @@ kafka-python consume/produce loop over the same messages in the same run.
     python bench/bench_bus.py [--quick] [--copies N] [--latency-s S] [--rate R]
     velox bench bus [--quick]           (same options)
 
-Every scenario starts a fresh local broker (`velox.services.start_broker`, tansu with memory storage), starts
+Every scenario starts a fresh local broker (`velox.infra.services.start_broker`, tansu with memory storage), starts
 the consumers (detect workers as `velox worker detect` processes, or the plain loop as a process), waits until
 they own their partitions (not timed), then times from the first produce to the moment every consumer has
 stopped at the end-of-stream markers. Rows:
@@ -64,7 +64,7 @@ def plain_loop(bootstrap:str, ready:str, done:str, fetch_wait:int|None=None, for
     """Consume market.quotes + market.trades and forward every message unchanged (same key) to `bench.forward`
     (unless not `forward`), until every input partition has delivered its end marker; count events from the frames'
     headers (1 per JSON message)."""
-    from velox.bus import MAGIC, EOS_HEADER
+    from velox.infra.bus import MAGIC, EOS_HEADER
     c, tps = _assigned_consumer(bootstrap, ['market.quotes', 'market.trades'],
                                 **({} if fetch_wait is None else {'fetch_max_wait_ms': fetch_wait}))
     p = _producer(bootstrap)
@@ -91,14 +91,14 @@ def plain_loop(bootstrap:str, ready:str, done:str, fetch_wait:int|None=None, for
 # -- data ---------------------------------------------------------------------------------------------------------
 
 def load_sources(data_dir:str, day:str, symbols=('IBM', 'BAC')):
-    from velox.feeds import Catalog
-    from velox.replay import ArraySource
+    from velox.feeds.recorded import Catalog
+    from velox.feeds.replay import ArraySource
     cat = Catalog(data_dir)
     return [ArraySource(s.kind, s.symbol, s.load()) for sym in symbols for s in cat.find(sym, day)]
 
 
 def window(srcs, t0:int|None, t1:int|None):
-    from velox.replay import ArraySource
+    from velox.feeds.replay import ArraySource
     def cut(d):
         keep = np.ones(len(d), bool)
         if t0 is not None: keep &= d['ts'] >= t0
@@ -110,7 +110,7 @@ def window(srcs, t0:int|None, t1:int|None):
 def copy_names(symbols, copies:int) -> dict[str, list[str]]:
     """`copies` new names per symbol, the first ones whose partition falls in each half of the 6 partitions in turn:
     two range-assigned workers (partitions 0-2 and 3-5) then get one copy of every symbol each (for copies = 2)."""
-    from velox.bus import partition_for
+    from velox.infra.bus import partition_for
     out = {}
     for sym in symbols:
         names, i = [], 0
@@ -123,7 +123,7 @@ def copy_names(symbols, copies:int) -> dict[str, list[str]]:
 
 def synthetic_copies(srcs, copies:int):
     "Each source again under each of its copy names (identical rows, renamed symbol)."
-    from velox.replay import ArraySource
+    from velox.feeds.replay import ArraySource
     names, out = copy_names(sorted({s.symbol for s in srcs}), copies), []
     for s in srcs:
         for name in names[s.symbol]:
@@ -140,8 +140,8 @@ def alert_keys(a) -> set:
 
 def expected_keys(srcs) -> set:
     "The alert keys the notebook runner (`run_frame(detect_stage(), ...)`) finds on `srcs`."
-    from velox.pipeline import detect_stage
-    from velox.stage import run_frame
+    from velox.detect.params import detect_stage
+    from velox.runtime.runners import run_frame
     return alert_keys(run_frame(detect_stage(), srcs, collect=('alert',)).outputs.get('alert'))
 
 
@@ -149,9 +149,9 @@ def expected_keys(srcs) -> set:
 
 def publish_all(bus, srcs, codec:str) -> tuple[int, int]:
     "publish_replay with a codec: every event in event-time windows, keyed by symbol, then the end markers."
-    from velox.bus import publish, publish_eos
-    from velox.pipeline import TOPIC_OF
-    from velox.replay import Replay
+    from velox.infra.bus import publish, publish_eos
+    from velox.runtime.stages import TOPIC_OF
+    from velox.feeds.replay import Replay
     syms, n, msgs = {}, 0, 0
     for win in Replay(srcs).windows(ordered=False):
         for src, b in win:
@@ -163,8 +163,8 @@ def publish_all(bus, srcs, codec:str) -> tuple[int, int]:
 
 
 def new_bus(dsn:str):
-    from velox.bus import bus_from_dsn
-    from velox.pipeline import DETECT_INPUTS, DETECT_OUTPUTS
+    from velox.infra.bus import bus_from_dsn
+    from velox.runtime.stages import DETECT_INPUTS, DETECT_OUTPUTS
     bus = bus_from_dsn(f"{dsn}?{KW}")
     bus.create_topics(list(DETECT_INPUTS) + list(DETECT_OUTPUTS.values()) + [FORWARD])
     return bus
@@ -176,7 +176,7 @@ def start_workers(n:int, dsn:str, tmp:str, max_records:int, extra:str='') -> lis
     "`n` `velox worker detect` processes in group 'bench'; `extra`: more DSN settings ('&fetch_max_wait_ms=10')."
     procs = []
     for i in range(n):
-        cmd = [sys.executable, '-m', 'velox.cli', 'worker', 'detect', '--bus', f"{dsn}?{KW}{extra}", '--group', 'bench',
+        cmd = [sys.executable, '-m', 'velox.face.cli', 'worker', 'detect', '--bus', f"{dsn}?{KW}{extra}", '--group', 'bench',
                '--client-id', f'w{i}', '--until-end', '--status', os.path.join(tmp, f'status{i}.json'),
                '--max-records', str(max_records), '--out-dir', tmp]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
@@ -244,7 +244,7 @@ def read_topic(bootstrap:str, topic:str, timeout:float=30) -> list:
 
 def alert_keys_on_bus(bootstrap:str) -> tuple[set, int]:
     "The keys of the alerts on alerts.darkpool, de-duplicated by id; and the rows read."
-    from velox.bus import decode_message
+    from velox.infra.bus import decode_message
     recs = [r for r in read_topic(bootstrap, 'alerts.darkpool') if r.value]
     if not recs: return set(), 0
     a = np.concatenate([decode_message(r.value)[1] for r in recs])
@@ -263,7 +263,7 @@ def check_alerts(name:str, got:set, want:set):
 
 def run_plain(srcs, codec:str, forward:bool=True) -> dict:
     "The plain loop over the messages of `srcs` (published as `codec`): events, seconds."
-    from velox.services import start_broker
+    from velox.infra.services import start_broker
     tmp = tempfile.mkdtemp(prefix='velox-bench-bus-')
     try:
         with start_broker() as broker:
@@ -283,7 +283,7 @@ def run_plain(srcs, codec:str, forward:bool=True) -> dict:
 
 def run_workers(srcs, workers:int, codec:str, want:set|None, max_records:int) -> dict:
     "`workers` detect processes in one group over the messages of `srcs`: events, seconds; alerts checked."
-    from velox.services import start_broker
+    from velox.infra.services import start_broker
     tmp = tempfile.mkdtemp(prefix='velox-bench-bus-')
     try:
         with start_broker() as broker:
@@ -317,7 +317,7 @@ def run_workers(srcs, workers:int, codec:str, want:set|None, max_records:int) ->
 def merged_schedule(srcs, n_events:int, per_slice:int):
     """The first `n_events` of the event-time merge of `srcs` (quotes before trades at equal ts), cut into slices
     of `per_slice`: per source, the row range of each slice; and each row's slice index."""
-    from velox.replay import source_order
+    from velox.feeds.replay import source_order
     srcs = source_order(srcs)
     keys = np.concatenate([np.maximum.accumulate(s.data['ts']) for s in srcs])
     ranks = np.concatenate([np.full(len(s.data), r) for r, s in enumerate(srcs)])
@@ -355,9 +355,9 @@ def run_latency(srcs, who:str, rate:int, seconds:float, want_fn, fetch_wait:int|
     """Pace the merged stream at `rate` events/s (slices every 10 ms) into a fresh broker; `who` = 'velox' (one detect
     worker process; latency per alert on alerts.darkpool) or 'plain' (the plain loop; latency per forwarded trade).
     `fetch_wait`: the worker's / plain loop's consumer fetch_max_wait_ms (None: kafka-python's default, 500)."""
-    from velox.bus import decode_message, publish, publish_eos
-    from velox.pipeline import TOPIC_OF
-    from velox.services import start_broker
+    from velox.infra.bus import decode_message, publish, publish_eos
+    from velox.runtime.stages import TOPIC_OF
+    from velox.infra.services import start_broker
     per_slice, tick = max(1, rate // 100), 0.01
     ordered, bounds, slice_of, n_slices = merged_schedule(srcs, int(rate * seconds), per_slice)
     tmp = tempfile.mkdtemp(prefix='velox-bench-bus-')
@@ -482,7 +482,7 @@ def main(argv=None):
     a, _ = p.parse_known_args(argv)  # run_path'd by `velox bench`, sys.argv is the CLI's: ignore what is not ours
     if a.role == 'plain': return plain_loop(a.bootstrap, a.ready, a.done, a.fetch_wait, not a.no_forward)
 
-    from velox.pipeline import _clock
+    from velox.core import clock_ns
     if a.quick:
         a.copies, a.latency_s = 0, min(a.latency_s, 5)
     t_all = time.perf_counter()
@@ -490,7 +490,7 @@ def main(argv=None):
     print(f"machine: {machine()}\n")
     srcs = load_sources(a.data_dir, a.day)
     n_q = sum(len(s.data) for s in srcs if s.kind == 'quote'); n_t = sum(len(s.data) for s in srcs if s.kind == 'trade')
-    from velox.bus import partition_for
+    from velox.infra.bus import partition_for
     parts = {s: partition_for(s, PARTITIONS) for s in ('IBM', 'BAC')}
     print(f"{n_q + n_t:,} events: {n_q:,} quotes, {n_t:,} trades. Partition of each key (of {PARTITIONS}): "
           + ', '.join(f"{s} -> {q}" for s, q in parts.items())
@@ -521,7 +521,7 @@ def main(argv=None):
             rows.append((f"velox detect, frame, SYNTHETIC x{a.copies}, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, sref))
     j0, j1 = a.json_window.split('-')
     if a.quick: j1 = f"{j0.split(':')[0]}:10"
-    jsrcs = window(srcs, _clock(a.day, j0, '--json-window'), _clock(a.day, j1, '--json-window'))
+    jsrcs = window(srcs, clock_ns(a.day, j0, '--json-window'), clock_ns(a.day, j1, '--json-window'))
     want_json = expected_keys(jsrcs)
     progress(f'json {j0}-{j1}: plain loop'); jref = run_plain(jsrcs, 'json')
     rows.append((f"plain loop, json {j0}-{j1}", jref, jref))
@@ -542,7 +542,7 @@ def main(argv=None):
                   f"{', '.join(map(str, r['final_parts']))} partitions")
     print(flush=True)
 
-    lsrcs = window(srcs, _clock(a.day, a.latency_from, '--latency-from'), None)
+    lsrcs = window(srcs, clock_ns(a.day, a.latency_from, '--latency-from'), None)
     lrows, holds = [], []
     for fw in (None, a.fetch_wait_low):
         setting = f"fetch_max_wait_ms={500 if fw is None else fw}" + (' (default)' if fw is None else '')

@@ -16,13 +16,14 @@ import time
 import numpy as np
 import pandas as pd
 
-from velox.accumulation import AccumulationStage
-from velox.darkpool import DarkPoolStage
+from velox.detect.accumulation import AccumulationStage
+from velox.detect.darkpool import DarkPoolStage
 from velox.events import empty
-from velox.feeds import Catalog
-from velox.nbbo import NBBOStage
-from velox.replay import ArraySource, Replay
-from velox.stage import Chain, run_frame, run_replay
+from velox.feeds.recorded import Catalog
+from velox.market.nbbo import NBBOStage
+from velox.feeds.replay import ArraySource, Replay
+from velox.stage import Chain
+from velox.runtime.runners import run_frame, run_replay
 
 KINDS = ('outside_nbbo', 'dark_print', 'block_print', 'dark_volume', 'accumulation', 'stealth_accum', 'distribution')
 

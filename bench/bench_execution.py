@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 from velox.core import NS, day_start_ns
 from velox.events import batch
-from velox.execution import ExecutionStage, PaperBroker
-from velox.feeds import Catalog
-from velox.nbbo import consolidated_nbbo
-from velox.replay import ArraySource, Replay
-from velox.risk import Account, Limits, Strategy
-from velox.stage import run_frame, run_replay
+from velox.trade.execution import ExecutionStage, PaperBroker
+from velox.feeds.recorded import Catalog
+from velox.market.nbbo import consolidated_nbbo
+from velox.feeds.replay import ArraySource, Replay
+from velox.trade.risk import Account, Limits, Strategy
+from velox.runtime.runners import run_frame, run_replay
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -4,12 +4,12 @@ import argparse, platform, os, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from velox.bars import trade_bars
+from velox.market.bars import trade_bars
 from velox.events import PRICE_SCALE
-from velox.features import FeatureStage, Indicators, SeedFeatures
-from velox.feeds import Catalog
-from velox.kernels import EWM, MACD, RSI, Bollinger, RollingStat
-from velox.stage import run_frame
+from velox.market.features import FeatureStage, Indicators, SeedFeatures
+from velox.feeds.recorded import Catalog
+from velox.market.kernels import EWM, MACD, RSI, Bollinger, RollingStat
+from velox.runtime.runners import run_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 

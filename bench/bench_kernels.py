@@ -1,4 +1,4 @@
-"""Throughput of the indicator kernels (velox.kernels) on many symbols at once, against pandas doing the same work.
+"""Throughput of the indicator kernels (velox.market.kernels) on many symbols at once, against pandas doing the same work.
 
     python bench/bench_kernels.py [--symbols 2000] [--events 5000] [--repeat 3] [--only rsi,macd]
 
@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pandas as pd
 
-import velox.kernels as K
+import velox.market.kernels as K
 
 
 def make_data(n_sym:int, n_ev:int, seed:int=0):
@@ -89,7 +89,7 @@ def cases(df, px, size, offs):
 
 
 def same(name, got, want, how):
-    "Check the two sides computed the same statistic (not a test of accuracy: see nbs/15_kernels.ipynb)."
+    "Check the two sides computed the same statistic (not a test of accuracy: see nbs/market/03_kernels.ipynb)."
     got = got if isinstance(got, tuple) else (got,)
     want = want if isinstance(want, tuple) else (want,)
     for a, b in zip(got, want):
@@ -149,7 +149,7 @@ def main(argv=None):
     print(f"velox bench kernels · {a.symbols:,} symbols x {a.events:,} events = {n:,} values (synthetic random walks, "
           f"one-cent ticks) · best of {a.repeat}")
     print(f"machine: {machine()}")
-    from velox.kernels_cuda import gpu_available
+    from velox.market.kernels_cuda import gpu_available
     print(f"backend: {'cuda' if gpu_available() else 'cpu'} (auto); numba CPU kernels run on one core\n")
 
     only = [s.strip() for s in a.only.split(',') if s.strip()]

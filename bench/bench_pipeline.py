@@ -18,10 +18,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from velox.feeds import Catalog
-from velox.replay import ArraySource, Replay
-from velox.stage import run_frame, run_replay
-from velox.pipeline import detect_stage, publish_replay, DETECT_INPUTS, DETECT_OUTPUTS
+from velox.feeds.recorded import Catalog
+from velox.feeds.replay import ArraySource, Replay
+from velox.runtime.runners import run_frame, run_replay
+from velox.detect.params import detect_stage
+from velox.runtime.stages import publish_replay, DETECT_INPUTS, DETECT_OUTPUTS
 
 DEFAULT_DAY = '2013-10-08'
 TZ, OPEN_NS, CLOSE_NS = 'America/New_York', (9 * 3600 + 30 * 60) * 10**9, 16 * 3600 * 10**9
@@ -85,14 +86,14 @@ def velox_replay(srcs):
     return run_replay(detect_stage(), Replay(srcs), collect=('alert',)).outputs.get('alert')
 
 def velox_replay_sinks(srcs, store):
-    from velox.stores import StoreSink, HotSink, MemoryHot
+    from velox.infra.stores import StoreSink, HotSink, MemoryHot
     sinks = [StoreSink(store, kinds=('trade', 'alert')), HotSink(MemoryHot())]
     return run_replay(detect_stage(), Replay(srcs), sinks=sinks, collect=('alert',)).outputs.get('alert')
 
 def velox_bus(srcs, split:dict|None=None):
     "publish_replay into a MemoryBus, then one Worker consumes to the end-of-stream markers; `split` gets the two times."
-    from velox.bus import MemoryBus
-    from velox.workers import Worker
+    from velox.infra.bus import MemoryBus
+    from velox.runtime.worker import Worker
     bus = MemoryBus()
     t0 = time.perf_counter()
     publish_replay(bus, Replay(srcs))
@@ -151,7 +152,7 @@ def main(argv=None):
 
     # Warm up (imports, numba/JIT, chDB start-up) and check every runner finds the reference's alerts, untimed.
     store_dir = tempfile.mkdtemp(prefix='velox-bench-')
-    from velox.stores import Store
+    from velox.infra.stores import Store
     store = Store(f"chdb://{os.path.abspath(store_dir)}/chdb").migrate()
     try:
         runners = [('velox run_frame (notebook runner)', lambda: velox_frame(srcs)),

@@ -17,10 +17,10 @@ import argparse, gc, os, platform, shutil, tempfile, threading, time
 import numpy as np
 
 from velox.events import to_dicts
-from velox.feeds import Catalog
-from velox.nbbo import consolidated_nbbo
-from velox.replay import ArraySource, Replay
-from velox.stores import HotSink, RedisHot, Store, StoreSink, table_for
+from velox.feeds.recorded import Catalog
+from velox.market.nbbo import consolidated_nbbo
+from velox.feeds.replay import ArraySource, Replay
+from velox.infra.stores import HotSink, RedisHot, Store, StoreSink, table_for
 
 
 def windows(srcs):
@@ -83,7 +83,7 @@ def _cmds(r) -> int: return int(r.info('stats')['total_commands_processed'])
 
 
 def bench_redis(srcs, sample:int, n_symbols:int=2000, budget_mb:float=8) -> list:
-    from velox.services import start_redis
+    from velox.infra.services import start_redis
     nb_srcs = [ArraySource('nbbo', s.symbol, consolidated_nbbo(s.data)[0], key=f'{s.symbol}/nbbo') for s in srcs if s.kind == 'quote']
     hot_srcs = nb_srcs + [s for s in srcs if s.kind == 'trade']
     n = sum(len(s.data) for s in hot_srcs)

@@ -1,7 +1,7 @@
 "Shared by the browser tests: Debian's chromium, its headless flags, where screenshots go."
 import os
 from pathlib import Path
-from velox.desk_ops import CHROMIUM_ARGS
+from velox.face.desk_ops import CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get('VELOX_CHROMIUM', '/usr/bin/chromium')

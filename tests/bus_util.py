@@ -1,6 +1,6 @@
 "Helpers shared by the tests that read topics on a real broker."
 import time, uuid
-from velox.bus import is_eos
+from velox.infra.bus import is_eos
 
 
 def read_topic(bus, topic, idle_polls=4, markers=False):

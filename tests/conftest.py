@@ -1,7 +1,7 @@
-"Session fixtures that start real local services with velox's own code (velox.services)."
+"Session fixtures that start real local services with velox's own code (velox.infra.services)."
 import os
 import pytest
-from velox.bus import MemoryBus
+from velox.infra.bus import MemoryBus
 from velox.core import VeloxError
 
 # Kafka consumer-group settings for tests: the local broker takes about half of session_timeout_ms to
@@ -22,7 +22,7 @@ def _start(start, module):
 @pytest.fixture(scope='session')
 def kafka_bootstrap():
     "'127.0.0.1:PORT' of a tansu broker (in-memory storage) running for the whole test session."
-    from velox.services import start_broker
+    from velox.infra.services import start_broker
     svc = _start(start_broker, 'kafka')
     yield svc.dsn.split('://', 1)[1]
     svc.stop()
@@ -31,7 +31,7 @@ def kafka_bootstrap():
 @pytest.fixture(scope='session')
 def redis_url():
     "'redis://127.0.0.1:PORT/0' of a redis-server running for the whole test session."
-    from velox.services import start_redis
+    from velox.infra.services import start_redis
     svc = _start(start_redis, 'redis')
     yield svc.dsn
     svc.stop()
@@ -40,7 +40,7 @@ def redis_url():
 @pytest.fixture
 def kafka_bus(kafka_bootstrap):
     "A KafkaBus on the session broker with the short test group timeouts; closed after the test."
-    from velox.bus import KafkaBus
+    from velox.infra.bus import KafkaBus
     bus = KafkaBus(kafka_bootstrap, **KAFKA_TEST_KW)
     yield bus
     bus.close()

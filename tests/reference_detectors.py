@@ -1,7 +1,7 @@
 """Independent reference implementations of the issue-5 detectors: pandas and plain Python loops over the raw Lean
 CSV rows, no velox code. Prices stay in Lean units (1/10,000 $); times in ms after New York midnight.
 
-Conventions (the documented behaviour of velox.classify / velox.darkpool / velox.accumulation):
+Conventions (the documented behaviour of velox.market.signing / velox.detect.darkpool / velox.detect.accumulation):
 - NBBO at a trade: the quote state after the last quote row at or before `trade ms - lag` (quotes first at a tie);
 - Lee-Ready: above the midpoint buy, below sell (two-sided, uncrossed quotes only), else the tick rule over all
   prints of the day in file order (zero tick repeats the last non-zero tick, 0 before any change);

@@ -4,9 +4,9 @@ from pathlib import Path
 import numpy as np
 from velox.core import NS, day_start_ns
 from velox.events import PRICE_SCALE, batch
-from velox.feeds import Catalog
-from velox.nbbo import consolidated_nbbo
-from velox.replay import ArraySource
+from velox.feeds.recorded import Catalog
+from velox.market.nbbo import consolidated_nbbo
+from velox.feeds.replay import ArraySource
 
 DATA = Path(__file__).resolve().parent.parent / 'replay/data'
 DAY = '2013-10-08'

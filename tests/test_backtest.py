@@ -4,11 +4,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from velox.backtest import PerformanceStage, backtest, report, round_trips
+from velox.trade.backtest import PerformanceStage, backtest, report, round_trips
 from velox.core import NS
-from velox.ensemble import Ensemble, Model, SignalStage
+from velox.trade.ensemble import Ensemble, Model, SignalStage
 from velox.events import PRICE_SCALE
-from velox.risk import Account, Limits, Sizer, Strategy
+from velox.trade.risk import Account, Limits, Sizer, Strategy
 from reference_trading import DATA
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +133,7 @@ def test_report_has_one_trades_row_per_round_trip_counted_from_fills(res, tmp_pa
 
 
 def _velox(*args, timeout=120):
-    return subprocess.run([sys.executable, '-m', 'velox.cli', *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, '-m', 'velox.face.cli', *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def test_cli_backtest_writes_the_report_end_to_end(tmp_path):

@@ -2,19 +2,19 @@
 of the same print rule, the 1m -> 5m/15m/1h hierarchy, and batching invariance of the streaming BarStage.
 
 Run with `-s` to see the match-rate tables. Expectations come from the Lean files and from pandas code written
-here, never from velox.bars itself (except where two velox paths must agree: hierarchy, batching)."""
+here, never from velox.market.bars itself (except where two velox paths must agree: hierarchy, batching)."""
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from velox.bars import ALL_PRINTS, BarStage, bar_quotes, quote_bars, resample_bars, trade_bars
+from velox.market.bars import ALL_PRINTS, BarStage, bar_quotes, quote_bars, resample_bars, trade_bars
 from velox.events import encode_conditions
-from velox.feeds import Catalog
-from velox.nbbo import consolidated_nbbo
-from velox.replay import ArraySource, Replay
-from velox.stage import run_frame, run_replay
+from velox.feeds.recorded import Catalog
+from velox.market.nbbo import consolidated_nbbo
+from velox.feeds.replay import ArraySource, Replay
+from velox.runtime.runners import run_frame, run_replay
 
 DATA = Path(__file__).resolve().parent.parent/'replay/data'
 CAT = Catalog(DATA)
@@ -78,7 +78,7 @@ def totals(days, fn, kind, fields):
 
 
 def test_trade_bars_match_recorded_lean_minute_bars(days):
-    "Default rule: O, C and volume on every Lean bar; H and L on all but one bar each (explained in nbs/16_bars)."
+    "Default rule: O, C and volume on every Lean bar; H and L on all but one bar each (explained in nbs/market/01_bars)."
     naive = totals(days, lambda d: trade_bars(d['trade'], '1m', rule=ALL_PRINTS), 'bar', FIELDS)
     got = totals(days, lambda d: trade_bars(d['trade'], '1m'), 'bar', FIELDS)
     print('\ntrade bars, every print (ALL_PRINTS):\n' + table(naive, FIELDS))
@@ -93,7 +93,7 @@ def test_trade_bars_match_recorded_lean_minute_bars(days):
 
 
 def test_quote_bars_match_recorded_lean_quote_bars(days):
-    "IBM: every field of every bar. BAC: 4 bars after the close where Lean un-crosses the NBBO (nbs/16_bars)."
+    "IBM: every field of every bar. BAC: 4 bars after the close where Lean un-crosses the NBBO (nbs/market/01_bars)."
     every = totals(days, lambda d: quote_bars(d['nbbo_all'], '1m'), 'quote_bar', QFIELDS)
     got = totals(days, lambda d: quote_bars(d['nbbo'], '1m'), 'quote_bar', QFIELDS)
     print('\nquote bars, NBBO from every quote row:\n' + table(every, QFIELDS))

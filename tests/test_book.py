@@ -1,7 +1,7 @@
 """The L2 book against independent references on the recorded Binance captures.
 
 Expectations come from the raw capture (gzip + json, Binance's documented snapshot rule) and from plain dict
-books (price -> size per side, best = max/min of the keys), never from velox.book itself."""
+books (price -> size per side, best = max/min of the keys), never from velox.market.book itself."""
 import gzip
 import json
 from pathlib import Path
@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from velox.book import L2Book, binance_depth, infer_tick, message_ends
+from velox.market.book import L2Book, binance_depth, infer_tick, message_ends
 from velox.events import price_from_str
-from velox.feeds import load_binance
+from velox.feeds.recorded import load_binance
 
 DATA = Path(__file__).resolve().parent.parent/'replay/data/binance'
 FILES = sorted(DATA.glob('*.gz'))

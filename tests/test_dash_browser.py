@@ -42,7 +42,7 @@ def served(tmp_path):
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
     log = open(tmp_path / 'dash.log', 'w')
-    p = subprocess.Popen([sys.executable, '-m', 'velox.cli', 'dash', '--data-dir', str(ROOT / 'replay' / 'data'), '--out-dir',
+    p = subprocess.Popen([sys.executable, '-m', 'velox.face.cli', 'dash', '--data-dir', str(ROOT / 'replay' / 'data'), '--out-dir',
                           str(tmp_path), '--symbols', 'IBM', '--date', '2013-10-08', '--speed', 'max', '--port', str(port)],
                          stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env={**os.environ, 'VELOX_LOG_LEVEL': 'WARNING'})
     url, deadline = f'http://127.0.0.1:{port}/', time.monotonic() + 60

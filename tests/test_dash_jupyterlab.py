@@ -1,4 +1,4 @@
-"""The dashboard notebook (nbs/27_dashboard.ipynb) run by a real JupyterLab in headless chromium: every cell runs
+"""The dashboard notebook (nbs/guides/03_dashboard.ipynb) run by a real JupyterLab in headless chromium: every cell runs
 through JupyterLab's own "run all cells" command, the ipywidgets replay control and the Bokeh components render
 (ipywidgets and jupyter_bokeh front-end extensions active), and they update while the replays run — the control's
 progress bar moves, and the live desk's replay status, tape and candles change in its Bokeh document (counted through
@@ -10,7 +10,7 @@ import pytest
 from browser_util import ARGS, ARTIFACTS, CHROMIUM, ROOT
 
 pytestmark = pytest.mark.slow
-NOTEBOOK = '27_dashboard.ipynb'
+NOTEBOOK = 'guides/03_dashboard.ipynb'
 
 # the notebook panel's cells, read from JupyterLab's own models
 CELLS_JS = """() => {
@@ -70,10 +70,11 @@ def lab(tmp_path):
         pytest.importorskip(m, reason="pip install 'velox[services]'")
     work = tmp_path / 'work'
     (work / 'nbs').mkdir(parents=True)
-    (work / 'replay').symlink_to(ROOT / 'replay')  # the notebook reads '../replay/data'
+    (work / 'replay').symlink_to(ROOT / 'replay')  # the notebook reads '../../replay/data'
     nb = json.loads((ROOT / 'nbs' / NOTEBOOK).read_text())
     # the copy leaves out the cells the tests never run (`#| eval: false`: remaking the pictures)
     nb['cells'] = [c for c in nb['cells'] if not ''.join(c['source']).lstrip().startswith('#| eval: false')]
+    (work / 'nbs' / NOTEBOOK).parent.mkdir(parents=True, exist_ok=True)
     (work / 'nbs' / NOTEBOOK).write_text(json.dumps(nb))
     # lab settings of this server only: render every cell (JupyterLab 4 otherwise renders only the cells in view, and
     # the widgets scrolled past would leave the page), and no news pop-up over the notebook

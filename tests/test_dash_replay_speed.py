@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from velox.core import NS
-from velox.dashapp import build_desk, catalog_table
-from velox.desk import SPEEDS
-from velox.pipeline import _clock
+from velox.face.dashapp import build_desk, catalog_table
+from velox.face.desk import SPEEDS
+from velox.core import clock_ns
 
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).resolve().parent.parent / 'replay' / 'data'
@@ -24,7 +24,7 @@ def _day():
 
 def _desk(symbol, day, speed):
     "A desk whose replay control replays 10 minutes from 10:00; every batch fed to the desk is recorded."
-    t0 = _clock(day, '10:00', 'start')
+    t0 = clock_ns(day, '10:00', 'start')
     desk = build_desk(str(DATA), [symbol], day, speed, smc=False, end=t0 + WINDOW_S * NS)
     fed = []
     def record(kind, b): fed.append((kind, b.copy())); desk.feed(kind, b)

@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from velox.accumulation import AccumulationStage, build_baselines
-from velox.baselines import Baselines, iso_day
-from velox.feeds import Catalog
-from velox.nbbo import NBBOStage
-from velox.pipeline import save_params, load_param_file, accumulation_stage
-from velox.stage import Chain, run_frame
+from velox.detect.accumulation import AccumulationStage, build_baselines
+from velox.detect.baselines import Baselines, iso_day
+from velox.feeds.recorded import Catalog
+from velox.market.nbbo import NBBOStage
+from velox.detect.params import save_params, load_param_file, accumulation_stage
+from velox.stage import Chain
+from velox.runtime.runners import run_frame
 from reference_detectors import interval_table, features, z_against_earlier_days
 
 DATA = Path(__file__).resolve().parent.parent / 'replay' / 'data'

@@ -2,9 +2,9 @@
 from pathlib import Path
 import numpy as np
 import pytest
-from velox.classify import lee_ready, QuoteMemory
-from velox.feeds import Catalog
-from velox.nbbo import consolidated_nbbo
+from velox.market.signing import lee_ready, QuoteMemory
+from velox.feeds.recorded import Catalog
+from velox.market.nbbo import consolidated_nbbo
 from reference_detectors import classified_trades
 
 DATA = Path(__file__).resolve().parent.parent / 'replay' / 'data'

@@ -5,14 +5,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from velox.darkpool import DarkPoolStage
-from velox.accumulation import AccumulationStage
-from velox.detectors import OutsideNBBO
+from velox.detect.darkpool import DarkPoolStage
+from velox.detect.accumulation import AccumulationStage
+from velox.detect.outside_nbbo import OutsideNBBO
 from velox.events import batch, empty, PRICE_SCALE
-from velox.feeds import Catalog
-from velox.nbbo import NBBOStage
-from velox.replay import Replay, ArraySource
-from velox.stage import Chain, run_frame, run_replay
+from velox.feeds.recorded import Catalog
+from velox.market.nbbo import NBBOStage
+from velox.feeds.replay import Replay, ArraySource
+from velox.stage import Chain
+from velox.runtime.runners import run_frame, run_replay
 from reference_detectors import block_prints, interval_table, z_against_earlier_days
 
 DATA = Path(__file__).resolve().parent.parent / 'replay' / 'data'

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path(CHROMIUM).exists(), 
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp('site') / '_docs'
-    r = subprocess.run([sys.executable, '-m', 'velox.cli', 'docs', 'build', '--out', str(out)], cwd=ROOT,
+    r = subprocess.run([sys.executable, '-m', 'velox.face.cli', 'docs', 'build', '--out', str(out)], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     return out, json.loads((out / 'pages.json').read_text())
@@ -34,7 +34,7 @@ def test_the_site_has_a_page_per_notebook_a_getting_started_page_and_an_api_refe
         for href in links(text):
             if not href.startswith(('http:', 'https:', 'mailto:', '#')): assert (out / href.split('#')[0]).exists(), (f, href)
     api = (out / 'api.html').read_text()
-    assert 'velox.launcher' in api and 'fleet_start' in api and 'stage_worker' in api
+    assert 'velox.runtime.launcher' in api and 'fleet_start' in api and 'stage_worker' in api
 
 
 def links(text):

@@ -2,12 +2,12 @@
 import numpy as np
 import pytest
 from velox.core import NS, day_start_ns
-from velox.ensemble import (Ensemble, GBTModel, Isotonic, LogisticModel, Model, Platt, SignalStage, brier, forward_labels,
+from velox.trade.ensemble import (Ensemble, GBTModel, Isotonic, LogisticModel, Model, Platt, SignalStage, brier, forward_labels,
                             indicator_features, leakage_check, tier_of, walk_forward)
-from velox.features import FeatureStage
-from velox.feeds import Catalog
-from velox.replay import ArraySource, Replay
-from velox.stage import run_frame, run_replay
+from velox.market.features import FeatureStage
+from velox.feeds.recorded import Catalog
+from velox.feeds.replay import ArraySource, Replay
+from velox.runtime.runners import run_frame, run_replay
 from reference_trading import DATA, DAY
 
 

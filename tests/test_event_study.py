@@ -1,4 +1,4 @@
-"""Event study (velox.event_study): forward returns against a brute-force loop over the price path, the matched
+"""Event study (velox.detect.event_study): forward returns against a brute-force loop over the price path, the matched
 random baseline's promises (same symbol, session, time of day, event times excluded, seeded), genericity over any
 event kinds, and — with -s — the table for the recorded week.
 
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from velox.core import NS
-from velox.event_study import (event_study, events_frame, forward_returns, matched_random_times, session_days,
+from velox.detect.event_study import (event_study, events_frame, forward_returns, matched_random_times, session_days,
                                study_inputs)
-from velox.feeds import Catalog
+from velox.feeds.recorded import Catalog
 
 DATA = Path(__file__).resolve().parent.parent/'replay/data'
 CAT = Catalog(DATA)

@@ -4,10 +4,10 @@ import pytest
 from fastcore.test import test_close as close
 from velox.core import NS, day_start_ns
 from velox.events import PRICE_SCALE
-from velox.execution import ExecutionStage, PaperBroker
-from velox.replay import Replay
-from velox.risk import Account, Limits, Strategy
-from velox.stage import run_frame, run_replay
+from velox.trade.execution import ExecutionStage, PaperBroker
+from velox.feeds.replay import Replay
+from velox.trade.risk import Account, Limits, Strategy
+from velox.runtime.runners import run_frame, run_replay
 from reference_trading import DAY, brute_positions, nbbo_window, scripted_signals, sources
 
 KEEP = ('order', 'fill', 'position', 'risk')
@@ -125,9 +125,9 @@ def test_late_signal_is_rejected_not_filled_against_another_quote():
 
 @pytest.mark.slow
 def test_whole_day_replay_identical_in_both_runners():
-    from velox.feeds import Catalog
-    from velox.nbbo import NBBOStage
-    from velox.replay import ArraySource
+    from velox.feeds.recorded import Catalog
+    from velox.market.nbbo import NBBOStage
+    from velox.feeds.replay import ArraySource
     from velox.stage import Chain
     from reference_trading import DATA
     cat = Catalog(DATA)

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from velox.core import DataError
-from velox.feeds import Catalog, Source, lean_tick_csv, load_binance, load_jsonl, load_lean_minute, load_lean_ticks
+from velox.feeds.recorded import Catalog, Source, lean_tick_csv, load_binance, load_jsonl, load_lean_minute, load_lean_ticks
 
 DATA = Path(__file__).resolve().parent.parent/'replay/data'
 TICK_FILES = sorted((DATA/'lean/equity/usa/tick').glob('*/*.zip'))

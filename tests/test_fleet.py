@@ -11,21 +11,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from velox.bus import KafkaBus, decode_message, is_eos, publish_eos
-from velox.feeds import Catalog
-from velox.launcher import fleet_status, file_sha256, notebook_complete, runs
-from velox.pipeline import PERSIST_TOPICS, features_stage, publish_replay, trading_stage, _clock
-from velox.replay import Replay
-from velox.services import start_broker, start_redis
-from velox.stage import run_frame, run_replay
-from velox.topics import apply as create_topics, topic_spec
+from velox.infra.bus import KafkaBus, decode_message, is_eos, publish_eos
+from velox.feeds.recorded import Catalog
+from velox.runtime.launcher import fleet_status, file_sha256, notebook_complete, runs
+from velox.runtime.stages import PERSIST_TOPICS, features_stage, publish_replay, trading_stage
+from velox.core import clock_ns
+from velox.feeds.replay import Replay
+from velox.infra.services import start_broker, start_redis
+from velox.runtime.runners import run_frame, run_replay
+from velox.infra.topics import apply as create_topics, topic_spec
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 KW = '?session_timeout_ms=6000&heartbeat_interval_ms=1000'
 DAY = '2013-10-08'
 SRCS = [s for sym in ('IBM', 'BAC') for s in Catalog(ROOT / 'replay' / 'data').find(sym, DAY)]
-T0, TMID, T1 = (_clock(DAY, t, 't') for t in ('10:00', '10:15', '10:30'))
+T0, TMID, T1 = (clock_ns(DAY, t, 't') for t in ('10:00', '10:15', '10:30'))
 OUT = {'alerts.darkpool': 'alert', 'features.indicators': 'indicator', 'predictions.lr': 'prediction', 'predictions.gbt': 'prediction',
        **{f'signals.{s}': 'signal' for s in ('raw', 'calibrated', 'filtered', 'final')}, 'orders.events': 'order',
        'orders.fills': 'fill', 'positions.updates': 'position'}
@@ -41,7 +42,7 @@ def unique_rows(a):
 
 
 def velox(*args, timeout=120):
-    r = subprocess.run([sys.executable, '-m', 'velox.cli', *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run([sys.executable, '-m', 'velox.face.cli', *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"velox {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
     return r.stdout
 
@@ -181,7 +182,7 @@ def test_fleet_runs_the_whole_stage_graph_scaled_and_crashed_mid_run_with_exactl
     for t, k in (('orders.events', 'order'), ('orders.fills', 'fill'), ('positions.updates', 'position')):
         np.testing.assert_array_equal(by_id(dedupe(out[t])), by_id(ref[k]), err_msg=t)
     # ... and so do the stored rows, written by the persist worker (the store's only writer), read with FINAL
-    from velox.stores import Store
+    from velox.infra.stores import Store
     with Store(chdb) as st:
         assert st.count('trade') == len(data['trade']) and st.count('quote') == len(data['quote'])
         assert st.count('nbbo') == len(nbbo_ref)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from velox.bus import MemoryBus, decode_message
+from velox.infra.bus import MemoryBus, decode_message
 from velox.core import NS, NY, ns_to_local
 from velox.events import TRADE_CONDITIONS
-from velox.feeds import load_binance, load_lean_ticks
-from velox.iqfeed import DLQ_TOPIC, TOPICS, UPDATE_FIELDS, IQFeedClient, l1_handshake
+from velox.feeds.recorded import load_binance, load_lean_ticks
+from velox.feeds.iqfeed import DLQ_TOPIC, TOPICS, UPDATE_FIELDS, IQFeedClient, l1_handshake
 
 DATA = Path(__file__).resolve().parent.parent / 'replay' / 'data'
 DAY = '20131008'
@@ -307,8 +307,8 @@ def test_l2_price_levels_round_trip_real_binance_depth():
 
 @pytest.mark.kafka
 def test_velox_feed_iqfeed_command_publishes_to_kafka(kafka_bootstrap):
-    from velox.bus import KafkaBus
-    from velox.cli import main
+    from velox.infra.bus import KafkaBus
+    from velox.face.cli import main
     # served under a symbol of its own, so other tests' IBM rows on the shared broker cannot mix in
     rec = window('IBM', '12:00:00', '12:00:10')
     for b in rec.values(): b['symbol'] = 'IQTEST'

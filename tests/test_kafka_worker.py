@@ -4,14 +4,16 @@ import json, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
-from velox.bus import KafkaBus, decode_message, is_eos
-from velox.topics import dlq_topic
+from velox.infra.bus import KafkaBus, decode_message, is_eos
+from velox.infra.topics import dlq_topic
 from bus_util import read_topic
-from velox.feeds import Catalog
-from velox.pipeline import DETECT_INPUTS, detect_stage, publish_replay, _clock
-from velox.replay import Replay
-from velox.services import start_broker, start_redis
-from velox.stage import run_frame
+from velox.feeds.recorded import Catalog
+from velox.runtime.stages import DETECT_INPUTS, publish_replay
+from velox.detect.params import detect_stage
+from velox.core import clock_ns
+from velox.feeds.replay import Replay
+from velox.infra.services import start_broker, start_redis
+from velox.runtime.runners import run_frame
 
 pytestmark = pytest.mark.kafka
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +22,7 @@ KW = '?session_timeout_ms=6000&heartbeat_interval_ms=1000'
 DAY = '2013-10-08'
 CAT = Catalog(ROOT / 'replay' / 'data')
 SRCS = [s for sym in ('IBM', 'BAC') for s in CAT.find(sym, DAY)]
-T0, T1 = _clock(DAY, '10:00', 'start'), _clock(DAY, '10:40', 'end')
+T0, T1 = clock_ns(DAY, '10:00', 'start'), clock_ns(DAY, '10:40', 'end')
 
 
 def canon(a): return a[np.lexsort((a['kind'], a['trade_seq'], a['ts'], a['symbol']))]
@@ -94,7 +96,7 @@ def test_velox_run_on_real_kafka_and_redis_equals_the_embedded_run(tmp_path, exp
     with start_broker() as broker, start_redis() as redis_svc:
         args = ['run', '--symbols', 'IBM,BAC', '--date', DAY, '--start', '10:00', '--end', '10:40', '--no-progress',
                 '--no-report', '--out-dir', str(tmp_path)]
-        r = subprocess.run([sys.executable, '-m', 'velox.cli', *args, '--bus', broker.dsn + KW, '--hot', redis_svc.dsn],
+        r = subprocess.run([sys.executable, '-m', 'velox.face.cli', *args, '--bus', broker.dsn + KW, '--hot', redis_svc.dsn],
                            cwd=ROOT, capture_output=True, text=True, timeout=240)
         assert r.returncode == 0, r.stderr
         assert f"outside-NBBO {len(expected):>12,}" in r.stdout.replace('  ', ' ').replace('outside-NBBO ', 'outside-NBBO ') or \
@@ -102,6 +104,6 @@ def test_velox_run_on_real_kafka_and_redis_equals_the_embedded_run(tmp_path, exp
         import redis
         l1 = redis.Redis.from_url(redis_svc.dsn).hgetall('l1:IBM')
         assert l1, 'the run wrote IBM L1 to Redis'
-    from velox.stores import Store
+    from velox.infra.stores import Store
     with Store(f"chdb://{tmp_path.absolute()}/chdb") as st:
         np.testing.assert_array_equal(canon(st.read('alert')), expected)

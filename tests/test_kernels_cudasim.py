@@ -1,4 +1,4 @@
-"The CUDA kernels of velox.kernels, run by numba's CUDA simulator, give the CPU kernels' values on real data."
+"The CUDA kernels of velox.market.kernels, run by numba's CUDA simulator, give the CPU kernels' values on real data."
 import os
 import subprocess
 import sys
@@ -12,9 +12,9 @@ SCRIPT = textwrap.dedent('''
     import importlib.util, sys
     import numpy as np
     from numba import cuda
-    import velox.kernels as K
-    from velox.kernels_cuda import gpu_available
-    from velox.feeds import Catalog
+    import velox.market.kernels as K
+    from velox.market.kernels_cuda import gpu_available
+    from velox.feeds.recorded import Catalog
     from velox.events import PRICE_SCALE
 
     assert cuda.is_available()  # the simulator's device

@@ -5,12 +5,13 @@ import threading
 import numpy as np
 import pytest
 from velox.core import NS, ConfigError
-from velox.ensemble import Ensemble, LogisticModel, SignalStage, brier, indicator_features
-from velox.features import FeatureStage
-from velox.feeds import Catalog
-from velox.models import (Combiner, EnsembleStage, Inverted, ModelRegistry, PredictionStage, day_of, fit_models,
+from velox.trade.ensemble import Ensemble, LogisticModel, SignalStage, brier, indicator_features
+from velox.market.features import FeatureStage
+from velox.feeds.recorded import Catalog
+from velox.trade.registry import (Combiner, EnsembleStage, Inverted, ModelRegistry, PredictionStage, day_of, fit_models,
                           register_all)
-from velox.stage import Chain, run_frame
+from velox.stage import Chain
+from velox.runtime.runners import run_frame
 from reference_trading import DATA
 
 DAYS = ('2013-10-08', '2013-10-09', '2013-10-10')  # fit, validate, live
@@ -97,7 +98,7 @@ def test_a_concurrent_reader_sees_one_promoted_version_or_the_other(reg, fitted,
 
 
 def _labelled(ind):
-    from velox.ensemble import forward_labels
+    from velox.trade.ensemble import forward_labels
     rows, X = indicator_features(ind)
     ret, ok = forward_labels(rows)
     return X[ok], (ret[ok] > 0).astype(float)
@@ -230,7 +231,7 @@ def test_ensemble_stage_refuses_a_combiner_of_other_models(fitted):
 
 
 def _velox(*args):
-    from velox.cli import main
+    from velox.face.cli import main
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try: main(list(args)); code = 0

@@ -12,7 +12,7 @@ import pytest
 
 from velox.core import VeloxError
 from velox.events import batch
-from velox.notify import (DeliveryError, EmailOutput, Notification, Notifier, TelegramOutput, WebhookOutput,
+from velox.infra.notify import (DeliveryError, EmailOutput, Notification, Notifier, TelegramOutput, WebhookOutput,
                           load_notifier)
 
 TOKEN = '7081234567:AAHk3-Zq_secretBotToken_9xY'
@@ -236,7 +236,7 @@ def test_email_refused_permanently_is_not_retried(smtp):
 
 
 def test_velox_notify_test_command_sends_through_every_configured_output(http, smtp, tmp_path, monkeypatch, capsys):
-    from velox.cli import main
+    from velox.face.cli import main
     hook, tg = http(), http()
     handler, port = smtp()
     monkeypatch.setenv('VELOX_TG_TOKEN', TOKEN)
@@ -258,7 +258,7 @@ def test_velox_notify_test_command_sends_through_every_configured_output(http, s
 
 
 def test_velox_notify_test_fails_when_an_output_does_not_take_it(http, tmp_path, capsys):
-    from velox.cli import main
+    from velox.face.cli import main
     srv = http([500] * 20)
     cfg = tmp_path / 'notify.yaml'
     cfg.write_text(f'outputs:\n  ops: {{type: webhook, url: "{srv.url}", attempts: 2, backoff_base: 0.01}}\n')

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 from velox.core import NS, day_start_ns
 from velox.events import batch
-from velox.execution import ExecutionStage, PaperBroker
-from velox.replay import ArraySource
-from velox.risk import Account, Limits, Strategy
-from velox.stage import run_frame
+from velox.trade.execution import ExecutionStage, PaperBroker
+from velox.feeds.replay import ArraySource
+from velox.trade.risk import Account, Limits, Strategy
+from velox.runtime.runners import run_frame
 from reference_trading import DAY, equity_path, nbbo_window, scripted_signals, sources
 
 KEEP = ('order', 'fill', 'position', 'risk')

@@ -4,12 +4,14 @@ import json, logging, signal, subprocess, sys, time, urllib.request, uuid
 from pathlib import Path
 import numpy as np
 import pytest
-from velox.bus import KafkaBus, decode_message, publish, publish_eos, encode_json
-from velox.feeds import Catalog
-from velox.pipeline import DETECT_INPUTS, detect_stage, _clock
-from velox.services import start_broker, start_redis
-from velox.stage import run_frame
-from velox.topics import dlq_topic
+from velox.infra.bus import KafkaBus, decode_message, publish, publish_eos, encode_json
+from velox.feeds.recorded import Catalog
+from velox.runtime.stages import DETECT_INPUTS
+from velox.detect.params import detect_stage
+from velox.core import clock_ns
+from velox.infra.services import start_broker, start_redis
+from velox.runtime.runners import run_frame
+from velox.infra.topics import dlq_topic
 from bus_util import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -24,8 +26,8 @@ def canon(a): return a[np.lexsort((a['kind'], a['trade_seq'], a['ts'], a['symbol
 
 
 def window(start=None, end=None):
-    t0 = _clock(DAY, start, 's') if start else None
-    t1 = _clock(DAY, end, 'e') if end else None
+    t0 = clock_ns(DAY, start, 's') if start else None
+    t1 = clock_ns(DAY, end, 'e') if end else None
     cut = lambda b: b[(b['ts'] >= (t0 or 0)) & (b['ts'] < (t1 or 2**62))]
     return {k: np.concatenate([cut(DATA[s.key]) for s in SRCS if s.kind == k]) for k in ('quote', 'trade')}
 
@@ -57,7 +59,7 @@ class Fleet:
     def stop_path(self): return self.tmp / 'stop'
 
     def start(self, name, *more):
-        cmd = [sys.executable, '-m', 'velox.cli', 'worker', 'detect', '--bus', self.broker.dsn + KW, '--group', self.group,
+        cmd = [sys.executable, '-m', 'velox.face.cli', 'worker', 'detect', '--bus', self.broker.dsn + KW, '--group', self.group,
                '--client-id', name, *self.end, '--status', str(self.status_path(name)), '--max-runtime', '240',
                '--out-dir', str(self.tmp), *self.extra, *more]
         self.procs[name] = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -166,7 +168,7 @@ def test_kill_9_mid_stream_and_restart_misses_nothing_and_stores_nothing_twice(d
         al, _ = outputs(bus)
         np.testing.assert_array_equal(al, expect)  # on the topic, after de-duplication by id: nothing missing
         bus.close()
-    from velox.stores import Store
+    from velox.infra.stores import Store
     with Store(store) as s:  # in the store: every alert exactly once
         np.testing.assert_array_equal(canon(s.read('alert')), expect)
         assert s.count('alert') == len(expect)
@@ -176,7 +178,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_with_their_reason_and_proce
     data = window('10:00', '10:30')
     expect = canon(run_frame(detect_stage(), data)['alert'])
     import struct
-    from velox.bus import encode_frame
+    from velox.infra.bus import encode_frame
     good = encode_frame('trade', data['trade'][data['trade']['symbol'] == 'IBM'][:3])
     v99 = good[:4] + struct.pack('<H', 99) + good[6:]
     poison = [('market.trades', b'{"type": "trade", "symbol": "IBM", "price": ', 'IBM'),  # invalid JSON
@@ -246,7 +248,7 @@ def test_a_redis_outage_mid_run_loses_no_hot_state_and_no_checkpoint(day, tmp_pa
         assert sa['sink_failures'] > 0 and sa['events'] == total
         al, _ = outputs(bus)
         np.testing.assert_array_equal(al, expect)
-        from velox.stores import RedisHot
+        from velox.infra.stores import RedisHot
         from velox.events import to_dicts
         with RedisHot(redis_svc.dsn) as hot:
             for sym in ('IBM', 'BAC'):
@@ -257,7 +259,7 @@ def test_a_redis_outage_mid_run_loses_no_hot_state_and_no_checkpoint(day, tmp_pa
 
 
 def test_no_secret_is_logged_when_connecting_with_sasl_settings(caplog):
-    from velox.bus import kafka_client_kw
+    from velox.infra.bus import kafka_client_kw
     from velox.core import Config
     cfg = Config.load(env={'VELOX_KAFKA_SASL_MECHANISM': 'SCRAM-SHA-256', 'VELOX_KAFKA_SASL_USERNAME': 'u'})
     kw = kafka_client_kw(cfg, env={'VELOX_KAFKA_PASSWORD': 'pw-Zx81q'})
@@ -271,7 +273,7 @@ def test_no_secret_is_logged_when_connecting_with_sasl_settings(caplog):
 
 def test_velox_topics_create_is_idempotent_and_describe_checks_partitions(tmp_path):
     with start_broker() as broker:
-        run = lambda *a: subprocess.run([sys.executable, '-m', 'velox.cli', 'topics', *a, '--bus', broker.dsn,
+        run = lambda *a: subprocess.run([sys.executable, '-m', 'velox.face.cli', 'topics', *a, '--bus', broker.dsn,
                                          '--out-dir', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
         first, second = run('create', '--models', 'gbt'), run('create', '--models', 'gbt')
         assert first.returncode == second.returncode == 0, first.stderr + second.stderr

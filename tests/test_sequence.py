@@ -5,12 +5,12 @@ import time
 import numpy as np
 import pytest
 from velox.core import ConfigError, DataError
-from velox.ensemble import LogisticModel, Model, indicator_features
-from velox.features import FeatureStage
-from velox.feeds import Catalog
-from velox.models import ModelRegistry, PredictionStage, day_of, fit_models, register_all
-from velox.sequence import LSTMModel, _has_torch, lstm_loss, windows
-from velox.stage import run_frame
+from velox.trade.ensemble import LogisticModel, Model, indicator_features
+from velox.market.features import FeatureStage
+from velox.feeds.recorded import Catalog
+from velox.trade.registry import ModelRegistry, PredictionStage, day_of, fit_models, register_all
+from velox.trade.lstm import LSTMModel, _has_torch, lstm_loss, windows
+from velox.runtime.runners import run_frame
 from reference_trading import DATA
 
 DAYS = ('2013-10-08', '2013-10-09')  # fit, validate (and the live day of the stage tests)
@@ -168,7 +168,7 @@ def test_prediction_stage_runs_the_lstm_on_windows_of_each_symbol_however_the_da
 
 
 def test_cli_train_with_lstm_registers_it_beside_the_default_models(tmp_path):
-    from velox.cli import main
+    from velox.face.cli import main
     r = str(tmp_path / 'reg')
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):

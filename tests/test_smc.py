@@ -1,8 +1,8 @@
-"""Smart-money patterns (velox.smc) on real bars against an independent whole-array reference written here.
+"""Smart-money patterns (velox.detect.smc) on real bars against an independent whole-array reference written here.
 
 The reference reads the rules from the smc notebook's prose and applies them with plain loops over the full bar
 arrays (global indices, no rolling buffer, swings and gaps found up front), so it shares no code with the
-incremental state machine. Bars: the recorded Lean 1-minute files and bars rebuilt from the ticks by velox.bars
+incremental state machine. Bars: the recorded Lean 1-minute files and bars rebuilt from the ticks by velox.market.bars
 (1m and 5m), IBM and BAC, every recorded day. Also: no look-ahead (appending bars never changes what was
 emitted) and identical outputs through run_frame and run_replay in small chunks."""
 from pathlib import Path
@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from velox.bars import resample_bars, trade_bars
+from velox.market.bars import resample_bars, trade_bars
 from velox.core import NS
 from velox.events import PRICE_SCALE
-from velox.feeds import Catalog
-from velox.replay import ArraySource, Replay
-from velox.smc import SMCStage, smc_patterns
-from velox.stage import run_frame, run_replay
+from velox.feeds.recorded import Catalog
+from velox.feeds.replay import ArraySource, Replay
+from velox.detect.smc import SMCStage, smc_patterns
+from velox.runtime.runners import run_frame, run_replay
 
 DATA = Path(__file__).resolve().parent.parent/'replay/data'
 CAT = Catalog(DATA)
@@ -180,7 +180,7 @@ def test_run_replay_in_small_chunks_equals_run_frame_on_both_symbols_all_days(ch
 
 
 def test_streaming_bars_from_barstage_give_the_patterns_of_the_batch_bars():
-    from velox.bars import BarStage
+    from velox.market.bars import BarStage
     from velox.stage import Chain
     day = sorted(s.day for s in CAT.sources() if s.fmt == 'lean_tick' and s.symbol == 'IBM')[1]
     tr = CAT.find('IBM', day, kinds=('trade',))[0].load()

@@ -5,11 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from velox.core import NS, DataError
-from velox.feeds import Catalog, lean_tick_csv
-from velox.nbbo import consolidated_nbbo
-from velox.pipeline import detect_stage, _clock
-from velox.replay import Replay
-from velox.stage import run_frame, run_replay
+from velox.feeds.recorded import Catalog, lean_tick_csv
+from velox.market.nbbo import consolidated_nbbo
+from velox.detect.params import detect_stage
+from velox.core import clock_ns
+from velox.feeds.replay import Replay
+from velox.runtime.runners import run_frame, run_replay
 from reference import nbbo_after_each_row, outside_nbbo_pandas, raw_rows
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +93,7 @@ def test_outside_nbbo_detector_equals_an_independent_pandas_implementation(sym, 
 
 
 def _window(sym_list, day, start, minutes):
-    t0 = _clock(day, start, 'start')
+    t0 = clock_ns(day, start, 'start')
     return [s for sym in sym_list for s in CAT.find(sym, day)], t0, t0 + minutes * 60 * NS
 
 
@@ -120,7 +121,7 @@ def test_same_alerts_at_max_speed_and_at_50x_on_a_short_window():
 # --- bad input: one clear error naming the file / line / field, through the CLI a user runs -----------------
 
 def _velox(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, '-m', 'velox.cli', *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, '-m', 'velox.face.cli', *args], capture_output=True, text=True, cwd=cwd)
 
 
 def _copy_day(tmp_path, sym='ibm', day='20131008'):
@@ -155,7 +156,7 @@ def test_json_line_missing_price_names_the_file_line_and_field(tmp_path):
     f = tmp_path / 'ticks.jsonl'
     f.write_text('{"symbol":"IBM","timestamp":"2013-10-08T13:30:00Z","price":181.9,"size":100,"bid":181.8,"ask":182.0,"exchange":"D","conditions":"1"}\n'
                  '{"symbol":"IBM","timestamp":"2013-10-08T13:30:01Z","size":100,"bid":181.8,"ask":182.0,"exchange":"N","conditions":"1"}\n')
-    from velox.feeds import load_jsonl
+    from velox.feeds.recorded import load_jsonl
     with pytest.raises(DataError) as e: load_jsonl(f)
     assert 'ticks.jsonl' in str(e.value) and 'line 2' in str(e.value) and "'price'" in str(e.value)
 
@@ -179,10 +180,10 @@ def test_a_lone_bid_update_applies_at_once_whatever_the_chunking_or_runner():
     "Regression: a bid row without an ask partner must move the NBBO before the next trade, in every runner."
     from velox.core import day_start_ns
     from velox.events import batch
-    from velox.replay import ArraySource
-    from velox.bus import MemoryBus, publish, publish_eos
-    from velox.workers import Worker
-    from velox.pipeline import DETECT_INPUTS, DETECT_OUTPUTS
+    from velox.feeds.replay import ArraySource
+    from velox.infra.bus import MemoryBus, publish, publish_eos
+    from velox.runtime.worker import Worker
+    from velox.runtime.stages import DETECT_INPUTS, DETECT_OUTPUTS
     t = lambda hh, mm, ss=0: day_start_ns(DAYS[1]) + ((hh * 60 + mm) * 60 + ss) * NS
     P = lambda x: int(round(x * 10**8))
     q = batch('quote', ts=[t(10, 0), t(10, 0), t(10, 1), t(10, 5), t(10, 5), t(10, 7), t(10, 7)], symbol=['ZZ'] * 7,

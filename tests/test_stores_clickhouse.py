@@ -11,12 +11,12 @@ import pytest
 
 from velox.core import Config
 from velox.events import DTYPES
-from velox.feeds import Catalog, lean_tick_csv, read_bytes
-from velox.replay import ArraySource, Replay
-from velox.resilience import GuardedSink
-from velox import stores
-from velox.stores import Store, StoreSink, RefusingStore, Spool, db_migrate
-from velox.datamgr import StoreSource, import_recorded, stored_days
+from velox.feeds.recorded import Catalog, lean_tick_csv, read_bytes
+from velox.feeds.replay import ArraySource, Replay
+from velox.infra.resilience import GuardedSink
+from velox.infra import stores
+from velox.infra.stores import Store, StoreSink, RefusingStore, Spool, db_migrate
+from velox.feeds.datamgr import StoreSource, import_recorded, stored_days
 
 ROOT = Path(__file__).resolve().parent.parent
 CAT = Catalog(ROOT / 'replay' / 'data')
@@ -133,7 +133,7 @@ def test_while_clickhouse_refuses_writes_the_spool_holds_every_batch_and_drains_
 
 DRAIN = """
 import sys, time
-from velox.stores import Store, StoreSink
+from velox.infra.stores import Store, StoreSink
 class Slow:  # says when each insert is done, then dawdles before the sink can record it as drained
     def __init__(self, st): self.st = st
     def insert(self, kind, b):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from velox.events import to_dicts
-from velox.feeds import load_lean_ticks
-from velox.nbbo import consolidated_nbbo
-from velox.replay import ArraySource, Replay
-from velox.resilience import CircuitBreaker, GuardedSink, SinkUnavailable
-from velox.services import free_port, start_redis
-from velox.stores import HotSink, MemoryHot, RedisHot, hot_clean, hot_stats
+from velox.feeds.recorded import load_lean_ticks
+from velox.market.nbbo import consolidated_nbbo
+from velox.feeds.replay import ArraySource, Replay
+from velox.infra.resilience import CircuitBreaker, GuardedSink, SinkUnavailable
+from velox.infra.services import free_port, start_redis
+from velox.infra.stores import HotSink, MemoryHot, RedisHot, hot_clean, hot_stats
 
 pytestmark = pytest.mark.redis
 TICK = Path(__file__).resolve().parent.parent / 'replay/data/lean/equity/usa/tick'

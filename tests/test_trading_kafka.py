@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from velox.bus import KafkaBus, decode_message, publish, publish_eos
+from velox.infra.bus import KafkaBus, decode_message, publish, publish_eos
 from velox.core import NS, day_start_ns
 from velox.events import batch
-from velox.pipeline import execution_stage
-from velox.replay import ArraySource
-from velox.services import start_broker, start_redis
-from velox.stage import run_frame
+from velox.runtime.stages import execution_stage
+from velox.feeds.replay import ArraySource
+from velox.infra.services import start_broker, start_redis
+from velox.runtime.runners import run_frame
 from bus_util import read_topic
 from reference_trading import DAY, nbbo_window, scripted_signals, sources
 
@@ -74,7 +74,7 @@ def publish_case(bus, nb, sig, rows=4096) -> int:
 
 
 def worker(tmp, broker, name, *extra):
-    cmd = [sys.executable, '-m', 'velox.cli', 'worker', 'execution', '--bus', broker.dsn + KW, '--group', 'exec',
+    cmd = [sys.executable, '-m', 'velox.face.cli', 'worker', 'execution', '--bus', broker.dsn + KW, '--group', 'exec',
            '--client-id', name, '--params', str(tmp / 'exec.yaml'), '--until-end', '--status', str(tmp / f'{name}.json'),
            '--max-runtime', '240', '--out-dir', str(tmp), *extra]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

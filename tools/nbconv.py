@@ -1,7 +1,7 @@
 """Edit a notebook as percent-format text and convert it back (the notebook stays the source of truth).
 
-    python tools/nbconv.py nb2py nbs/05_nbbo.ipynb /tmp/05_nbbo.py   # notebook -> text
-    python tools/nbconv.py py2nb /tmp/05_nbbo.py nbs/05_nbbo.ipynb   # text -> notebook (stable cell ids, nbdev_clean)
+    python tools/nbconv.py nb2py nbs/market/00_nbbo.ipynb /tmp/market/00_nbbo.py   # notebook -> text
+    python tools/nbconv.py py2nb /tmp/market/00_nbbo.py nbs/market/00_nbbo.ipynb   # text -> notebook (stable cell ids, nbdev_clean)
 
 Cells: '# %%' code, '# %% [markdown]' markdown (lines prefixed '# ' are unprefixed). Cell metadata (tags) is not
 kept: worker notebooks with a `parameters` cell are edited as notebooks."""

@@ -13,7 +13,8 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['NY', 'NS', 'VeloxError', 'DataError', 'ConfigError', 'Config', 'read_mapping', 'event_id', 'day_start_ns',
-           'parse_day', 'ns_to_iso', 'to_ns', 'ns_to_local', 'Session', 'get_logger', 'redact']
+           'parse_day', 'ns_to_iso', 'to_ns', 'ns_to_local', 'utc_offsets', 'local_ms', 'local_datetime64',
+           'clock_text', 'clock_ns', 'Session', 'get_logger', 'redact']
 
 # %% ../nbs/00_core.ipynb #d0cc5b49
 class VeloxError(Exception):
@@ -148,6 +149,39 @@ def ns_to_local(ts, tz:ZoneInfo=NY):
     return pd.Timestamp(int(ts), tz='UTC').tz_convert(tz)
 
 # %% ../nbs/00_core.ipynb #2050690d
+def utc_offsets(ts:np.ndarray, tz:ZoneInfo|None=NY) -> np.ndarray:
+    "The local clock's offset from UTC (ns) at each timestamp; zeros for `tz=None`."
+    ts = np.asarray(ts, 'i8')
+    if tz is None or not len(ts): return np.zeros(len(ts), 'i8')
+    hours, inv = np.unique(ts // (3600 * NS), return_inverse=True)
+    off = np.array([datetime.fromtimestamp(int(h) * 3600, timezone.utc).astimezone(tz).utcoffset().total_seconds()
+                    for h in hours], 'i8') * NS
+    return off[inv.ravel()]
+
+def local_ms(ts, tz:ZoneInfo=NY) -> np.ndarray:
+    "Epoch ns -> milliseconds of local wall time (what a Bokeh datetime axis should show)."
+    ts = np.asarray(ts, 'i8')
+    return (ts + utc_offsets(ts, tz)) / 1e6
+
+def local_datetime64(ts, tz:ZoneInfo=NY) -> np.ndarray:
+    "Epoch ns -> naive `datetime64[ns]` of local wall time."
+    ts = np.asarray(ts, 'i8')
+    return (ts + utc_offsets(ts, tz)).astype('datetime64[ns]')
+
+def clock_text(ts, tz:ZoneInfo=NY) -> list[str]:
+    "Epoch ns -> 'HH:MM:SS.mmm' local time."
+    ms = local_ms(ts, tz).astype('i8')
+    s, m = ms // 1000 % 86400, ms % 1000
+    return [f"{a // 3600:02d}:{a // 60 % 60:02d}:{a % 60:02d}.{b:03d}" for a, b in zip(s.tolist(), m.tolist())]
+
+def clock_ns(day:date|str, hhmm:str, what:str='time', tz:ZoneInfo=NY) -> int:
+    "Epoch ns of the local time `hhmm` (HH:MM[:SS]) on `day`; `what` names the setting in the error."
+    try: t = dtime.fromisoformat(hhmm)
+    except (TypeError, ValueError): raise ConfigError(f"{what} {hhmm!r}: expected HH:MM or HH:MM:SS ({tz.key} time)") from None
+    if isinstance(day, str): day = parse_day(day)
+    return int(datetime.combine(day, t, tz).timestamp()) * NS
+
+# %% ../nbs/00_core.ipynb #03eef55a
 class Session:
     "Local trading hours, e.g. `Session('09:30', '16:00', 'America/New_York')`."
     def __init__(self, open:str='09:30', close:str='16:00', tz:str='America/New_York'):
@@ -173,7 +207,7 @@ class Session:
         lo, hi = self.bounds(ts)
         return (np.asarray(ts, 'i8') >= lo) & (np.asarray(ts, 'i8') < hi)
 
-# %% ../nbs/00_core.ipynb #03eef55a
+# %% ../nbs/00_core.ipynb #a312b446
 def get_logger(name:str='velox', level:str|None=None) -> logging.Logger:
     "A logger under the `velox` hierarchy; level from `level` or `$VELOX_LOG_LEVEL`."
     log = logging.getLogger(name if name.startswith('velox') else f'velox.{name}')

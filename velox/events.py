@@ -73,7 +73,7 @@ DTYPES = {
                        ('distance', 'i8'), ('distance_bps', 'f8'), ('off_exchange', '?'), ('confidence', 'f8'),
                        ('method', 'u1'), ('classes', 'u2'), ('notional', 'f8'), ('score', 'f8'),
                        ('trade_seq', 'i8'), ('id', 'U32')]),
-    # accumulation evidence of one symbol over one interval [start, ts) (`velox.accumulation`): the raw flow
+    # accumulation evidence of one symbol over one interval [start, ts) (`velox.detect.accumulation`): the raw flow
     # features, each one's z-score against earlier days, the score and the pattern ('' if none)
     'accumulation': np.dtype([('ts', 'i8'), ('symbol', SYM), ('start', 'i8'), ('volume', 'f8'), ('off_share', 'f8'),
                               ('block_share', 'f8'), ('imbalance', 'f8'), ('ret_bps', 'f8'), ('vwap', 'f8'),
@@ -98,12 +98,12 @@ DTYPES = {
     # one L2 price-level change: side +1 bid / -1 ask, size 0 removes the level; `update_id` orders the feed
     'book': np.dtype([('ts', 'i8'), ('symbol', SYM), ('side', 'i1'), ('price', 'i8'), ('size', 'f8'),
                       ('update_id', 'i8'), ('seq', 'i8')]),
-    # a smart-money pattern on `tf`-second bars (`velox.smc`): `ts` is when it became known (the close of the bar
+    # a smart-money pattern on `tf`-second bars (`velox.detect.smc`): `ts` is when it became known (the close of the bar
     # that confirmed it), `kind` e.g. SWING_HIGH, BOS_UP, ORDER_BLOCK_BULL, FVG_FILLED; its price range and time
     # span; `ref_ts` the open time of the bar it is anchored to (the swing, order-block candle, gap's middle candle)
     'pattern': np.dtype([('ts', 'i8'), ('symbol', SYM), ('tf', 'i4'), ('kind', 'U16'), ('price_low', 'i8'),
                          ('price_high', 'i8'), ('start_ts', 'i8'), ('end_ts', 'i8'), ('ref_ts', 'i8'), ('id', 'U32')]),
-    # trading (`velox.ensemble`, `velox.execution`, `velox.risk`). A signal of `strategy` at one stage of
+    # trading (`velox.trade.ensemble`, `velox.trade.execution`, `velox.trade.risk`). A signal of `strategy` at one stage of
     # signals.raw -> calibrated -> filtered -> final: direction +1/-1 (0 = flatten), calibrated `confidence`,
     # tier A-D, entry/stop/target prices (0 = none; entry 0 = market), `size` in shares (0 = let the sizer
     # decide), `expires` = ts + TTL (0 = never), `models` the ensemble weights as 'name:weight,...'
@@ -131,7 +131,7 @@ DTYPES = {
     'risk': np.dtype([('ts', 'i8'), ('symbol', SYM), ('account', 'U16'), ('strategy', 'U16'), ('rule', 'U16'),
                       ('action', 'U8'), ('value', 'f8'), ('limit', 'f8'), ('order_id', 'U32'), ('message', 'U64'),
                       ('id', 'U32')]),
-    # one model's view of one indicator row (`velox.models`): P(up over `horizon` s) from model `model` at
+    # one model's view of one indicator row (`velox.trade.registry`): P(up over `horizon` s) from model `model` at
     # `version`, with what the ensemble needs besides (the close, the multi-timeframe alignment) and the
     # inference time per row in microseconds
     'prediction': np.dtype([('ts', 'i8'), ('symbol', SYM), ('model', 'U16'), ('version', 'U16'), ('tf', 'i4'),
