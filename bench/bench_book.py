@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from velox.market.book import L2Book, binance_depth, infer_tick
+from velox.feeds.recorded import binance_depth
+from velox.market.book import L2Book, infer_tick
 from velox.events import batch
 
 TARGET_NS = 300

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 from velox.core import NS, day_start_ns
 from velox.events import batch
-from velox.trade.execution import ExecutionStage, PaperBroker
+from velox.trade.broker import PaperBroker
+from velox.trade.execution import ExecutionStage
 from velox.feeds.recorded import Catalog
 from velox.market.nbbo import consolidated_nbbo
 from velox.feeds.replay import ArraySource, Replay

@@ -8,7 +8,7 @@ from velox.market.bars import trade_bars
 from velox.events import PRICE_SCALE
 from velox.market.features import FeatureStage, Indicators, SeedFeatures
 from velox.feeds.recorded import Catalog
-from velox.market.kernels import EWM, MACD, RSI, Bollinger, RollingStat
+from velox.market.indicators import EWM, MACD, RSI, Bollinger, RollingStat
 from velox.runtime.runners import run_frame
 
 ROOT = Path(__file__).resolve().parent.parent

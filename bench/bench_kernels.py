@@ -22,6 +22,7 @@ import time
 import numpy as np
 import pandas as pd
 
+import velox.market.indicators as I
 import velox.market.kernels as K
 
 
@@ -113,10 +114,10 @@ def incremental(px, size, n:int):
     "ns per update of each incremental class over the first n values of one series."
     xs, vs = px[:n].tolist(), size[:n].tolist()
     out = []
-    for name, make, two in (('RollingStat(20)', lambda: K.RollingStat(20), False), ('EWM(0.1)', lambda: K.EWM(0.1), False),
-                            ('RSI(14)', lambda: K.RSI(14), False), ('MACD()', lambda: K.MACD(), False),
-                            ('Bollinger(20,2)', lambda: K.Bollinger(20, 2), False), ('VWAP()', lambda: K.VWAP(), True),
-                            ('VWAP(100)', lambda: K.VWAP(100), True)):
+    for name, make, two in (('RollingStat(20)', lambda: I.RollingStat(20), False), ('EWM(0.1)', lambda: I.EWM(0.1), False),
+                            ('RSI(14)', lambda: I.RSI(14), False), ('MACD()', lambda: I.MACD(), False),
+                            ('Bollinger(20,2)', lambda: I.Bollinger(20, 2), False), ('VWAP()', lambda: I.VWAP(), True),
+                            ('VWAP(100)', lambda: I.VWAP(100), True)):
         obj = make(); up = obj.update
         gc.collect()
         t0 = time.perf_counter()

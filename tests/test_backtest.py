@@ -4,9 +4,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from velox.trade.backtest import PerformanceStage, backtest, report, round_trips
+from velox.trade.performance import PerformanceStage, round_trips
+from velox.runtime.backtest import backtest
+from velox.face.research import report
 from velox.core import NS
-from velox.trade.ensemble import Ensemble, Model, SignalStage
+from velox.trade.ensemble import Ensemble, SignalStage
+from velox.trade.models import Model
 from velox.events import PRICE_SCALE
 from velox.trade.risk import Account, Limits, Sizer, Strategy
 from reference_trading import DATA

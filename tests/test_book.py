@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from velox.market.book import L2Book, binance_depth, infer_tick, message_ends
+from velox.market.book import L2Book, infer_tick, message_ends
 from velox.events import price_from_str
-from velox.feeds.recorded import load_binance
+from velox.feeds.recorded import binance_depth, load_binance
 
 DATA = Path(__file__).resolve().parent.parent/'replay/data/binance'
 FILES = sorted(DATA.glob('*.gz'))

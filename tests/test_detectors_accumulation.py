@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from velox.detect.accumulation import AccumulationStage, build_baselines
+from velox.detect.accumulation import AccumulationStage
+from velox.runtime.research import build_baselines
 from velox.detect.baselines import Baselines, iso_day
 from velox.feeds.recorded import Catalog
 from velox.market.nbbo import NBBOStage

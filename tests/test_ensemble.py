@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 from velox.core import NS, day_start_ns
-from velox.trade.ensemble import (Ensemble, GBTModel, Isotonic, LogisticModel, Model, Platt, SignalStage, brier, forward_labels,
-                            indicator_features, leakage_check, tier_of, walk_forward)
+from velox.trade.ensemble import Ensemble, Isotonic, Platt, SignalStage, brier, leakage_check, tier_of
+from velox.trade.models import GBTModel, LogisticModel, Model, forward_labels, indicator_features, walk_forward
 from velox.market.features import FeatureStage
 from velox.feeds.recorded import Catalog
 from velox.feeds.replay import ArraySource, Replay

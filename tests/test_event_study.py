@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from velox.core import NS
-from velox.detect.event_study import (event_study, events_frame, forward_returns, matched_random_times, session_days,
-                               study_inputs)
+from velox.detect.event_study import event_study, events_frame, forward_returns, matched_random_times, session_days
+from velox.runtime.research import study_inputs
+from velox.face.research import event_study_chart
 from velox.feeds.recorded import Catalog
 
 DATA = Path(__file__).resolve().parent.parent/'replay/data'
@@ -162,7 +163,7 @@ def test_event_study_of_the_recorded_week_prints_its_table():
     days = {s: len(v) for s, v in session_days(path).items()}
     from bokeh.embed import file_html
     from bokeh.resources import CDN
-    assert len(file_html(st.plot(), CDN, 'event study')) > 10_000
+    assert len(file_html(event_study_chart(st), CDN, 'event study')) > 10_000
     counts = ev.groupby(['kind', 'symbol']).size().unstack(fill_value=0)
     with pd.option_context('display.width', 250, 'display.max_columns', 30, 'display.max_rows', 200):
         print(f"\nEvent study, {', '.join(f'{s} {n} days' for s, n in days.items())}: forward returns on the NBBO mid, bps; "

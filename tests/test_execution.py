@@ -4,7 +4,8 @@ import pytest
 from fastcore.test import test_close as close
 from velox.core import NS, day_start_ns
 from velox.events import PRICE_SCALE
-from velox.trade.execution import ExecutionStage, PaperBroker
+from velox.trade.broker import PaperBroker
+from velox.trade.execution import ExecutionStage
 from velox.feeds.replay import Replay
 from velox.trade.risk import Account, Limits, Strategy
 from velox.runtime.runners import run_frame, run_replay

@@ -5,11 +5,13 @@ import threading
 import numpy as np
 import pytest
 from velox.core import NS, ConfigError
-from velox.trade.ensemble import Ensemble, LogisticModel, SignalStage, brier, indicator_features
+from velox.trade.ensemble import Ensemble, SignalStage, brier
+from velox.trade.models import LogisticModel, indicator_features
 from velox.market.features import FeatureStage
 from velox.feeds.recorded import Catalog
-from velox.trade.registry import (Combiner, EnsembleStage, Inverted, ModelRegistry, PredictionStage, day_of, fit_models,
-                          register_all)
+from velox.trade.predict import Combiner, EnsembleStage, Inverted, PredictionStage
+from velox.trade.registry import ModelRegistry
+from velox.trade.training import day_index, fit_models, register_all
 from velox.stage import Chain
 from velox.runtime.runners import run_frame
 from reference_trading import DATA
@@ -36,7 +38,7 @@ def reg(tmp_path, fitted):
 
 
 def _day(week, i):
-    return week[day_of(week['ts'], DAYS[i:i + 1]) == 0]
+    return week[day_index(week['ts'], DAYS[i:i + 1]) == 0]
 
 
 def _feed(stage, pieces, kind='indicator'):
@@ -98,7 +100,7 @@ def test_a_concurrent_reader_sees_one_promoted_version_or_the_other(reg, fitted,
 
 
 def _labelled(ind):
-    from velox.trade.ensemble import forward_labels
+    from velox.trade.models import forward_labels
     rows, X = indicator_features(ind)
     ret, ok = forward_labels(rows)
     return X[ok], (ret[ok] > 0).astype(float)
@@ -154,7 +156,7 @@ def test_hot_reload_switches_to_a_newly_promoted_version_without_restart(reg, we
     live = _day(week, 2)
     mid = np.median(live['ts'])
     early, late = live[live['ts'] < mid], live[live['ts'] >= mid]
-    new = LogisticModel(l2=7.0).fit(*_labelled(week[day_of(week['ts'], DAYS[:2]) >= 0]))
+    new = LogisticModel(l2=7.0).fit(*_labelled(week[day_index(week['ts'], DAYS[:2]) >= 0]))
     fast, slow = PredictionStage(reg, 'lr', reload_every_s=0), PredictionStage(reg, 'lr', reload_every_s=3600)
     p1 = _feed(fast, [early])['prediction']
     _feed(slow, [early])

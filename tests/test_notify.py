@@ -12,8 +12,7 @@ import pytest
 
 from velox.core import VeloxError
 from velox.events import batch
-from velox.infra.notify import (DeliveryError, EmailOutput, Notification, Notifier, TelegramOutput, WebhookOutput,
-                          load_notifier)
+from velox.infra.notify import DeliveryError, EmailOutput, Notification, Notifier, TelegramOutput, WebhookOutput, load_notifier
 
 TOKEN = '7081234567:AAHk3-Zq_secretBotToken_9xY'
 

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from velox.core import NS, day_start_ns
 from velox.events import batch
-from velox.trade.execution import ExecutionStage, PaperBroker
+from velox.trade.broker import PaperBroker
+from velox.trade.execution import ExecutionStage
 from velox.feeds.replay import ArraySource
 from velox.trade.risk import Account, Limits, Strategy
 from velox.runtime.runners import run_frame

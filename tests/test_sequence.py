@@ -5,10 +5,12 @@ import time
 import numpy as np
 import pytest
 from velox.core import ConfigError, DataError
-from velox.trade.ensemble import LogisticModel, Model, indicator_features
+from velox.trade.models import LogisticModel, Model, indicator_features
 from velox.market.features import FeatureStage
 from velox.feeds.recorded import Catalog
-from velox.trade.registry import ModelRegistry, PredictionStage, day_of, fit_models, register_all
+from velox.trade.registry import ModelRegistry
+from velox.trade.predict import PredictionStage
+from velox.trade.training import day_index, fit_models, register_all
 from velox.trade.lstm import LSTMModel, _has_torch, lstm_loss, windows
 from velox.runtime.runners import run_frame
 from reference_trading import DATA
@@ -146,7 +148,7 @@ def _assert_same(a, b):
 def test_prediction_stage_runs_the_lstm_on_windows_of_each_symbol_however_the_day_is_cut(tmp_path, days, fitted):
     reg = ModelRegistry(tmp_path / 'reg')
     register_all(reg, {'lstm': fitted[0]['lstm']}, promote=True)
-    live = days[day_of(days['ts'], DAYS[1:]) == 0]
+    live = days[day_index(days['ts'], DAYS[1:]) == 0]
     whole = _feed(PredictionStage(reg, 'lstm', window=60, every=15), [live])
     assert len(whole['prediction']) > 600 and len(whole['model_metric']) > 10
     m = fitted[0]['lstm'][0]

@@ -16,7 +16,8 @@ from velox.feeds.replay import ArraySource, Replay
 from velox.infra.resilience import GuardedSink
 from velox.infra import stores
 from velox.infra.stores import Store, StoreSink, RefusingStore, Spool, db_migrate
-from velox.feeds.datamgr import StoreSource, import_recorded, stored_days
+from velox.infra.datamgr import StoreSource, import_recorded
+from velox.infra.stores import stored_days
 
 ROOT = Path(__file__).resolve().parent.parent
 CAT = Catalog(ROOT / 'replay' / 'data')

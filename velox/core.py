@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #87cf066f
 from __future__ import annotations
-import hashlib, logging, os
+import hashlib, importlib.util, io, logging, os, pickle
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time as dtime, timezone
 from pathlib import Path
@@ -14,7 +14,7 @@ import numpy as np
 # %% auto #0
 __all__ = ['NY', 'NS', 'VeloxError', 'DataError', 'ConfigError', 'Config', 'read_mapping', 'event_id', 'day_start_ns',
            'parse_day', 'ns_to_iso', 'to_ns', 'ns_to_local', 'utc_offsets', 'local_ms', 'local_datetime64',
-           'clock_text', 'clock_ns', 'Session', 'get_logger', 'redact']
+           'clock_text', 'clock_ns', 'Session', 'get_logger', 'redact', 'moved', 'load_pickle', 'legacy_dumps']
 
 # %% ../nbs/00_core.ipynb #d0cc5b49
 class VeloxError(Exception):
@@ -239,3 +239,49 @@ def _install_redaction():
             rec.msg, rec.args = msg, ()
         return rec
     logging.setLogRecordFactory(factory)
+
+# %% ../nbs/00_core.ipynb #2e33c285
+_MOVED: dict[str, list[str]] = {}  # module before a move -> modules its names live in now (looked up in order)
+
+def moved(old:str, *now:str):
+    "Declare that the names of module `old` (as saved before a release moved it) now live in the modules `now`."
+    homes = _MOVED.setdefault(old, [])
+    homes += [m for m in now if m not in homes]
+
+def _declarations():
+    "Import every velox package, so each has declared its moved modules."
+    import importlib, pkgutil, velox
+    for p in pkgutil.iter_modules(velox.__path__):
+        if p.ispkg: importlib.import_module(f'velox.{p.name}')
+
+def _moved_class(module:str, name:str):
+    import importlib
+    for m in _MOVED.get(module, ()):
+        obj = importlib.import_module(m)
+        for part in name.split('.'): obj = getattr(obj, part, None)
+        if obj is not None: return obj
+    raise pickle.UnpicklingError(f"{module}.{name}: saved by an older velox and not found where its module moved "
+                                 f"({', '.join(_MOVED.get(module, ())) or 'nowhere declared'})")
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module.startswith('velox.') and module not in _MOVED and importlib.util.find_spec(module) is None: _declarations()
+        if module in _MOVED: return _moved_class(module, name)
+        return super().find_class(module, name)
+
+def load_pickle(data:bytes):
+    "Unpickle `data`, finding the classes of modules that have moved since it was saved where they live now."
+    return _Unpickler(io.BytesIO(data)).load()
+
+class _LegacyPickler(pickle._Pickler):
+    "Writes velox classes under the module they had when first pickled (for hashes that must not change)."
+    def save_global(self, obj, name=None):
+        mod, qual = getattr(obj, '__module__', None), getattr(obj, '__qualname__', None)
+        old = next((o for o, now in _MOVED.items() if mod in now and o != mod), None)
+        if old is None or self.proto < 4 or qual is None: return super().save_global(obj, name)
+        self.save(old); self.save(qual); self.write(pickle.STACK_GLOBAL); self.memoize(obj)
+
+def legacy_dumps(obj, protocol:int=4) -> bytes:
+    "Pickle `obj` naming velox classes by their module before it moved (stable content hashes)."
+    f = io.BytesIO(); _LegacyPickler(f, protocol).dump(obj)
+    return f.getvalue()

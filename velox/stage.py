@@ -7,6 +7,7 @@ from __future__ import annotations
 import pickle
 from collections import defaultdict
 import numpy as np
+from .core import load_pickle
 from .events import split_by_symbol
 
 # %% auto #0
@@ -71,7 +72,7 @@ class Stage:
 
     def restore(self, data:bytes):
         "Merge a snapshot's symbols into this stage's state."
-        self.state.update(pickle.loads(data))
+        self.state.update(load_pickle(data))
 
 # %% ../nbs/02_stage.ipynb #7b7f2539
 class Chain(Stage):
@@ -123,4 +124,4 @@ class Chain(Stage):
     def forget(self, symbols):
         for s in self.stages: s.forget(symbols)
     def restore(self, data:bytes):
-        for s, d in zip(self.stages, pickle.loads(data)): s.restore(d)
+        for s, d in zip(self.stages, load_pickle(data)): s.restore(d)

@@ -15,8 +15,8 @@ from ..stage import Stage
 
 # %% auto #0
 __all__ = ['PRINT_CLASSES', 'REGULAR_CONFIDENCE', 'LIT_VENUES', 'METHOD_VENUE', 'METHOD_OUTSIDE', 'METHOD_VOLUME', 'METHOD_BLOCK',
-           'METHODS', 'PRINT', 'FLOW', 'print_classes', 'class_names', 'method_names', 'venue_confidence', 'notional',
-           'block_strength', 'IntervalFlow', 'aggregate', 'off_share', 'DarkPoolStage']
+           'METHODS', 'FLOW_PRINT', 'FLOW', 'print_classes', 'class_names', 'method_names', 'venue_confidence',
+           'notional', 'block_strength', 'IntervalFlow', 'aggregate', 'off_share', 'DarkPoolStage']
 
 # %% ../../nbs/detect/01_darkpool.ipynb #b8bf3976
 PRINT_CLASSES = {  # name: (conditions, venue confidence); the bit of a class is its position here
@@ -61,7 +61,7 @@ def block_strength(price, size, block_size:float=10_000, block_notional:float=20
     return np.maximum(np.asarray(size, 'f8') / block_size, notional(price, size) / block_notional)
 
 # %% ../../nbs/detect/01_darkpool.ipynb #416e0101
-PRINT = np.dtype([('ts', 'i8'), ('start', 'i8'), ('price', 'i8'), ('size', 'f8'), ('off', '?'), ('block', '?'),
+FLOW_PRINT = np.dtype([('ts', 'i8'), ('start', 'i8'), ('price', 'i8'), ('size', 'f8'), ('off', '?'), ('block', '?'),
                   ('side', 'i1'), ('px', '?')])
 FLOW = np.dtype([('start', 'i8'), ('end', 'i8'), ('volume', 'f8'), ('off', 'f8'), ('block', 'f8'), ('blocks', 'i4'),
                  ('buy', 'f8'), ('sell', 'f8'), ('pv', 'f8'), ('px_volume', 'f8'), ('first', 'i8'), ('last', 'i8'),
@@ -77,7 +77,7 @@ class IntervalFlow:
         keep = self.session.contains(tr['ts']) if self.session is not None else np.ones(len(tr), bool)
         if not keep.any(): return
         ts, susp, size = tr['ts'][keep], tr['suspicious'][keep], tr['size'][keep]
-        p = np.empty(len(ts), PRINT)
+        p = np.empty(len(ts), FLOW_PRINT)
         p['ts'], p['price'], p['off'], p['block'], p['side'] = ts, tr['price'][keep], off[keep], block[keep], side[keep]
         p['size'] = np.where(susp | ~(size > 0), 0.0, size)
         p['px'] = (classes[keep] == 0) & ~susp & (size > 0)

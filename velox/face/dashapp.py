@@ -11,7 +11,7 @@ from .desk_ops import (DataBrowser, PositionsPanel, SystemMonitor, TopicViewer, 
                             replay_probe, stage_probe, store_probe, worker_probe)
 
 # %% auto #0
-__all__ = ['BUS_TOPICS', 'Desk', 'BusFeed', 'catalog_table', 'build_desk', 'make_app', 'serve', 'cli_configure', 'cmd_dash']
+__all__ = ['BUS_TOPICS', 'Desk', 'BusFeed', 'catalog_table', 'build_desk', 'make_app', 'serve', 'configure_dash', 'cmd_dash']
 
 # %% ../../nbs/face/04_dashapp.ipynb #ee8d3a4d
 class Desk:
@@ -198,10 +198,10 @@ def _speed(v:str) -> str:
     if label not in SPEEDS: raise ValueError(f"speed {v!r}")
     return label
 
-def cli_configure(p):
-    "Options of `velox dash` (a plugin of `velox.face.cli`)."
+def configure_dash(p):
+    "Options of `velox dash`."
     import argparse
-    from velox.face.cli import _config_args
+    from velox.face.cli import config_args
     def speed(v):
         try: return _speed(v)
         except ValueError: raise argparse.ArgumentTypeError(f"{v!r}: expected one of {list(SPEEDS)}") from None
@@ -214,14 +214,14 @@ def cli_configure(p):
     p.add_argument('--autostart', action='store_true', help='start the replay when a page opens')
     p.add_argument('--status-dir', metavar='DIR', help="workers' status files for the system monitor (velox launch: <dir>/status)")
     p.add_argument('--show', action='store_true', help='open a browser')
-    _config_args(p)
+    config_args(p)
     p.set_defaults(func=cmd_dash)
 
 def cmd_dash(a):
-    from velox.face.cli import _cfg
+    from velox.face.cli import config_from_args
     from velox.core import parse_day
     from velox.detect.params import load_params
-    cfg = _cfg(a)
+    cfg = config_from_args(a)
     serve(a.port, a.host, show=a.show, autostart=a.autostart, data_dir=cfg.data_dir, symbols=a.symbols.split(','),
           date=parse_day(a.date).isoformat(), speed=a.speed, bus=None if cfg.bus.startswith('memory') else cfg.bus,
           hot=cfg.hot if cfg.hot.startswith('redis') else None, store=a.store, params=load_params(a.params),

@@ -10,11 +10,11 @@ from ..market.signing import QuoteMemory
 from ..core import NS, NY, clock_text, local_ms
 from ..detect.outside_nbbo import OFF_EXCHANGE, is_off_exchange
 from ..events import DTYPES, PRICE_SCALE, decode_conditions, empty
-from ..feeds.replay import Replay
+from ..feeds.replay import Replay, WallClock
 from ..stage import Chain, Stage
 
 # %% auto #0
-__all__ = ['UP', 'DOWN', 'PRINT', 'SPEEDS', 'TAPE_COLOURS', 'TFS', 'ZONES', 'ALERT_COLOURS', 'keep_last', 'last_per_symbol',
+__all__ = ['UP', 'DOWN', 'TAPE_PRINT', 'SPEEDS', 'TAPE_COLOURS', 'TFS', 'ZONES', 'ALERT_COLOURS', 'keep_last', 'last_per_symbol',
            'Panel', 'live_table', 'show_model', 'TapeStage', 'desk_stage', 'SteeredReplay', 'ReplayDriver',
            'ReplayPanel', 'QuoteBoard', 'Tape', 'sync_source', 'Candles', 'AlertsFeed', 'candle_chart']
 
@@ -95,7 +95,7 @@ def show_model(model):
     display(BokehModel(model))
 
 # %% ../../nbs/face/02_desk.ipynb #c4a463b6
-PRINT = np.dtype(DTYPES['trade'].descr + [('side', 'i1'), ('bid', 'i8'), ('ask', 'i8'), ('outside', '?'), ('dark', '?')])
+TAPE_PRINT = np.dtype(DTYPES['trade'].descr + [('side', 'i1'), ('bid', 'i8'), ('ask', 'i8'), ('outside', '?'), ('dark', '?')])
 
 class TapeStage(Stage):
     "nbbo + trade -> `print`: each trade with the prevailing NBBO, Lee–Ready side, outside-NBBO and dark flags."
@@ -111,7 +111,7 @@ class TapeStage(Stage):
         out = []
         if tr is not None and len(tr):
             side, bid, ask = self.quotes.classify(st, tr)
-            p = np.zeros(len(tr), PRINT)
+            p = np.zeros(len(tr), TAPE_PRINT)
             for f in DTYPES['trade'].names: p[f] = tr[f]
             p['side'], p['bid'], p['ask'] = side, bid, ask
             p['outside'] = (bid > 0) & (ask > 0) & ((tr['price'] > ask) | (tr['price'] < bid))
@@ -144,7 +144,7 @@ SPEEDS = {'1x': 1.0, '10x': 10.0, '100x': 100.0, 'max': 0.0}
 class SteeredReplay(Replay):
     "A `Replay` whose speed can change while it runs; the replay thread applies it before the next piece."
     def __init__(self, sources, speed:float=0, **kw):
-        super().__init__(sources, speed, sleep=self._nap, **kw)
+        super().__init__(sources, speed, wall=WallClock(sleep=self._nap), **kw)
         self._want = None
 
     def set_speed(self, speed:float):

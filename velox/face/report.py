@@ -63,7 +63,6 @@ def breakdown_chart(alerts:np.ndarray, field:str='venue', width:int=440, height:
 def write_html_report(path, title:str, summary:str, figures) -> str:
     "Write a standalone HTML page with `summary` text and Bokeh `figures`; returns the path."
     import html
-    from pathlib import Path
     from bokeh.embed import file_html
     from bokeh.layouts import column
     from bokeh.resources import INLINE

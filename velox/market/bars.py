@@ -6,7 +6,6 @@
 from __future__ import annotations
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 import numpy as np
 from ..core import NS, Session, utc_offsets

@@ -4,17 +4,14 @@
 
 # %% ../../nbs/market/02_book.ipynb #c5dd7d1c
 from __future__ import annotations
-import json
-from pathlib import Path
 import numpy as np
 from numba import njit
 from ..events import batch, empty
-from ..feeds.recorded import load_binance, read_bytes
 from ..stage import Stage
 
 # %% auto #0
 __all__ = ['NO_BID', 'NO_ASK', 'LEVEL', 'TOP', 'infer_tick', 'BookQueries', 'top_features', 'L2Book', 'message_ends',
-           'sequence_depth', 'binance_snapshots', 'binance_depth', 'BookStage', 'NBBOBook']
+           'sequence_depth', 'BookStage', 'NBBOBook']
 
 # %% ../../nbs/market/02_book.ipynb #01bdf884
 def infer_tick(prices:np.ndarray) -> int:
@@ -340,19 +337,6 @@ def sequence_depth(book:np.ndarray, snapshots) -> np.ndarray:
         newer['ts'] = np.maximum(newer['ts'], t)
         parts += [reset, snap, newer]
     return np.concatenate(parts)
-
-def binance_snapshots(path:str|Path) -> list[tuple[int, int]]:
-    "`(receive ts, lastUpdateId)` of each REST depth snapshot in a Binance capture."
-    out = []
-    for line in read_bytes(Path(path)).decode('utf-8').split('\n'):
-        if '"lastUpdateId"' in line:
-            head, _, body = line.partition(' ')
-            out.append((int(head), int(json.loads(body)['lastUpdateId'])))
-    return out
-
-def binance_depth(path:str|Path, symbol:str|None=None) -> np.ndarray:
-    "A Binance capture's 'book' rows, sequenced by Binance's snapshot rule."
-    return sequence_depth(load_binance(path, symbol)['book'], binance_snapshots(path))
 
 # %% ../../nbs/market/02_book.ipynb #71a7eae7
 class BookStage(Stage):

@@ -12,7 +12,7 @@ import numpy as np
 from .bars import BarStage, LEAN, PrintRule, bar_start, resample_bars, tf_seconds
 from ..core import NS, Session
 from ..events import PRICE_SCALE, empty
-from .kernels import EWM, MACD, RSI, Bollinger, RollingStat, VWAP
+from .indicators import EWM, MACD, RSI, Bollinger, RollingStat, VWAP
 from ..stage import Stage
 
 # %% auto #0

@@ -4,17 +4,16 @@
 
 # %% ../../nbs/runtime/04_launcher.ipynb #f8120d04
 from __future__ import annotations
-import hashlib, json, os, shlex, signal, subprocess, sys, time
+import hashlib, json, os, shlex, shutil, signal, subprocess, sys, time
 from dataclasses import dataclass, field, fields, asdict
 from datetime import datetime, timedelta
 from pathlib import Path
 from ..core import ConfigError, VeloxError, get_logger, read_mapping
 
 # %% auto #0
-__all__ = ['Job', 'parse_schedule', 'StageRun', 'FleetSpec', 'file_sha256', 'code_version', 'notebook_parameters',
-           'notebook_complete', 'Member', 'Supervisor', 'supervisor_pid', 'check_members', 'fleet_start', 'fleet_scale',
-           'fleet_stop', 'fleet_status', 'runs', 'status_text', 'spec_from_args', 'fleet_dir_of', 'cmd_fleet',
-           'cli_configure']
+__all__ = ['Job', 'velox_command', 'parse_schedule', 'StageRun', 'FleetSpec', 'file_sha256', 'code_version',
+           'notebook_parameters', 'notebook_complete', 'Member', 'Supervisor', 'supervisor_pid', 'check_members',
+           'fleet_start', 'fleet_scale', 'fleet_stop', 'fleet_status', 'runs']
 
 # %% ../../nbs/runtime/04_launcher.ipynb #0e473de3
 @dataclass
@@ -42,6 +41,11 @@ def _when(w:str, line:str) -> tuple[int | None, int | None]:
     h, m, s = (list(map(int, parts)) + [0])[:3]
     if h > 23 or m > 59 or s > 59: raise ConfigError(f"schedule line {line!r}: bad time {w!r}")
     return h * 3600 + m * 60 + s, None
+
+def velox_command() -> str:
+    "The `velox` console script of this installation (beside the running Python), for scheduled `velox ...` commands."
+    p = Path(sys.executable).with_name('velox')
+    return str(p) if p.exists() else (shutil.which('velox') or 'velox')
 
 def parse_schedule(lines) -> list[Job]:
     "Jobs of a schedule (a list of lines or one text)."
@@ -362,7 +366,7 @@ class Supervisor:
 
     # -- schedule ----------------------------------------------------------------------------------
     def _job_argv(self, job:Job, ts:str) -> tuple[list, str | None]:
-        if job.argv[0] == 'velox': return [sys.executable, '-m', 'velox.face.cli', *job.argv[1:]], None
+        if job.argv[0] == 'velox': return [velox_command(), *job.argv[1:]], None
         if job.argv[0] == 'notebook':
             if len(job.argv) < 2: raise ConfigError(f"schedule job {job.name}: notebook needs a path")
             out = str(self.dir / 'scheduled' / f'{job.name}-{ts}.ipynb')
@@ -513,80 +517,7 @@ def runs(fleet_dir:str|Path) -> list[dict]:
     p = Path(fleet_dir) / 'runs.jsonl'
     return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
 
-def status_text(st:dict) -> str:
-    "A terminal table of `fleet_status`."
-    L = [f"fleet: {'running' if st.get('running') else 'not running'}; desired {st.get('desired', {})}"]
-    for name, m in st.get('members', {}).items():
-        w = m.get('worker') or {}
-        L.append(f"  {name:<14} {m['state']:<10} pid {m.get('pid') or '-':<8} kernel {m.get('kernel_pid') or '-':<8} restarts {m['restarts']:<3} "
-                 f"events {w.get('events', '-'):<10} partitions {len(w.get('assignment') or [])}")
-    for name, j in st.get('jobs', {}).items():
-        last = j.get('last') or {}
-        L.append(f"  job {name:<10} next {j['next']}  runs {j['runs']}  last rc {last.get('rc', '-')}")
-    return '\n'.join(L)
-
-# %% ../../nbs/runtime/04_launcher.ipynb #9777059b
-def spec_from_args(a) -> FleetSpec:
-    "A fleet from the command line: the fleet file (if any), then --stage counts, -p parameters and the DSN options."
-    import yaml
-    spec = FleetSpec.load(a.fleet) if a.fleet else FleetSpec(root=str(Path('.').absolute()))
-    for s in a.stage or []:
-        name, _, n = s.partition('=')
-        if not n.isdigit(): raise ConfigError(f"--stage {s!r}: expected STAGE=COUNT, e.g. detect=2")
-        spec.stages.setdefault(name, StageRun()).count = int(n)
-    for kv in a.param or []:
-        k, eq, v = kv.partition('=')
-        if not eq: raise ConfigError(f"-p {kv!r}: expected KEY=VALUE or STAGE.KEY=VALUE")
-        v = yaml.safe_load(v) if v else None
-        if '.' in k:
-            st, k = k.split('.', 1)
-            spec.stages.setdefault(st, StageRun(count=0)).params[k] = v
-        else: spec.params[k] = v
-    for k in ('bus', 'hot', 'checkpoints'):
-        if getattr(a, k, None): spec.params[k] = getattr(a, k)
-    if getattr(a, 'store', None): spec.stages.setdefault('persist', StageRun(count=0)).params['store'] = a.store
-    if a.schedule: spec.schedule = Path(a.schedule).read_text().splitlines(); parse_schedule(spec.schedule)
-    if not spec.stages and not spec.schedule: raise ConfigError("no stages: give --fleet FILE or --stage STAGE=COUNT")
-    return spec
-
-def fleet_dir_of(a) -> Path:
-    from velox.core import Config
-    return Path(a.fleet_dir) if a.fleet_dir else Path(Config.load(a.config, out_dir=a.out_dir).out_dir) / 'fleet'
-
-def cmd_fleet(a):
-    d = fleet_dir_of(a)
-    if a.action in ('start', 'run'):
-        st = fleet_start(spec_from_args(a), d, foreground=a.action == 'run')
-        print(f"fleet {'ran' if a.action == 'run' else 'started'} from {d} (supervisor pid {st['supervisor']['pid']})")
-    elif a.action == 'stop':
-        st = fleet_stop(d, a.timeout)
-        bad = [r['member'] for r in runs(d) if r['event'] == 'end' and r.get('stage') and not r.get('complete')]
-        print(f"fleet stopped: {len(st.get('members', {}))} members" + (f"; incomplete runs (crashes): {bad}" if bad else ''))
-    elif a.action == 'scale':
-        if len(a.args) != 2 or not a.args[1].isdigit(): raise ConfigError("usage: velox fleet scale STAGE COUNT")
-        print(f"desired: {fleet_scale(d, a.args[0], int(a.args[1]))}")
-    else:
-        st = fleet_status(d)
-        print(json.dumps(st, indent=1, default=str) if a.json else status_text(st))
-
-def cli_configure(p):
-    "Options of `velox fleet`."
-    from velox.face.cli import _config_args
-    p.add_argument('action', choices=['start', 'stop', 'status', 'scale', 'run'],
-                   help='start (daemon), run (foreground), stop, status, scale STAGE COUNT')
-    p.add_argument('args', nargs='*', help='scale: STAGE COUNT')
-    p.add_argument('--fleet', metavar='FILE', help='fleet YAML file (stages, counts, parameters, restart policy, schedule)')
-    p.add_argument('--stage', action='append', metavar='STAGE=COUNT', help='run COUNT members of STAGE (repeatable)')
-    p.add_argument('-p', '--param', action='append', metavar='KEY=VALUE', help='worker parameter, fleet-wide or STAGE.KEY=VALUE (repeatable)')
-    p.add_argument('--checkpoints', metavar='DSN', help='shared store for per-symbol state snapshots (redis://…)')
-    p.add_argument('--schedule', metavar='FILE', help='schedule file: NAME HH:MM|every:N[smh] COMMAND… per line')
-    p.add_argument('--fleet-dir', help='the supervisor directory (default <out-dir>/fleet)')
-    p.add_argument('--timeout', type=float, default=180.0, help='stop: seconds to wait for the fleet (default 180)')
-    p.add_argument('--json', action='store_true', help='status as JSON')
-    _config_args(p)
-    p.set_defaults(func=cmd_fleet)
-
-# %% ../../nbs/runtime/04_launcher.ipynb #0a8c0cc7
+# %% ../../nbs/runtime/04_launcher.ipynb #117976fc
 #| eval: false
 if __name__ == '__main__':  # the daemon: python -m velox.runtime.launcher FLEET_DIR
     import logging

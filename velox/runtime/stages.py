@@ -4,9 +4,7 @@
 
 # %% ../../nbs/runtime/02_stages.ipynb #71b8294f
 from __future__ import annotations
-import uuid
 from dataclasses import dataclass
-import numpy as np
 from ..core import Config, ConfigError, read_mapping
 from ..detect.params import detect_stage, load_params
 from ..feeds.replay import Replay
@@ -40,8 +38,6 @@ def publish_replay(bus, replay:Replay, eos:bool=True) -> int:
     return replay.done
 
 # %% ../../nbs/runtime/02_stages.ipynb #7246a237
-from ..stage import Stage  # noqa: E402
-
 @dataclass(frozen=True)
 class StageSpec:
     "A stage a worker can run: how to build it from parameters, its input topics `{topic: kind}` and outputs `{kind: topic}`."
@@ -89,8 +85,9 @@ def execution_stage(params:dict|None=None) -> Chain:
     """`ExecutionStage` + `PerformanceStage` from parameters: `accounts` (see `risk.accounts_from`; default one paper
     account), `broker` (`slippage_ticks`, `fee_per_share`, `min_fee`), `latency_ms`, `tif`, `stop_bps`, `target_bps`,
     `allowed_lateness_s`, and `performance` (`window_s`, `every_s`)."""
-    from velox.trade.backtest import PerformanceStage
-    from velox.trade.execution import ExecutionStage, PaperBroker
+    from velox.trade.performance import PerformanceStage
+    from velox.trade.broker import PaperBroker
+    from velox.trade.execution import ExecutionStage
     from velox.trade.risk import accounts_from
     p = dict(params or {})
     unknown = set(p) - EXECUTION_KEYS
@@ -107,7 +104,7 @@ def execution_stage(params:dict|None=None) -> Chain:
 def predict_stage(model:str, params:dict|None=None):
     """`PredictionStage` of registry model `model` from parameters: `registry` (its directory, required), `tf`,
     `horizon_s`, `reload_every_s`, `window`, `every`, `tol_brier`, `tol_hit`."""
-    from velox.trade.registry import PredictionStage
+    from velox.trade.predict import PredictionStage
     p = dict(params or {})
     if 'registry' not in p: raise ConfigError(f"predict.{model} parameters: expected 'registry' (the model registry's directory)")
     return _build(f'predict.{model}', lambda registry, **kw: PredictionStage(registry, model, **kw), p)
@@ -122,7 +119,7 @@ MODELS = ('lr', 'gbt')  # the built-in models; `predict.<name>` works for any na
 def ensemble_stage(params:dict|None=None):
     """`EnsembleStage` from parameters: `registry` (required), `models` (default lr, gbt), `strategy`, `min_tier`,
     `ttl_s`, `k_stop`, `k_target`, ... (see `EnsembleStage`)."""
-    from velox.trade.registry import EnsembleStage
+    from velox.trade.predict import EnsembleStage
     p = dict(params or {})
     if 'registry' not in p: raise ConfigError("ensemble parameters: expected 'registry' (the model registry's directory)")
     if 'models' in p: p['models'] = tuple(p['models'])

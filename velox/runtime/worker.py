@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np
 from ..infra.bus import EOS_HEADER, CodecError, decode_message, is_eos, publish, publish_eos, send_to_dlq
-from ..core import get_logger
+from ..core import get_logger, load_pickle
 from ..feeds.replay import KIND_RANK, TemporalMerge
 from ..infra.resilience import GuardedSink, SinkUnavailable, CircuitBreaker, retry, is_transient
 from .runners import Collector
@@ -84,7 +84,7 @@ class Checkpoints:
 
     def load(self, symbol:str) -> dict|None:
         data = self.hot.get_snapshot(f"{self.prefix}:{symbol}")
-        return pickle.loads(data) if data else None
+        return load_pickle(data) if data else None
 
     def save(self, symbol:str, payload:dict) -> bool:
         "Store `payload` unless the stored snapshot covers later offsets; True if written."
