@@ -64,7 +64,8 @@ def plain_loop(bootstrap:str, ready:str, done:str, fetch_wait:int|None=None, for
     """Consume market.quotes + market.trades and forward every message unchanged (same key) to `bench.forward`
     (unless not `forward`), until every input partition has delivered its end marker; count events from the frames'
     headers (1 per JSON message)."""
-    from velox.infra.bus import MAGIC, EOS_HEADER
+    from velox.infra.codecs import MAGIC
+    from velox.infra.bus import EOS_HEADER
     c, tps = _assigned_consumer(bootstrap, ['market.quotes', 'market.trades'],
                                 **({} if fetch_wait is None else {'fetch_max_wait_ms': fetch_wait}))
     p = _producer(bootstrap)
@@ -163,7 +164,7 @@ def publish_all(bus, srcs, codec:str) -> tuple[int, int]:
 
 
 def new_bus(dsn:str):
-    from velox.infra.bus import bus_from_dsn
+    from velox.infra.connect import bus_from_dsn
     from velox.runtime.stages import DETECT_INPUTS, DETECT_OUTPUTS
     bus = bus_from_dsn(f"{dsn}?{KW}")
     bus.create_topics(list(DETECT_INPUTS) + list(DETECT_OUTPUTS.values()) + [FORWARD])
@@ -244,7 +245,7 @@ def read_topic(bootstrap:str, topic:str, timeout:float=30) -> list:
 
 def alert_keys_on_bus(bootstrap:str) -> tuple[set, int]:
     "The keys of the alerts on alerts.darkpool, de-duplicated by id; and the rows read."
-    from velox.infra.bus import decode_message
+    from velox.infra.codecs import decode_message
     recs = [r for r in read_topic(bootstrap, 'alerts.darkpool') if r.value]
     if not recs: return set(), 0
     a = np.concatenate([decode_message(r.value)[1] for r in recs])
@@ -355,7 +356,8 @@ def run_latency(srcs, who:str, rate:int, seconds:float, want_fn, fetch_wait:int|
     """Pace the merged stream at `rate` events/s (slices every 10 ms) into a fresh broker; `who` = 'velox' (one detect
     worker process; latency per alert on alerts.darkpool) or 'plain' (the plain loop; latency per forwarded trade).
     `fetch_wait`: the worker's / plain loop's consumer fetch_max_wait_ms (None: kafka-python's default, 500)."""
-    from velox.infra.bus import decode_message, publish, publish_eos
+    from velox.infra.codecs import decode_message
+    from velox.infra.bus import publish, publish_eos
     from velox.runtime.stages import TOPIC_OF
     from velox.infra.services import start_broker
     per_slice, tick = max(1, rate // 100), 0.01

@@ -86,20 +86,21 @@ def velox_replay(srcs):
     return run_replay(detect_stage(), Replay(srcs), collect=('alert',)).outputs.get('alert')
 
 def velox_replay_sinks(srcs, store):
-    from velox.infra.stores import StoreSink, HotSink, MemoryHot
+    from velox.infra.sinks import StoreSink, HotSink
+    from velox.infra.hot import MemoryHot
     sinks = [StoreSink(store, kinds=('trade', 'alert')), HotSink(MemoryHot())]
     return run_replay(detect_stage(), Replay(srcs), sinks=sinks, collect=('alert',)).outputs.get('alert')
 
 def velox_bus(srcs, split:dict|None=None):
     "publish_replay into a MemoryBus, then one Worker consumes to the end-of-stream markers; `split` gets the two times."
     from velox.infra.bus import MemoryBus
-    from velox.runtime.worker import Worker
+    from velox.runtime.worker import RunOptions, Worker, WorkerSettings
     bus = MemoryBus()
     t0 = time.perf_counter()
     publish_replay(bus, Replay(srcs))
     t1 = time.perf_counter()
-    w = Worker(detect_stage(), bus, DETECT_INPUTS, DETECT_OUTPUTS, group='bench', poll_ms=5, collect=('alert',))
-    w.run(until_end=True, idle_timeout_s=0.01)  # ends at the partitions' end markers, no idle wait
+    w = Worker(detect_stage(), bus, DETECT_INPUTS, DETECT_OUTPUTS, 'bench', WorkerSettings(poll_ms=5, collect=('alert',)))
+    w.run(RunOptions(until_end=True, idle_timeout_s=0.01))  # ends at the partitions' end markers, no idle wait
     if split is not None: split.update(publish=t1 - t0, worker=time.perf_counter() - t1)
     return w.collected.result().get('alert')
 

@@ -20,7 +20,9 @@ from velox.events import to_dicts
 from velox.feeds.recorded import Catalog
 from velox.market.nbbo import consolidated_nbbo
 from velox.feeds.replay import ArraySource, Replay
-from velox.infra.stores import HotSink, RedisHot, Store, StoreSink, table_for
+from velox.infra.sinks import HotSink, StoreSink
+from velox.infra.redis_hot import RedisHot
+from velox.infra.stores import Store, table_for
 
 
 def windows(srcs):

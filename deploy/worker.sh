@@ -5,7 +5,7 @@
 #
 # The notebook of stage S is nbs/workers/S.ipynb; for a stage `a.b` without its own nbs/workers/a.b.ipynb it is
 # nbs/workers/a.ipynb, told which stage to run with `-p stage a.b` (VELOX_STAGE=predict.lr runs
-# nbs/workers/predict.ipynb -p stage predict.lr) -- the rule of velox.runtime.launcher.FleetSpec.notebook.
+# nbs/workers/predict.ipynb -p stage predict.lr) -- the rule of velox.runtime.fleet.FleetSpec.notebook.
 #
 # Why a wrapper: SIGTERM to papermill kills it without stopping the kernel cleanly (no final commit, a
 # truncated output notebook). `docker compose stop`, a pod's termination or `systemctl stop` sends SIGTERM here

@@ -40,7 +40,7 @@ def redis_url():
 @pytest.fixture
 def kafka_bus(kafka_bootstrap):
     "A KafkaBus on the session broker with the short test group timeouts; closed after the test."
-    from velox.infra.bus import KafkaBus
+    from velox.infra.kafka_bus import KafkaBus
     bus = KafkaBus(kafka_bootstrap, **KAFKA_TEST_KW)
     yield bus
     bus.close()

@@ -8,7 +8,7 @@ from velox.trade.performance import PerformanceStage, round_trips
 from velox.runtime.backtest import backtest
 from velox.face.research import report
 from velox.core import NS
-from velox.trade.ensemble import Ensemble, SignalStage
+from velox.trade.ensemble import Ensemble, SignalRules, SignalStage
 from velox.trade.models import Model
 from velox.events import PRICE_SCALE
 from velox.trade.risk import Account, Limits, Sizer, Strategy
@@ -170,7 +170,7 @@ class AlwaysUp(Model):
 def test_a_ready_signal_stage_trades_from_the_first_recorded_day_and_ends_each_day_flat():
     X = np.zeros((10, 8))
     ens = Ensemble([AlwaysUp()], weights=[1.0], calibration='none').fit(X, np.ones(10), X, np.ones(10))
-    r = backtest(['IBM'], ['2013-10-07'], DATA, signals=SignalStage(ens, strategy='ensemble', min_tier='A'), flat_by='15:30')
+    r = backtest(['IBM'], ['2013-10-07'], DATA, signals=SignalStage(ens, SignalRules(strategy='ensemble', min_tier='A')), flat_by='15:30')
     assert r.models == {'2013-10-07': ''}  # nothing fitted, no earlier day needed
     trips = round_trips(r)
     assert len(trips) > 3 and (trips['side'] == 'long').all() and (trips['tier'] == 'A').all()

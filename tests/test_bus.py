@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from bus_util import fresh_topic
 from velox.infra.topics import TopicSpec, dlq_topic
-from velox.infra.bus import (CodecError, decode_message, encode_frame, encode_json,
-                       is_eos, partition_for, publish, publish_eos, range_assign, send_to_dlq)
+from velox.infra.bus import is_eos, partition_for, publish, publish_eos, range_assign, send_to_dlq
+from velox.infra.codecs import CodecError, decode_message, encode_frame, encode_json
 from velox.core import day_start_ns
 from velox.events import DTYPES, PRICE_SCALE, SCHEMA_VERSION, batch
 

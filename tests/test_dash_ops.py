@@ -4,7 +4,8 @@ partition, decoded."""
 import json, time, uuid
 import numpy as np
 from bus_util import fresh_topic
-from velox.infra.bus import encode_frame, partition_for, publish_eos
+from velox.infra.codecs import encode_frame
+from velox.infra.bus import partition_for, publish_eos
 from velox.face.desk_ops import TopicViewer, consumer_lag, lag_probe
 from velox.events import PRICE_SCALE, batch
 from velox.infra.topics import TopicSpec

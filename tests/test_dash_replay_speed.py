@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from velox.core import NS
 from velox.face.dashapp import build_desk, catalog_table
-from velox.face.desk import SPEEDS
+from velox.face.replay_panel import SPEEDS
 from velox.core import clock_ns
 
 pytestmark = pytest.mark.slow

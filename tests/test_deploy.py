@@ -6,7 +6,7 @@ import configparser, re, shlex, shutil, signal, subprocess, time
 from pathlib import Path
 import pytest
 import yaml
-from velox.runtime.launcher import FleetSpec, check_members, notebook_parameters, parse_schedule
+from velox.runtime.fleet import FleetSpec, check_members, notebook_parameters, parse_schedule
 from velox.runtime.stages import STAGES, _stage_params
 
 ROOT = Path(__file__).resolve().parent.parent

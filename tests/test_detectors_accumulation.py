@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from velox.detect.accumulation import AccumulationStage
+from velox.detect.accumulation import AccumulationParams, AccumulationStage
+from velox.detect.darkpool import DarkPoolParams, DarkPoolStage
 from velox.runtime.research import build_baselines
 from velox.detect.baselines import Baselines, iso_day
 from velox.feeds.recorded import Catalog
 from velox.market.nbbo import NBBOStage
-from velox.detect.params import save_params, load_param_file, accumulation_stage
+from velox.detect.params import save_params, load_param_file, accumulation_stage, detect_stage
 from velox.stage import Chain
 from velox.runtime.runners import run_frame
 from reference_detectors import interval_table, features, z_against_earlier_days
@@ -21,7 +22,7 @@ DAYS = sorted(CAT.table().query("format == 'lean_tick' and symbol == 'IBM'")['da
 
 
 def week_records(sym, days=DAYS, **kw):
-    chain = Chain(NBBOStage(), AccumulationStage(**kw))
+    chain = Chain(NBBOStage(), AccumulationStage(AccumulationParams(**kw)))
     r = np.concatenate([run_frame(chain, CAT.find(sym, d), collect=('accumulation',))['accumulation'] for d in days])
     return r[np.argsort(r['ts'], kind='stable')]
 
@@ -66,13 +67,13 @@ def test_baselines_never_include_the_day_being_scored(tmp_path):
         for d in [iso_day(x) for x in DAYS[2:]]:
             b.symbols[sym][iv][d] = {k: (50, 1e6, 1e15) for k in b.symbols[sym][iv][d]}
     poisoned = b.save(tmp_path / 'poisoned')
-    score = lambda f: run_frame(Chain(NBBOStage(), AccumulationStage(baselines=f)), CAT.find(sym, day))['accumulation']
+    score = lambda f: run_frame(Chain(NBBOStage(), AccumulationStage(AccumulationParams(baselines=f))), CAT.find(sym, day))['accumulation']
     a, e, p = score(full), score(early), score(poisoned)
     for x in (e, p):
         for n in a.dtype.names: np.testing.assert_array_equal(a[n], x[n], err_msg=n)
     assert np.isfinite(a['score']).sum() >= 10 and set(a['baseline_days'][np.isfinite(a['score'])]) == {2}
     # the stage learns the scored day as it goes (for later days), yet its scores for that day are the same
-    chain = Chain(NBBOStage(), AccumulationStage(baselines=early))
+    chain = Chain(NBBOStage(), AccumulationStage(AccumulationParams(baselines=early)))
     first = run_frame(chain, CAT.find(sym, day))['accumulation']
     assert iso_day(day) in chain.stages[1].state[sym]['days']
     np.testing.assert_array_equal(first['score'], a['score'])
@@ -91,7 +92,20 @@ def test_a_saved_parameter_file_deploys_exactly_what_was_tuned(tmp_path):
     base = build_baselines(CAT, ['IBM'], DAYS[:2], tmp_path)
     p = save_params(tmp_path, darkpool={'z_threshold': 2.0}, accumulation={'score_threshold': 1.5, 'baselines': str(base)})
     sec = load_param_file(p)
-    tuned = Chain(NBBOStage(), AccumulationStage(score_threshold=1.5, baselines=base))
+    tuned = Chain(NBBOStage(), AccumulationStage(AccumulationParams(score_threshold=1.5, baselines=base)))
     srcs = CAT.find('IBM', DAYS[2])
     a, b = run_frame(tuned, srcs)['accumulation'], run_frame(accumulation_stage(sec['accumulation']), srcs)['accumulation']
     for n in a.dtype.names: np.testing.assert_array_equal(a[n], b[n], err_msg=n)
+
+
+def test_a_parameter_file_written_before_the_layers_issue_deploys_the_stages_its_keywords_name():
+    old = Path(__file__).resolve().parent / 'fixtures' / 'pre_layers' / 'params' / 'params-d5057b47e44e3a86.yaml'
+    sec = load_param_file(old)
+    assert sec == {'darkpool': {'block_size': 5000, 'tolerance_bps': 1.0}, 'accumulation': {'interval': '15m', 'score_threshold': 2.5}}
+    srcs = CAT.find('IBM', DAYS[1])
+    for built, by_hand, kind in (
+            (detect_stage(sec['darkpool']), DarkPoolStage(DarkPoolParams(block_size=5000, tolerance_bps=1.0)), 'alert'),
+            (accumulation_stage(sec['accumulation']), AccumulationStage(AccumulationParams(interval='15m', score_threshold=2.5)), 'accumulation')):
+        assert built.stages[1].params == by_hand.params
+        a, b = run_frame(built, srcs)[kind], run_frame(Chain(NBBOStage(), by_hand), srcs)[kind]
+        assert len(a) > 0 and a.dtype == b.dtype and a.tobytes() == b.tobytes(), kind

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from velox.detect.darkpool import DarkPoolStage
-from velox.detect.accumulation import AccumulationStage
+from velox.detect.darkpool import DarkPoolParams, DarkPoolStage
+from velox.detect.accumulation import AccumulationParams, AccumulationStage
 from velox.detect.outside_nbbo import OutsideNBBO
 from velox.events import batch, empty, PRICE_SCALE
 from velox.feeds.recorded import Catalog
@@ -58,7 +58,7 @@ def test_block_prints_equal_an_independent_pandas_implementation(sym, day):
 def test_outside_nbbo_alerts_of_the_dark_pool_stage_are_the_outside_nbbo_detectors(sym):
     srcs = CAT.find(sym, DAYS[1])
     params = dict(tolerance_bps=0.5, quote_lag_ms=3)
-    a = kind(run_frame(Chain(NBBOStage(), DarkPoolStage(**params)), srcs)['alert'], 'outside_nbbo')
+    a = kind(run_frame(Chain(NBBOStage(), DarkPoolStage(DarkPoolParams(**params))), srcs)['alert'], 'outside_nbbo')
     b = run_frame(Chain(NBBOStage(), OutsideNBBO(**params)), srcs)['alert']
     same = [n for n in b.dtype.names if n not in NEW]
     assert len(b) > 50
@@ -67,7 +67,7 @@ def test_outside_nbbo_alerts_of_the_dark_pool_stage_are_the_outside_nbbo_detecto
 
 
 def _week_chain_alerts(sym, days, **kw):
-    chain = Chain(NBBOStage(), DarkPoolStage(**kw))
+    chain = Chain(NBBOStage(), DarkPoolStage(DarkPoolParams(**kw)))
     return [run_frame(chain, CAT.find(sym, d), collect=('alert',)).outputs.get('alert', empty('alert')) for d in days]
 
 
@@ -92,7 +92,7 @@ def _sources(day, syms=SYMBOLS):
 
 
 def _both():
-    return Chain(NBBOStage(), DarkPoolStage(z_threshold=1.5), AccumulationStage(score_threshold=1.5))
+    return Chain(NBBOStage(), DarkPoolStage(DarkPoolParams(z_threshold=1.5)), AccumulationStage(AccumulationParams(score_threshold=1.5)))
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ def site(tmp_path_factory):
 def test_the_site_has_a_page_per_notebook_a_getting_started_page_and_an_api_reference(site):
     out, pages = site
     files = {p['file'] for p in pages}
-    nbs = list((ROOT / 'nbs').glob('*.ipynb')) + list((ROOT / 'nbs' / 'workers').glob('*.ipynb'))
+    nbs = [p for p in (ROOT / 'nbs').rglob('*.ipynb') if '.ipynb_checkpoints' not in p.parts]
     assert len(files) == len(nbs) + 2 and {'index.html', 'api.html'} <= files
     assert all((out / f).exists() for f in files)
     for f in files:  # every internal link resolves, nothing is fetched from the network

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 from velox.core import NS, day_start_ns
-from velox.trade.ensemble import Ensemble, Isotonic, Platt, SignalStage, brier, leakage_check, tier_of
+from velox.trade.ensemble import Ensemble, Isotonic, Platt, SignalRules, SignalStage, brier, leakage_check, tier_of
 from velox.trade.models import GBTModel, LogisticModel, Model, forward_labels, indicator_features, walk_forward
 from velox.market.features import FeatureStage
 from velox.feeds.recorded import Catalog
@@ -86,7 +86,7 @@ def test_signal_stage_same_signals_in_both_runners_and_tiers_ordered(ibm_trades)
     X, y = rng.normal(size=(3000, 8)), (rng.random(3000) < 0.5).astype(float)
     ens = Ensemble([LogisticModel(), GBTModel(n_trees=10)], calibration='platt').fit(X[:2000], y[:2000], X[2000:], y[2000:])
     from velox.stage import Chain
-    mk = lambda: Chain(FeatureStage(), SignalStage(ens, min_tier='D'))
+    mk = lambda: Chain(FeatureStage(), SignalStage(ens, SignalRules(min_tier='D')))
     src = [ArraySource('trade', 'IBM', ibm_trades)]
     a = run_frame(mk(), src)['signal']
     b = run_replay(mk(), Replay(src, chunk_rows=1500))['signal']

@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from velox.infra.bus import KafkaBus, decode_message, is_eos, publish_eos
+from velox.infra.kafka_bus import KafkaBus
+from velox.infra.codecs import decode_message
+from velox.infra.bus import is_eos, publish_eos
 from velox.feeds.recorded import Catalog
-from velox.runtime.launcher import fleet_status, file_sha256, notebook_complete, runs
+from velox.runtime.fleet import file_sha256, notebook_complete
+from velox.runtime.launcher import fleet_status, runs
 from velox.runtime.stages import PERSIST_TOPICS, features_stage, publish_replay, trading_stage
 from velox.core import clock_ns
 from velox.feeds.replay import Replay

@@ -1,4 +1,4 @@
-"""The IQFeed client against a local TCP server (127.0.0.1, in the test) that serves protocol lines built from
+"""The live IQFeed client (`velox.runtime.live`, over the protocol of `velox.feeds.iqfeed`) against a local TCP server (127.0.0.1, in the test) that serves protocol lines built from
 real recorded data: IBM and BAC trades and NBBO updates of 2013-10-08 (Lean files) on Level 1, Binance BTCUSDT
 depth levels on Level 2. What the client publishes must equal the recorded ticks."""
 import socket
@@ -9,11 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from velox.infra.bus import MemoryBus, decode_message
+from velox.infra.bus import MemoryBus
+from velox.infra.codecs import decode_message
 from velox.core import NS, NY, ns_to_local
 from velox.events import TRADE_CONDITIONS
 from velox.feeds.recorded import load_binance, load_lean_ticks
-from velox.feeds.iqfeed import DLQ_TOPIC, TOPICS, UPDATE_FIELDS, IQFeedClient, l1_handshake
+from velox.feeds.iqfeed import DLQ_TOPIC, TOPICS, UPDATE_FIELDS, l1_handshake
+from velox.runtime.live import IQFeedClient, IQFeedSettings
 
 DATA = Path(__file__).resolve().parent.parent / 'replay' / 'data'
 DAY = '20131008'
@@ -183,8 +185,8 @@ def test_l1_round_trip_of_real_ticks_through_a_dropped_connection_a_malformed_li
 
     server = FakeIQFeed([first, second])
     bus = MemoryBus()
-    client = IQFeedClient(bus, 'IBM,BAC,XYZ', l1_port=server.port, market_centers=mc, trade_conditions=conds,
-                          window_ms=20, dlq=True, backoff_base=0.05, backoff_cap=0.2)
+    settings = IQFeedSettings(l1_port=server.port, window_ms=20, dlq=True, backoff_base=0.05, backoff_cap=0.2)
+    client = IQFeedClient(bus, 'IBM,BAC,XYZ', settings, market_centers=mc, trade_conditions=conds)
     stats = run_client(client, server)
 
     # handshake, then watches; after the reconnect the same again, without the symbol the server did not know
@@ -226,8 +228,8 @@ def test_latency_is_wall_receive_time_minus_event_time():
         srv.hold()
 
     server = FakeIQFeed([script])
-    client = IQFeedClient(MemoryBus(), ['IBM'], l1_port=server.port, market_centers=mc, trade_conditions=conds,
-                          window_ms=20, wall_clock=lambda: wall)
+    client = IQFeedClient(MemoryBus(), ['IBM'], IQFeedSettings(l1_port=server.port, window_ms=20),
+                          market_centers=mc, trade_conditions=conds, wall_clock=lambda: wall)
     lat = run_client(client, server)['latency']
     ts = np.concatenate([recorded['IBM'][k]['ts'] for k in ('trade', 'quote')])
     assert lat['count'] == len(ts)  # one measurement per update message
@@ -245,8 +247,8 @@ def test_client_retries_with_backoff_until_the_server_is_up():
     mc, conds = tables(recorded.values())
     lines = encode_l1(recorded, mc)
     bus = MemoryBus()
-    client = IQFeedClient(bus, ['BAC'], l1_port=port, market_centers=mc, trade_conditions=conds, window_ms=20,
-                          backoff_base=0.05, backoff_cap=0.1)
+    settings = IQFeedSettings(l1_port=port, window_ms=20, backoff_base=0.05, backoff_cap=0.1)
+    client = IQFeedClient(bus, ['BAC'], settings, market_centers=mc, trade_conditions=conds)
     t = threading.Thread(target=client.run, kwargs={'max_runtime_s': 20}, daemon=True)
     t.start()
     time.sleep(0.4)  # several refused attempts
@@ -289,7 +291,7 @@ def test_l2_price_levels_round_trip_real_binance_depth():
 
     s1, s2 = FakeIQFeed([l1]), FakeIQFeed([l2])
     bus = MemoryBus()
-    client = IQFeedClient(bus, ['BTCUSDT'], l1_port=s1.port, l2_port=s2.port, window_ms=20)
+    client = IQFeedClient(bus, ['BTCUSDT'], IQFeedSettings(l1_port=s1.port, l2_port=s2.port, window_ms=20))
     t = threading.Thread(target=client.run, kwargs={'max_runtime_s': 20}, daemon=True)
     t.start()
     assert s2.done.wait(15)
@@ -307,7 +309,7 @@ def test_l2_price_levels_round_trip_real_binance_depth():
 
 @pytest.mark.kafka
 def test_velox_feed_iqfeed_command_publishes_to_kafka(kafka_bootstrap):
-    from velox.infra.bus import KafkaBus
+    from velox.infra.kafka_bus import KafkaBus
     from velox.face.cli import main
     # served under a symbol of its own, so other tests' IBM rows on the shared broker cannot mix in
     rec = window('IBM', '12:00:00', '12:00:10')

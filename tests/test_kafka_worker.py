@@ -4,7 +4,9 @@ import json, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
-from velox.infra.bus import KafkaBus, decode_message, is_eos
+from velox.infra.kafka_bus import KafkaBus
+from velox.infra.codecs import decode_message
+from velox.infra.bus import is_eos
 from velox.infra.topics import dlq_topic
 from bus_util import read_topic
 from velox.feeds.recorded import Catalog

@@ -5,11 +5,11 @@ import threading
 import numpy as np
 import pytest
 from velox.core import NS, ConfigError
-from velox.trade.ensemble import Ensemble, SignalStage, brier
+from velox.trade.ensemble import Ensemble, SignalRules, SignalStage, brier
 from velox.trade.models import LogisticModel, indicator_features
 from velox.market.features import FeatureStage
 from velox.feeds.recorded import Catalog
-from velox.trade.predict import Combiner, EnsembleStage, Inverted, PredictionStage
+from velox.trade.predict import Combiner, EnsembleStage, Inverted, PredictionParams, PredictionStage
 from velox.trade.registry import ModelRegistry
 from velox.trade.training import day_index, fit_models, register_all
 from velox.stage import Chain
@@ -108,15 +108,15 @@ def _labelled(ind):
 
 def test_prediction_stage_output_is_the_same_however_the_day_is_cut(reg, week):
     live = _day(week, 2)
-    whole = _feed(PredictionStage(reg, 'gbt', window=60, every=15), [live])
+    whole = _feed(PredictionStage(reg, 'gbt', PredictionParams(window=60, every=15)), [live])
     assert len(whole['prediction']) > 800 and len(whole['model_metric']) > 20
     rng = np.random.default_rng(11)
     for n in (2, 40, 300):
-        _assert_same(whole, _feed(PredictionStage(reg, 'gbt', window=60, every=15), _cuts(live, n, rng)), skip=('infer_us',))
+        _assert_same(whole, _feed(PredictionStage(reg, 'gbt', PredictionParams(window=60, every=15)), _cuts(live, n, rng)), skip=('infer_us',))
     pieces = _cuts(live, 50, rng)  # a worker restarts mid-day from a snapshot of the per-symbol state
-    first = PredictionStage(reg, 'gbt', window=60, every=15)
+    first = PredictionStage(reg, 'gbt', PredictionParams(window=60, every=15))
     a = _feed(first, pieces[:20])
-    second = PredictionStage(reg, 'gbt', window=60, every=15)
+    second = PredictionStage(reg, 'gbt', PredictionParams(window=60, every=15))
     second.restore(first.snapshot())
     b = _feed(second, pieces[20:])
     _assert_same(whole, {k: np.concatenate([a[k], b[k]]) for k in whole}, skip=('infer_us',))
@@ -124,7 +124,7 @@ def test_prediction_stage_output_is_the_same_however_the_day_is_cut(reg, week):
 
 def test_live_metrics_match_a_plain_loop_over_forward_outcomes(reg, week, fitted):
     live, window, every, h = _day(week, 2), 60, 15, 300
-    out = _feed(PredictionStage(reg, 'lr', window=window, every=every, horizon_s=h), _cuts(_day(week, 2), 25, np.random.default_rng(2)))
+    out = _feed(PredictionStage(reg, 'lr', PredictionParams(window=window, every=every, horizon_s=h)), _cuts(_day(week, 2), 25, np.random.default_rng(2)))
     pred, met = out['prediction'], out['model_metric']
     meta = reg.current('lr')[2]['metrics']
     for sym in ('IBM', 'BAC'):
@@ -157,7 +157,7 @@ def test_hot_reload_switches_to_a_newly_promoted_version_without_restart(reg, we
     mid = np.median(live['ts'])
     early, late = live[live['ts'] < mid], live[live['ts'] >= mid]
     new = LogisticModel(l2=7.0).fit(*_labelled(week[day_index(week['ts'], DAYS[:2]) >= 0]))
-    fast, slow = PredictionStage(reg, 'lr', reload_every_s=0), PredictionStage(reg, 'lr', reload_every_s=3600)
+    fast, slow = PredictionStage(reg, 'lr', PredictionParams(reload_every_s=0)), PredictionStage(reg, 'lr', PredictionParams(reload_every_s=3600))
     p1 = _feed(fast, [early])['prediction']
     _feed(slow, [early])
     v_old, v_new = reg.promoted('lr'), reg.register(new, 'lr')
@@ -171,7 +171,7 @@ def test_hot_reload_switches_to_a_newly_promoted_version_without_restart(reg, we
 
 
 def test_a_broken_promotion_keeps_the_running_version(reg, week):
-    stage = PredictionStage(reg, 'lr', reload_every_s=0)
+    stage = PredictionStage(reg, 'lr', PredictionParams(reload_every_s=0))
     v_old = stage.version
     v_bad = reg.register(LogisticModel(l2=3.0).fit(*_labelled(_day(week, 0))), 'lr')
     (reg.root / 'lr' / f'{v_bad}.pkl').write_bytes(b'truncated')
@@ -205,9 +205,9 @@ def test_ensemble_stage_gives_the_signals_of_signal_stage_with_the_same_models(r
     comb = fitted['ensemble'][0]
     ens = Ensemble([fitted['lr'][0], fitted['gbt'][0]])
     ens.weights, ens.cal = comb.weights, comb.cal
-    kw = dict(min_tier='C', ttl_s=90, k_stop=0.8, k_target=2.0, vol_window=20)
-    a = run_frame(Chain(PredictionStage(reg, 'lr'), PredictionStage(reg, 'gbt'), EnsembleStage(reg, **kw)), {'indicator': live})['signal']
-    b = run_frame(SignalStage(ens, **kw), {'indicator': live})['signal']
+    rules = SignalRules(min_tier='C', ttl_s=90, k_stop=0.8, k_target=2.0, vol_window=20)
+    a = run_frame(Chain(PredictionStage(reg, 'lr'), PredictionStage(reg, 'gbt'), EnsembleStage(reg, rules=rules)), {'indicator': live})['signal']
+    b = run_frame(SignalStage(ens, rules), {'indicator': live})['signal']
     assert len(a) == len(b) > 1000 and set(a['stage']) == {'raw', 'calibrated', 'filtered', 'final'}
     _assert_same({'signal': a}, {'signal': b}, skip=('version',))
     assert set(a['version']) == {reg.promoted('ensemble')}
@@ -259,3 +259,15 @@ def test_cli_trains_lists_and_promotes(tmp_path):
     assert code == 2 and str(tmp_path / 'missing') in text
     code, text = _velox('models', 'train', '--days', '2013-10-08,2013-10-09', '--tf', '120', '--registry', r, '--data-dir', str(DATA))
     assert code == 2 and '--tf 120' in text
+
+
+def test_a_worker_parameter_file_maps_its_flat_keys_onto_the_stage_settings(reg):
+    from velox.runtime.stages import ensemble_stage, predict_stage
+    p = predict_stage('lr', {'registry': str(reg.root), 'horizon_s': 120, 'window': 30, 'tol_hit': 0.2})
+    assert p.params == PredictionParams(horizon_s=120, window=30, tol_hit=0.2) and p.name == 'predict.lr'
+    e = ensemble_stage({'registry': str(reg.root), 'models': ['lr', 'gbt'], 'min_tier': 'C', 'ttl_s': 90, 'vol_bps': [0.0, 50.0],
+                        'max_buffer': 5})
+    assert e.rules == SignalRules(min_tier='C', ttl_s=90, vol_bps=[0.0, 50.0]) and e.models == ('lr', 'gbt') and e.max_buffer == 5
+    with pytest.raises(ConfigError, match="predict.lr parameters: .*'windw'"): predict_stage('lr', {'registry': str(reg.root), 'windw': 3})
+    with pytest.raises(ConfigError, match="ensemble parameters: .*'min_teir'"): ensemble_stage({'registry': str(reg.root), 'min_teir': 'C'})
+    with pytest.raises(ConfigError, match='predict.lr parameters: horizon_s, window, every'): predict_stage('lr', {'registry': str(reg.root), 'every': 0})

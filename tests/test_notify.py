@@ -12,7 +12,8 @@ import pytest
 
 from velox.core import VeloxError
 from velox.events import batch
-from velox.infra.notify import DeliveryError, EmailOutput, Notification, Notifier, TelegramOutput, WebhookOutput, load_notifier
+from velox.infra.notify import (Delivery, DeliveryError, EmailOutput, Notification, Notifier, SmtpServer, TelegramOutput,
+                                WebhookOutput, load_notifier)
 
 TOKEN = '7081234567:AAHk3-Zq_secretBotToken_9xY'
 
@@ -77,7 +78,7 @@ ALERTS = batch('alert', ts=[1381239000_065_000_000 + i * 10**9 for i in range(6)
 def test_webhook_delivers_json_and_retries_500s_with_backoff_until_success(http):
     srv = http([500, 502, 503])
     waits = []
-    out = WebhookOutput('ops', srv.url + '/hook', sleep=waits.append, attempts=5, backoff_base=0.1, backoff_cap=1.0)
+    out = WebhookOutput('ops', srv.url + '/hook', delivery=Delivery(attempts=5, backoff_base=0.1, backoff_cap=1.0), sleep=waits.append)
     n = Notification.from_row('alert', ALERTS[0])
     out.send(n)
     assert len(srv.requests) == 4 and len(waits) == 3  # three failures, three waits, then delivered
@@ -90,7 +91,7 @@ def test_webhook_delivers_json_and_retries_500s_with_backoff_until_success(http)
 
 def test_webhook_gives_up_after_attempts_and_does_not_retry_client_errors(http):
     srv = http([500] * 10)
-    out = WebhookOutput('ops', srv.url, sleep=lambda s: None, attempts=3)
+    out = WebhookOutput('ops', srv.url, delivery=Delivery(attempts=3), sleep=lambda s: None)
     with pytest.raises(DeliveryError, match='HTTP 500'): out.send(Notification('test', 'x'))
     assert len(srv.requests) == 3
     srv2 = http([400])
@@ -130,7 +131,7 @@ def test_the_bot_token_never_reaches_logs_errors_or_reprs(http, caplog, monkeypa
 def test_notifier_dedupes_by_event_id_within_the_ttl(http):
     srv = http()
     clock = Clock()
-    nt = Notifier([WebhookOutput('ops', srv.url, clock=clock, burst=100)], dedupe_ttl_s=600, clock=clock)
+    nt = Notifier([WebhookOutput('ops', srv.url, delivery=Delivery(burst=100), clock=clock)], dedupe_ttl_s=600, clock=clock)
     n = Notification.from_row('alert', ALERTS[0])
     assert nt.notify(n) == {'ops': 'sent'}
     assert nt.notify(Notification.from_row('alert', ALERTS[:1].copy()[0])) == {'ops': 'duplicate'}  # same id
@@ -144,8 +145,8 @@ def test_notifier_dedupes_by_event_id_within_the_ttl(http):
 def test_token_bucket_limits_each_output_by_count(http):
     srv_a, srv_b = http(), http()
     clock = Clock()
-    a = WebhookOutput('a', srv_a.url, clock=clock, burst=3, rate_per_min=2)  # one token every 30 s
-    b = WebhookOutput('b', srv_b.url, clock=clock, burst=10, rate_per_min=60)
+    a = WebhookOutput('a', srv_a.url, delivery=Delivery(burst=3, rate_per_min=2), clock=clock)  # one token every 30 s
+    b = WebhookOutput('b', srv_b.url, delivery=Delivery(burst=10, rate_per_min=60), clock=clock)
     nt = Notifier([a, b], clock=clock)
     res = [nt.notify(Notification('test', f'msg {i}')) for i in range(5)]
     assert [r['a'] for r in res] == ['sent'] * 3 + ['rate_limited'] * 2
@@ -158,7 +159,7 @@ def test_token_bucket_limits_each_output_by_count(http):
 
 def test_notifier_as_alert_sink_filters_by_confidence_and_tier(http):
     srv = http()
-    nt = Notifier([WebhookOutput('ops', srv.url, burst=100)], min_confidence=0.7)
+    nt = Notifier([WebhookOutput('ops', srv.url, delivery=Delivery(burst=100))], min_confidence=0.7)
     nt.write('alert', ALERTS)
     nt.write('nbbo', np.zeros(3))  # not a kind it notifies about
     assert len(srv.requests) == 0  # write only queues
@@ -166,7 +167,7 @@ def test_notifier_as_alert_sink_filters_by_confidence_and_tier(http):
     want = [f'alert-{i}' for i, c in enumerate(ALERTS['confidence']) if c >= 0.7]
     assert [r['json']['id'] for r in srv.requests] == want and nt.filtered == len(ALERTS) - len(want)
     sig = np.array([('IBM', 'A', 1), ('IBM', 'C', 2), ('BAC', 'B', 3)], [('symbol', 'U12'), ('tier', 'U1'), ('ts', 'i8')])
-    nt2 = Notifier([WebhookOutput('ops', srv.url, burst=100)], min_tier='B', kinds=('signal',))
+    nt2 = Notifier([WebhookOutput('ops', srv.url, delivery=Delivery(burst=100))], min_tier='B', kinds=('signal',))
     nt2.write('signal', sig)
     nt2.flush()
     assert [r['json']['tier'] for r in srv.requests[len(want):]] == ['A', 'B']
@@ -205,8 +206,8 @@ def smtp():
 def test_email_via_smtp_retries_a_busy_server_then_delivers(smtp):
     handler, port = smtp(busy=2)
     waits = []
-    out = EmailOutput('oncall', '127.0.0.1', port, sender='velox@desk.test', to=['ops@desk.test', 'risk@desk.test'],
-                      sleep=waits.append, timeout=5)
+    out = EmailOutput('oncall', SmtpServer('127.0.0.1', port), sender='velox@desk.test', to=['ops@desk.test', 'risk@desk.test'],
+                      delivery=Delivery(timeout=5), sleep=waits.append)
     n = Notification.worker_failure('detect-2', ConnectionRefusedError('redis down'))
     out.send(n)
     assert handler.tries == 3 and len(waits) == 2 and len(handler.messages) == 1
@@ -228,7 +229,7 @@ def test_email_refused_permanently_is_not_retried(smtp):
     c.start()
     try:
         with pytest.raises(DeliveryError, match='SMTP 554'):
-            EmailOutput('oncall', '127.0.0.1', c.port, to='ops@desk.test', sleep=lambda s: None).send(Notification('test', 'x'))
+            EmailOutput('oncall', SmtpServer('127.0.0.1', c.port), to='ops@desk.test', sleep=lambda s: None).send(Notification('test', 'x'))
         assert h.tries == 1
     finally:
         c.stop()

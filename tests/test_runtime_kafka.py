@@ -4,7 +4,9 @@ import json, logging, signal, subprocess, sys, time, urllib.request, uuid
 from pathlib import Path
 import numpy as np
 import pytest
-from velox.infra.bus import KafkaBus, decode_message, publish, publish_eos, encode_json
+from velox.infra.kafka_bus import KafkaBus
+from velox.infra.codecs import decode_message, encode_json
+from velox.infra.bus import publish, publish_eos
 from velox.feeds.recorded import Catalog
 from velox.runtime.stages import DETECT_INPUTS
 from velox.detect.params import detect_stage
@@ -178,7 +180,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_with_their_reason_and_proce
     data = window('10:00', '10:30')
     expect = canon(run_frame(detect_stage(), data)['alert'])
     import struct
-    from velox.infra.bus import encode_frame
+    from velox.infra.codecs import encode_frame
     good = encode_frame('trade', data['trade'][data['trade']['symbol'] == 'IBM'][:3])
     v99 = good[:4] + struct.pack('<H', 99) + good[6:]
     poison = [('market.trades', b'{"type": "trade", "symbol": "IBM", "price": ', 'IBM'),  # invalid JSON
@@ -248,7 +250,7 @@ def test_a_redis_outage_mid_run_loses_no_hot_state_and_no_checkpoint(day, tmp_pa
         assert sa['sink_failures'] > 0 and sa['events'] == total
         al, _ = outputs(bus)
         np.testing.assert_array_equal(al, expect)
-        from velox.infra.stores import RedisHot
+        from velox.infra.redis_hot import RedisHot
         from velox.events import to_dicts
         with RedisHot(redis_svc.dsn) as hot:
             for sym in ('IBM', 'BAC'):
@@ -259,7 +261,7 @@ def test_a_redis_outage_mid_run_loses_no_hot_state_and_no_checkpoint(day, tmp_pa
 
 
 def test_no_secret_is_logged_when_connecting_with_sasl_settings(caplog):
-    from velox.infra.bus import kafka_client_kw
+    from velox.infra.kafka_bus import kafka_client_kw
     from velox.core import Config
     cfg = Config.load(env={'VELOX_KAFKA_SASL_MECHANISM': 'SCRAM-SHA-256', 'VELOX_KAFKA_SASL_USERNAME': 'u'})
     kw = kafka_client_kw(cfg, env={'VELOX_KAFKA_PASSWORD': 'pw-Zx81q'})

@@ -75,3 +75,69 @@ def test_an_execution_snapshot_in_the_new_format_restores_to_the_same_state():
     out_a.add(a.flush()); out_b.add(b.flush())
     ra, rb = out_a.result(), out_b.result()
     assert set(ra) == set(rb) and all(ra[k].tobytes() == rb[k].tobytes() for k in ra)
+
+
+def test_detect_worker_checkpoints_written_before_the_layers_issue_restore_and_finish_the_day():
+    """make.py, section 2: a detect worker checkpointed IBM and BAC a third of the way through a 20-minute window and
+    its outputs until then were saved. A worker of today, on the same bus, restores those snapshots, skips what they
+    hold and finishes: the outputs before plus its own are the whole window's, nothing lost, nothing different."""
+    import json
+    from velox.detect.params import detect_stage
+    from velox.feeds.recorded import Catalog
+    from velox.infra.bus import MemoryBus, publish, publish_eos
+    from velox.infra.hot import MemoryHot
+    from velox.runtime.runners import run_frame
+    from velox.runtime.stages import DETECT_INPUTS, DETECT_OUTPUTS
+    from velox.runtime.worker import RunOptions, Worker, WorkerSettings
+    from reference_trading import DATA
+    meta = json.loads((CHECKPOINTS / 'detect.json').read_text())
+    assert meta['group'] == 'detect' and meta['rows_per_frame'] == 256
+    lo, hi = meta['start_ns'], meta['end_ns']
+    srcs = [s for sym in meta['symbols'] for s in Catalog(DATA).find(sym, meta['day'])]
+    data = [(s.kind, (lambda b: b[(b['ts'] >= lo) & (b['ts'] < hi)])(s.load())) for s in srcs]
+    bus, hot = MemoryBus(), MemoryHot()
+    topic_of = {v: k for k, v in DETECT_INPUTS.items()}
+    for kind, b in data: publish(bus, topic_of[kind], kind, b, rows_per_frame=meta['rows_per_frame'])
+    for t in DETECT_INPUTS: publish_eos(bus, t, meta['symbols'])
+    for key in meta['keys']: hot.put_snapshot(key, (CHECKPOINTS / f"{key.replace(':', '__')}.bin").read_bytes())
+
+    w = Worker(detect_stage(), bus, DETECT_INPUTS, DETECT_OUTPUTS, meta['group'], WorkerSettings(collect=('alert', 'nbbo')),
+               checkpoints=hot)
+    stats = w.run(RunOptions(until_end=True, max_runtime_s=120))
+    assert stats.restored == 2 and stats.skipped > 0  # both symbols came from the old snapshots, whose messages were skipped
+    assert stats.events == sum(len(b) for _, b in data) - meta['events_at_checkpoint']
+    after = w.collected.result()
+
+    full = run_frame(detect_stage(), {k: np.concatenate([b for kk, b in data if kk == k]) for k in ('quote', 'trade')})
+    for kind in ('alert', 'nbbo'):
+        before = np.load(CHECKPOINTS / f'detect_before_{kind}.npy', allow_pickle=False)
+        assert len(before) and len(after[kind]), kind  # the checkpoint falls inside the window for both outputs
+        joined = np.concatenate([before, after[kind]])
+        if kind == 'alert':  # consumers keep each alert id once (at-least-once delivery)
+            joined = joined[np.sort(np.unique(joined['id'], return_index=True)[1])]
+        canon = lambda a: a[np.lexsort([a[f] for f in reversed(a.dtype.names) if a.dtype[f].kind != 'f'])]
+        assert joined.dtype == full[kind].dtype and len(joined) == len(full[kind]), kind
+        assert canon(joined).tobytes() == canon(full[kind]).tobytes(), kind
+
+
+REGISTRY = Path(__file__).resolve().parent / 'fixtures' / 'pre_layers' / 'registry'
+
+
+def test_a_model_registry_written_before_the_layers_issue_loads_with_the_same_versions_and_predictions():
+    "lr, gbt, lstm and two combiners (platt, isotonic) pickled under the old module paths: same versions, same predictions."
+    import json
+    from velox.trade.lstm import windows
+    from velox.trade.models import indicator_features  # noqa: F401 (the registry's models take these features)
+    from velox.trade.registry import ModelRegistry, version_of
+    reg = ModelRegistry(REGISTRY)
+    expected = json.loads((REGISTRY.parent / 'registry_expected.json').read_text())
+    X = np.load(REGISTRY.parent / 'X.npy')
+    assert sorted(reg.names()) == sorted(expected) and len(expected) == 5
+    for name, e in expected.items():
+        m = reg.load(name, e['version'])
+        assert version_of(m) == e['version'], name  # the content hash, recomputed by the new code, names the same version
+        if name == 'lstm': p = m.predict_proba(windows(X, m.lookback, np.load(REGISTRY.parent / 'X_symbols.npy')))
+        elif name.startswith('ens'): p = m.predict_proba(np.stack([reg.load(n, reg.promoted(n)).predict_proba(X) for n in m.models], 1))
+        else: p = m.predict_proba(X)
+        assert np.allclose(p, e['pred'], rtol=0, atol=1e-12), name
+    assert reg.current('ensemble')[0] == expected['ensemble']['version']  # PROMOTED still names it

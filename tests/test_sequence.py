@@ -9,9 +9,9 @@ from velox.trade.models import LogisticModel, Model, indicator_features
 from velox.market.features import FeatureStage
 from velox.feeds.recorded import Catalog
 from velox.trade.registry import ModelRegistry
-from velox.trade.predict import PredictionStage
+from velox.trade.predict import PredictionParams, PredictionStage
 from velox.trade.training import day_index, fit_models, register_all
-from velox.trade.lstm import LSTMModel, _has_torch, lstm_loss, windows
+from velox.trade.lstm import LSTMModel, LSTMParams, _has_torch, lstm_loss, windows
 from velox.runtime.runners import run_frame
 from reference_trading import DATA
 
@@ -56,7 +56,7 @@ def test_numpy_lstm_gradient_matches_finite_differences():
 def test_numpy_lstm_learns_a_lagged_sign_where_a_row_wise_logistic_model_is_at_chance():
     X, y = _lagged_task(3000, 1)
     Xt, yt = _lagged_task(2000, 2)
-    m = LSTMModel(lookback=6, hidden=8, epochs=20, l2=1e-4, backend='numpy').fit(windows(X, 6)[3:], y[3:])
+    m = LSTMModel(LSTMParams(lookback=6, hidden=8, epochs=20, l2=1e-4, backend='numpy')).fit(windows(X, 6)[3:], y[3:])
     acc = ((m.predict_proba(windows(Xt, 6))[3:] >= 0.5) == yt[3:]).mean()
     acc_lr = ((LogisticModel().fit(X[3:], y[3:]).predict_proba(Xt[3:]) >= 0.5) == yt[3:]).mean()
     assert acc > 0.9 and abs(acc_lr - 0.5) < 0.05, (acc, acc_lr)
@@ -66,22 +66,22 @@ def test_numpy_lstm_learns_a_lagged_sign_where_a_row_wise_logistic_model_is_at_c
 def test_save_load_round_trip_gives_identical_probabilities_and_a_row_never_depends_on_its_batch(tmp_path):
     X, y = _lagged_task(800, 3)
     W = windows(X, 4)
-    m = LSTMModel(lookback=4, hidden=5, epochs=3, backend='numpy').fit(W, y)
+    m = LSTMModel(LSTMParams(lookback=4, hidden=5, epochs=3, backend='numpy')).fit(W, y)
     back = Model.load(m.save(tmp_path / 'lstm.pkl'))
     assert type(back) is LSTMModel and back.version == m.version and m.version.startswith('lstm-')
     assert np.array_equal(back.predict_proba(W), m.predict_proba(W))
     assert np.array_equal(np.concatenate([m.predict_proba(W[i:i + 13]) for i in range(0, len(W), 13)]), m.predict_proba(W))
-    again = LSTMModel(lookback=4, hidden=5, epochs=3, backend='numpy').fit(W, y)
-    other = LSTMModel(lookback=4, hidden=5, epochs=3, seed=1, backend='numpy').fit(W, y)
+    again = LSTMModel(LSTMParams(lookback=4, hidden=5, epochs=3, backend='numpy')).fit(W, y)
+    other = LSTMModel(LSTMParams(lookback=4, hidden=5, epochs=3, seed=1, backend='numpy')).fit(W, y)
     assert again.version == m.version and other.version != m.version  # deterministic for a seed; the hash sees the weights
     with pytest.raises(DataError, match=r'expected \(n, 4, n_features\)'): m.predict_proba(X)
 
 
 def test_bad_backends_are_refused_naming_what_to_install():
-    with pytest.raises(ConfigError, match='expected auto, numpy or torch'): LSTMModel(backend='jax')
-    with pytest.raises(ConfigError, match='lookback'): LSTMModel(lookback=0)
+    with pytest.raises(ConfigError, match='expected auto, numpy or torch'): LSTMModel(LSTMParams(backend='jax'))
+    with pytest.raises(ConfigError, match='lookback'): LSTMModel(LSTMParams(lookback=0))
     if _has_torch(): pytest.skip('torch is installed: nothing to refuse')
-    with pytest.raises(ConfigError, match=r"pip install -e '\.\[seq\]'"): LSTMModel(backend='torch')
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[seq\]'"): LSTMModel(LSTMParams(backend='torch'))
     assert LSTMModel().fit(*_small()).fitted_with == 'numpy'  # auto without torch
 
 
@@ -94,8 +94,8 @@ def test_torch_backend_learns_the_lagged_sign_into_weights_the_numpy_forward_pas
     pytest.importorskip('torch', reason="PyTorch not installed: pip install -e '.[seq]'")
     X, y = _lagged_task(3000, 1)
     Xt, yt = _lagged_task(2000, 2)
-    m = LSTMModel(lookback=6, hidden=8, epochs=20, l2=1e-4, backend='torch').fit(windows(X, 6)[3:], y[3:])
-    assert m.fitted_with == 'torch' and LSTMModel(backend='auto').fit(*_small()).fitted_with == 'torch'
+    m = LSTMModel(LSTMParams(lookback=6, hidden=8, epochs=20, l2=1e-4, backend='torch')).fit(windows(X, 6)[3:], y[3:])
+    assert m.fitted_with == 'torch' and LSTMModel(LSTMParams(backend='auto')).fit(*_small()).fitted_with == 'torch'
     # a gate order or bias mapping wrong between torch.nn.LSTM and the numpy pass would leave it at chance
     assert ((m.predict_proba(windows(Xt, 6))[3:] >= 0.5) == yt[3:]).mean() > 0.9
     back = Model.load(m.save(tmp_path / 'lstm.pkl'))
@@ -111,7 +111,7 @@ def days():
 @pytest.fixture(scope='module')
 def fitted(days):
     t0 = time.perf_counter()
-    out = fit_models(days, DAYS, lstm=LSTMModel(backend='numpy'))
+    out = fit_models(days, DAYS, lstm=LSTMModel(LSTMParams(backend='numpy')))
     return out, time.perf_counter() - t0
 
 
@@ -149,7 +149,7 @@ def test_prediction_stage_runs_the_lstm_on_windows_of_each_symbol_however_the_da
     reg = ModelRegistry(tmp_path / 'reg')
     register_all(reg, {'lstm': fitted[0]['lstm']}, promote=True)
     live = days[day_index(days['ts'], DAYS[1:]) == 0]
-    whole = _feed(PredictionStage(reg, 'lstm', window=60, every=15), [live])
+    whole = _feed(PredictionStage(reg, 'lstm', PredictionParams(window=60, every=15)), [live])
     assert len(whole['prediction']) > 600 and len(whole['model_metric']) > 10
     m = fitted[0]['lstm'][0]
     rows, X = indicator_features(live)
@@ -159,11 +159,11 @@ def test_prediction_stage_runs_the_lstm_on_windows_of_each_symbol_however_the_da
         assert np.array_equal(pr['prob'], ref[rows['symbol'] == s][np.argsort(rows['ts'][rows['symbol'] == s], kind='stable')])
     rng = np.random.default_rng(12)
     for n in (2, 40, 300):
-        _assert_same(whole, _feed(PredictionStage(reg, 'lstm', window=60, every=15), _cuts(live, n, rng)))
+        _assert_same(whole, _feed(PredictionStage(reg, 'lstm', PredictionParams(window=60, every=15)), _cuts(live, n, rng)))
     pieces = _cuts(live, 50, rng)  # a worker restarts mid-day from a snapshot of the per-symbol state
-    first = PredictionStage(reg, 'lstm', window=60, every=15)
+    first = PredictionStage(reg, 'lstm', PredictionParams(window=60, every=15))
     a = _feed(first, pieces[:20])
-    second = PredictionStage(reg, 'lstm', window=60, every=15)
+    second = PredictionStage(reg, 'lstm', PredictionParams(window=60, every=15))
     second.restore(first.snapshot())
     b = _feed(second, pieces[20:])
     _assert_same(whole, {k: np.sort(np.concatenate([a[k], b[k]]), order=['symbol', 'ts', 'id']) for k in whole})

@@ -182,7 +182,7 @@ def test_a_lone_bid_update_applies_at_once_whatever_the_chunking_or_runner():
     from velox.events import batch
     from velox.feeds.replay import ArraySource
     from velox.infra.bus import MemoryBus, publish, publish_eos
-    from velox.runtime.worker import Worker
+    from velox.runtime.worker import RunOptions, Worker, WorkerSettings
     from velox.runtime.stages import DETECT_INPUTS, DETECT_OUTPUTS
     t = lambda hh, mm, ss=0: day_start_ns(DAYS[1]) + ((hh * 60 + mm) * 60 + ss) * NS
     P = lambda x: int(round(x * 10**8))
@@ -201,6 +201,6 @@ def test_a_lone_bid_update_applies_at_once_whatever_the_chunking_or_runner():
     publish(bus, 'market.trades', 'trade', tr, rows_per_frame=1)
     publish(bus, 'market.quotes', 'quote', q[3:], rows_per_frame=1)
     for topic in DETECT_INPUTS: publish_eos(bus, topic, ['ZZ'])
-    w = Worker(detect_stage(), bus, DETECT_INPUTS, DETECT_OUTPUTS, group='g', max_records=1, collect=('alert',))
-    w.run(until_end=True, max_runtime_s=30)
+    w = Worker(detect_stage(), bus, DETECT_INPUTS, DETECT_OUTPUTS, 'g', WorkerSettings(max_records=1, collect=('alert',)))
+    w.run(RunOptions(until_end=True, max_runtime_s=30))
     np.testing.assert_array_equal(w.collected.result()['alert'], ref)

@@ -15,7 +15,9 @@ from velox.feeds.recorded import Catalog, lean_tick_csv, read_bytes
 from velox.feeds.replay import ArraySource, Replay
 from velox.infra.resilience import GuardedSink
 from velox.infra import stores
-from velox.infra.stores import Store, StoreSink, RefusingStore, Spool, db_migrate
+from velox.infra.stores import Store, db_migrate
+from velox.infra.sinks import RefusingStore, StoreRetry, StoreSink
+from velox.infra.spool import Spool
 from velox.infra.datamgr import StoreSource, import_recorded
 from velox.infra.stores import stored_days
 
@@ -110,7 +112,8 @@ def test_while_clickhouse_refuses_writes_the_spool_holds_every_batch_and_drains_
     windows = _replay_windows(day_sources)
     with Store(f'chdb://{tmp_path}/chdb').migrate() as st:
         store = RefusingStore(st)  # fault injection: refuses inserts like an unreachable server while `down`
-        sink = StoreSink(store, kinds=None, batch_rows=20_000, spool=tmp_path / 'store.spool', retry_s=0.01, max_retry_s=0.05)
+        sink = StoreSink(store, kinds=None, batch_rows=20_000, spool=tmp_path / 'store.spool',
+                         retries=StoreRetry(retry_s=0.01, max_retry_s=0.05))
         guarded = GuardedSink(sink, sleep=lambda s: None)  # as the worker wraps every sink
         a, b = len(windows) // 3, 2 * len(windows) // 3
         spooled_during_outage = 0
@@ -134,7 +137,8 @@ def test_while_clickhouse_refuses_writes_the_spool_holds_every_batch_and_drains_
 
 DRAIN = """
 import sys, time
-from velox.infra.stores import Store, StoreSink
+from velox.infra.stores import Store
+from velox.infra.sinks import StoreSink
 class Slow:  # says when each insert is done, then dawdles before the sink can record it as drained
     def __init__(self, st): self.st = st
     def insert(self, kind, b):
@@ -148,7 +152,7 @@ StoreSink(Slow(st), batch_rows=30_000, spool=sys.argv[2]).close(); st.close()
 def test_kill_9_in_the_middle_of_draining_the_spool_and_a_restart_still_store_each_event_exactly_once(tmp_path, day_sources):
     dsn, spool = f'chdb://{tmp_path}/chdb', str(tmp_path / 'store.spool')
     with Store(dsn).migrate() as st:  # an outage from the start: the whole day goes to the spool
-        sink = StoreSink(RefusingStore(st, down=True), kinds=None, batch_rows=30_000, spool=spool, retry_s=60)
+        sink = StoreSink(RefusingStore(st, down=True), kinds=None, batch_rows=30_000, spool=spool, retries=StoreRetry(retry_s=60))
         for kind, b in _replay_windows(day_sources): sink.write(kind, b)
         sink.close()
         assert st.count('trade') == st.count('quote') == 0

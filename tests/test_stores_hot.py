@@ -13,7 +13,9 @@ from velox.market.nbbo import consolidated_nbbo
 from velox.feeds.replay import ArraySource, Replay
 from velox.infra.resilience import CircuitBreaker, GuardedSink, SinkUnavailable
 from velox.infra.services import free_port, start_redis
-from velox.infra.stores import HotSink, MemoryHot, RedisHot, hot_clean, hot_stats
+from velox.infra.sinks import HotSink
+from velox.infra.hot import MemoryHot, hot_clean, hot_stats
+from velox.infra.redis_hot import RedisHot
 
 pytestmark = pytest.mark.redis
 TICK = Path(__file__).resolve().parent.parent / 'replay/data/lean/equity/usa/tick'

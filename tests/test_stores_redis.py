@@ -9,7 +9,10 @@ from velox.core import ns_to_iso
 from velox.events import PRICE_SCALE, to_dicts
 from velox.feeds.recorded import load_lean_ticks
 from velox.market.nbbo import consolidated_nbbo
-from velox.infra.stores import HotSink, MemoryHot, RedisHot, hot_from_dsn
+from velox.infra.sinks import HotSink
+from velox.infra.hot import MemoryHot
+from velox.infra.redis_hot import RedisHot
+from velox.infra.connect import hot_from_dsn
 
 pytestmark = pytest.mark.redis
 TICK = Path(__file__).resolve().parent.parent / 'replay/data/lean/equity/usa/tick'

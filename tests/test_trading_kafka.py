@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from velox.infra.bus import KafkaBus, decode_message, publish, publish_eos
+from velox.infra.kafka_bus import KafkaBus
+from velox.infra.codecs import decode_message
+from velox.infra.bus import publish, publish_eos
 from velox.core import NS, day_start_ns
 from velox.events import batch
 from velox.runtime.stages import execution_stage

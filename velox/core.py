@@ -14,7 +14,8 @@ import numpy as np
 # %% auto #0
 __all__ = ['NY', 'NS', 'VeloxError', 'DataError', 'ConfigError', 'Config', 'read_mapping', 'event_id', 'day_start_ns',
            'parse_day', 'ns_to_iso', 'to_ns', 'ns_to_local', 'utc_offsets', 'local_ms', 'local_datetime64',
-           'clock_text', 'clock_ns', 'Session', 'get_logger', 'redact', 'moved', 'load_pickle', 'legacy_dumps']
+           'clock_text', 'clock_ns', 'Session', 'get_logger', 'redact', 'atomic_write', 'moved', 'load_pickle',
+           'legacy_dumps']
 
 # %% ../nbs/00_core.ipynb #d0cc5b49
 class VeloxError(Exception):
@@ -241,6 +242,18 @@ def _install_redaction():
     logging.setLogRecordFactory(factory)
 
 # %% ../nbs/00_core.ipynb #2e33c285
+def atomic_write(path, data:str|bytes, fsync:bool=False) -> Path:
+    "Replace `path` with `data` atomically (rename over it); `fsync`: on disk before the rename."
+    import threading
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{threading.get_ident()}.tmp')
+    with open(tmp, 'wb') as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        if fsync: f.flush(); os.fsync(f.fileno())
+    os.replace(tmp, path)  # atomic on POSIX
+    return path
+
+# %% ../nbs/00_core.ipynb #6c1e8c3c
 _MOVED: dict[str, list[str]] = {}  # module before a move -> modules its names live in now (looked up in order)
 
 def moved(old:str, *now:str):

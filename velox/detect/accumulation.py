@@ -4,6 +4,7 @@
 
 # %% ../../nbs/detect/03_accumulation.ipynb #c1c5c3a1
 from __future__ import annotations
+from dataclasses import dataclass
 import numpy as np
 from .baselines import add_interval, baseline, zscore, day_of, merged_days, as_baselines
 from ..market.signing import QuoteMemory
@@ -15,7 +16,7 @@ from ..stage import Stage
 
 # %% auto #0
 __all__ = ['FEATURES', 'ACCUMULATION', 'STEALTH_ACCUMULATION', 'DISTRIBUTION', 'flow_features', 'accumulation_score', 'patterns',
-           'AccumulationStage']
+           'AccumulationParams', 'AccumulationStage']
 
 # %% ../../nbs/detect/03_accumulation.ipynb #4f41ecf8
 FEATURES = ('off_share', 'block_share', 'imbalance', 'ret_bps', 'vwap_drift_bps')
@@ -50,30 +51,44 @@ def patterns(z:dict, score:np.ndarray, score_threshold:float=2.0, imb_z:float=1.
     return pat.astype('U16'), np.where(pat != '', conf, 0.0)
 
 # %% ../../nbs/detect/03_accumulation.ipynb #403bb39c
+@dataclass(frozen=True)
+class AccumulationParams:
+    "What `AccumulationStage` looks for: the keys of a parameter file's `accumulation` section."
+    interval:str='30m'  # the interval scored
+    quote_lag_ms:float=0.0  # the quote lag of the Lee-Ready side classifier
+    block_size:float=10_000  # shares that make a print a block
+    block_notional:float=200_000  # or dollars that make it one
+    score_threshold:float=2.0  # |score| that makes accumulation (or distribution)
+    imb_z:float=1.0  # stealth accumulation: z_imb at least this...
+    off_z:float=1.0  # ... and z_off at least this...
+    stealth_ret_z:float=0.5  # ... while z_ret is at most this
+    min_interval_volume:float=1_000  # intervals with fewer shares are not scored
+    lookback_days:int=20  # earlier days in the baseline
+    min_baseline_days:int=1  # with fewer earlier days an interval is not scored
+    baselines:object=None  # a baselines file (or `Baselines`) from `build_baselines`, beside the stage's own days
+    venues:tuple=OFF_EXCHANGE  # venue codes that report off-exchange prints
+
+    def __post_init__(self):
+        if self.score_threshold <= 0 or self.imb_z <= 0 or self.off_z <= 0: raise ValueError('thresholds must be > 0')
+
 class AccumulationStage(Stage):
     "nbbo + trade -> per-interval `accumulation` evidence and accumulation / stealth / distribution alerts."
     name, inputs, outputs, windowed = 'accumulation', ('nbbo', 'trade'), ('accumulation', 'alert'), True
 
-    def __init__(self, interval:str='30m', quote_lag_ms:float=0.0, block_size:float=10_000, block_notional:float=200_000,
-                 score_threshold:float=2.0, imb_z:float=1.0, off_z:float=1.0, stealth_ret_z:float=0.5,
-                 min_interval_volume:float=1_000, lookback_days:int=20, min_baseline_days:int=1, baselines=None,
-                 venues:tuple=OFF_EXCHANGE, session:Session|None=Session()):
+    def __init__(self, params:AccumulationParams=AccumulationParams(), session:Session|None=Session()):
         super().__init__()
-        if score_threshold <= 0 or imb_z <= 0 or off_z <= 0: raise ValueError('thresholds must be > 0')
-        self.quotes, self.flow = QuoteMemory(quote_lag_ms), IntervalFlow(interval, session)
+        p = self.params = params
+        self.quotes, self.flow = QuoteMemory(p.quote_lag_ms), IntervalFlow(p.interval, session)
         self.interval_s = self.flow.step // NS
-        self.block = (block_size, block_notional)
-        self.thresholds = dict(score_threshold=score_threshold, imb_z=imb_z, off_z=off_z, stealth_ret_z=stealth_ret_z)
-        self.min_vol, self.lookback, self.min_days, self.venues = min_interval_volume, lookback_days, min_baseline_days, tuple(venues)
-        self.baselines = as_baselines(baselines)
+        self.baselines = as_baselines(p.baselines)
 
     def on_window(self, symbol, batches, st):
         nb, tr = batches.get('nbbo'), batches.get('trade')
         self.quotes.remember(st, nb)
         if tr is not None and len(tr):
             side, _, _ = self.quotes.classify(st, tr)
-            block = (block_strength(tr['price'], tr['size'], *self.block) >= 1) & (tr['size'] > 0)
-            self.flow.add(st, tr, is_off_exchange(tr['venue'], self.venues), block, side, print_classes(tr['cond']))
+            block = (block_strength(tr['price'], tr['size'], self.params.block_size, self.params.block_notional) >= 1) & (tr['size'] > 0)
+            self.flow.add(st, tr, is_off_exchange(tr['venue'], self.params.venues), block, side, print_classes(tr['cond']))
         now = max(int(b['ts'][-1]) for b in (nb, tr) if b is not None and len(b))
         out = self._score(symbol, self.flow.complete(st, now), st)
         self.quotes.forget(st, now)
@@ -81,8 +96,8 @@ class AccumulationStage(Stage):
 
     def _score(self, symbol, f, st):
         if not len(f): return []
-        x = flow_features(f)
-        ok = (f['volume'] >= self.min_vol) & np.isfinite(x['ret_bps'])
+        p, x = self.params, flow_features(f)
+        ok = (f['volume'] >= p.min_interval_volume) & np.isfinite(x['ret_bps'])
         days = st.setdefault('days', {})
         file_days = self.baselines.days(symbol, self.interval_s) if self.baselines else {}
         z = {f'z_{k}': np.full(len(f), np.nan) for k in ('off', 'block', 'imb', 'ret', 'vwap')}
@@ -92,11 +107,11 @@ class AccumulationStage(Stage):
             d = day_of(f['start'][j])
             hist = merged_days(file_days, days)
             for feat, zk in zip(FEATURES, z):
-                m, sd, used[j] = baseline(hist, d, feat, self.lookback)
-                if used[j] >= self.min_days: z[zk][j] = zscore(float(x[feat][j]), m, sd)
+                m, sd, used[j] = baseline(hist, d, feat, p.lookback_days)
+                if used[j] >= p.min_baseline_days: z[zk][j] = zscore(float(x[feat][j]), m, sd)
             add_interval(days, d, {k: float(x[k][j]) for k in FEATURES})
         score = accumulation_score(z)
-        pat, conf = patterns(z, score, **self.thresholds)
+        pat, conf = patterns(z, score, p.score_threshold, p.imb_z, p.off_z, p.stealth_ret_z)
         r = empty('accumulation', len(f))
         r['ts'], r['symbol'], r['start'], r['volume'], r['vwap'] = f['end'], symbol, f['start'], f['volume'], x['vwap']
         for k in FEATURES: r[k] = x[k]

@@ -4,6 +4,7 @@
 
 # %% ../../nbs/detect/01_darkpool.ipynb #8ad23c25
 from __future__ import annotations
+from dataclasses import dataclass
 import numpy as np
 from .baselines import add_interval, baseline, zscore, day_of, merged_days, as_baselines
 from ..market.bars import bar_start, tf_seconds
@@ -16,7 +17,7 @@ from ..stage import Stage
 # %% auto #0
 __all__ = ['PRINT_CLASSES', 'REGULAR_CONFIDENCE', 'LIT_VENUES', 'METHOD_VENUE', 'METHOD_OUTSIDE', 'METHOD_VOLUME', 'METHOD_BLOCK',
            'METHODS', 'FLOW_PRINT', 'FLOW', 'print_classes', 'class_names', 'method_names', 'venue_confidence',
-           'notional', 'block_strength', 'IntervalFlow', 'aggregate', 'off_share', 'DarkPoolStage']
+           'notional', 'block_strength', 'IntervalFlow', 'aggregate', 'off_share', 'DarkPoolParams', 'DarkPoolStage']
 
 # %% ../../nbs/detect/01_darkpool.ipynb #b8bf3976
 PRINT_CLASSES = {  # name: (conditions, venue confidence); the bit of a class is its position here
@@ -119,23 +120,38 @@ def off_share(f:np.ndarray) -> np.ndarray:
     with np.errstate(invalid='ignore', divide='ignore'): return np.where(f['volume'] > 0, f['off'] / f['volume'], np.nan)
 
 # %% ../../nbs/detect/01_darkpool.ipynb #4d922b9e
+@dataclass(frozen=True)
+class DarkPoolParams:
+    "What `DarkPoolStage` looks for: the keys of a parameter file's `darkpool` section."
+    tolerance:float=0.0  # dollars a print may lie outside the NBBO and still count as inside (outside_nbbo)
+    tolerance_bps:float=0.0  # the same in bps of the price; the larger of the two applies
+    quote_lag_ms:float=0.0  # judge a print against the NBBO in force this long before it (outside_nbbo)
+    min_size:float=0  # smaller prints raise no outside_nbbo alert
+    classify_lag_ms:float=0.0  # the quote lag of the Lee-Ready side classifier
+    block_size:float=10_000  # shares that make a print a block
+    block_notional:float=200_000  # or dollars that make it one
+    interval:str='5m'  # interval of the off-exchange share (dark_volume)
+    z_threshold:float=2.5  # z-score of an interval's off-exchange share that raises dark_volume
+    min_interval_volume:float=1_000  # intervals with fewer shares are not judged
+    lookback_days:int=20  # earlier days in the baseline
+    min_baseline_days:int=1  # with fewer earlier days an interval is not judged
+    baselines:object=None  # a baselines file (or `Baselines`) from `build_baselines`, beside the stage's own days
+    venues:tuple=OFF_EXCHANGE  # venue codes that report off-exchange prints
+
+    def __post_init__(self):
+        if self.block_size <= 0 or self.block_notional <= 0 or self.z_threshold <= 0: raise ValueError('block sizes and z_threshold must be > 0')
+
 class DarkPoolStage(Stage):
     "nbbo + trade -> dark-pool alerts: outside_nbbo, dark_print, block_print, dark_volume."
     name, inputs, outputs, windowed = 'darkpool', ('nbbo', 'trade'), ('alert',), True
 
-    def __init__(self, tolerance:float=0.0, tolerance_bps:float=0.0, quote_lag_ms:float=0.0, min_size:float=0,
-                 classify_lag_ms:float=0.0, block_size:float=10_000, block_notional:float=200_000,
-                 interval:str='5m', z_threshold:float=2.5, min_interval_volume:float=1_000, lookback_days:int=20,
-                 min_baseline_days:int=1, baselines=None, venues:tuple=OFF_EXCHANGE, session:Session|None=Session()):
+    def __init__(self, params:DarkPoolParams=DarkPoolParams(), session:Session|None=Session()):
         super().__init__()
-        if block_size <= 0 or block_notional <= 0 or z_threshold <= 0: raise ValueError('block sizes and z_threshold must be > 0')
-        self.outside = OutsideNBBO(tolerance, tolerance_bps, quote_lag_ms, min_size, session)
-        self.quotes = QuoteMemory(classify_lag_ms)
-        self.block_size, self.block_notional, self.z, self.min_vol = block_size, block_notional, z_threshold, min_interval_volume
-        self.lookback, self.min_days, self.venues, self.session = lookback_days, min_baseline_days, tuple(venues), session
-        self.flow = IntervalFlow(interval, session)
+        p = self.params = params
+        self.outside = OutsideNBBO(p.tolerance, p.tolerance_bps, p.quote_lag_ms, p.min_size, session)
+        self.quotes, self.flow, self.session = QuoteMemory(p.classify_lag_ms), IntervalFlow(p.interval, session), session
         self.interval_s = self.flow.step // NS
-        self.baselines = as_baselines(baselines)
+        self.baselines = as_baselines(p.baselines)
 
     def on_window(self, symbol, batches, st):
         nb, tr = batches.get('nbbo'), batches.get('trade')
@@ -151,8 +167,8 @@ class DarkPoolStage(Stage):
         i = self.quotes.prevailing(st, tr['ts'], self.outside.lag)
         out = self.outside._judge(symbol, tr, st, i)  # the OutsideNBBO detector itself, on the shared NBBO memory
         side, bid, ask = self.quotes.classify(st, tr, i if self.outside.lag == self.quotes.lag else None)
-        off, classes = is_off_exchange(tr['venue'], self.venues), print_classes(tr['cond'])
-        strength = block_strength(tr['price'], tr['size'], self.block_size, self.block_notional)
+        off, classes = is_off_exchange(tr['venue'], self.params.venues), print_classes(tr['cond'])
+        strength = block_strength(tr['price'], tr['size'], self.params.block_size, self.params.block_notional)
         block = (strength >= 1) & (tr['size'] > 0)
         c = st.setdefault('counts', {})
         unknown = ~off & ~np.isin(tr['venue'], LIT_VENUES)
@@ -186,19 +202,19 @@ class DarkPoolStage(Stage):
 
     def _volume(self, symbol, f, st):
         if not len(f): return []
-        days, share = st.setdefault('days', {}), off_share(f)
+        p, days, share = self.params, st.setdefault('days', {}), off_share(f)
         file_days = self.baselines.days(symbol, self.interval_s) if self.baselines else {}
         z = np.full(len(f), np.nan)
         for j in range(len(f)):  # in time order: a day's intervals join the history after being scored
             d = day_of(f['start'][j])
-            if f['volume'][j] >= self.min_vol:
-                m, sd, used = baseline(merged_days(file_days, days), d, 'off_share', self.lookback)
-                if used >= self.min_days: z[j] = zscore(share[j], m, sd)
+            if f['volume'][j] >= p.min_interval_volume:
+                m, sd, used = baseline(merged_days(file_days, days), d, 'off_share', p.lookback_days)
+                if used >= p.min_baseline_days: z[j] = zscore(share[j], m, sd)
                 add_interval(days, d, {'off_share': float(share[j])})
         c = st.setdefault('counts', {})
         c['intervals'] = c.get('intervals', 0) + len(f)
         c['intervals_unscored'] = c.get('intervals_unscored', 0) + int(np.isnan(z).sum())
-        hit = z >= self.z
+        hit = z >= p.z_threshold
         if not hit.any(): return []
         g, zz = f[hit], z[hit]
         a = empty('alert', len(g))
@@ -210,7 +226,7 @@ class DarkPoolStage(Stage):
         if h is not None:
             a['bid'], a['ask'] = np.where(i >= 0, h['bid'][i.clip(0)], 0), np.where(i >= 0, h['ask'][i.clip(0)], 0)
         a['off_exchange'], a['method'], a['score'], a['notional'] = True, METHOD_VOLUME, zz, g['off_notional']
-        a['confidence'] = 1 - np.exp(-zz / self.z)
+        a['confidence'] = 1 - np.exp(-zz / p.z_threshold)
         a['trade_seq'] = -1
         a['id'] = [event_id('dark_volume', symbol, int(e)) for e in g['end'].tolist()]
         return [('alert', a)]

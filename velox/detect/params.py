@@ -4,11 +4,12 @@
 
 # %% ../../nbs/detect/06_params.ipynb #73f955d3
 from __future__ import annotations
-import inspect
+from dataclasses import fields
 from pathlib import Path
 import numpy as np
 from ..core import ConfigError, read_mapping
-from .darkpool import DarkPoolStage
+from .accumulation import AccumulationParams, AccumulationStage
+from .darkpool import DarkPoolParams, DarkPoolStage
 from ..market.nbbo import NBBOStage
 from ..stage import Chain
 
@@ -23,12 +24,7 @@ def load_params(path:str|Path|None) -> dict:
     return load_param_file(path).get('darkpool', {})
 
 PARAM_SECTIONS = ('darkpool', 'accumulation')
-
-def _stage_class(section:str):
-    if section == 'accumulation':
-        from velox.detect.accumulation import AccumulationStage
-        return AccumulationStage
-    return DarkPoolStage
+_PARAMS = {'darkpool': DarkPoolParams, 'accumulation': AccumulationParams}  # each section's parameters
 
 def load_param_file(path:str|Path) -> dict:
     "Every section of a parameter file, `{'darkpool': {...}, 'accumulation': {...}}`, checked (hash too, if present)."
@@ -47,8 +43,8 @@ def load_param_file(path:str|Path) -> dict:
     return d
 
 def check_params(params:dict, source:str='parameters', section:str='darkpool'):
-    "Raise `ConfigError` naming any key the stage of `section` does not take."
-    allowed = [k for k in inspect.signature(_stage_class(section)).parameters if k != 'session']
+    "Raise `ConfigError` naming any key the parameters of `section` (`DarkPoolParams`, `AccumulationParams`) do not have."
+    allowed = [f.name for f in fields(_PARAMS[section])]
     for k in params:
         if k not in allowed: raise ConfigError(f"{source}: unknown parameter '{k}'; expected one of {allowed}")
 
@@ -75,11 +71,10 @@ def detect_stage(params:dict|None=None) -> Chain:
     "NBBO -> dark-pool detectors (outside-NBBO, dark/lit blocks, off-exchange volume), with stage `params`."
     params = dict(params or {})
     check_params(params)
-    return Chain(NBBOStage(), DarkPoolStage(**params))
+    return Chain(NBBOStage(), DarkPoolStage(DarkPoolParams(**params)))
 
 def accumulation_stage(params:dict|None=None) -> Chain:
     "NBBO -> accumulation scoring, with stage `params` (e.g. `baselines`: a file from `build_baselines`)."
-    from velox.detect.accumulation import AccumulationStage
     params = dict(params or {})
     check_params(params, section='accumulation')
-    return Chain(NBBOStage(), AccumulationStage(**params))
+    return Chain(NBBOStage(), AccumulationStage(AccumulationParams(**params)))

@@ -131,7 +131,7 @@ def cmd_run(a):
 
 def cmd_replay(a):
     import time
-    from velox.infra.bus import bus_from_dsn
+    from velox.infra.connect import bus_from_dsn
     from velox.feeds.recorded import Catalog
     from velox.runtime.stages import publish_replay
     from velox.core import clock_ns
@@ -159,18 +159,23 @@ def cmd_worker(a):
         return run_worker_notebook(a.stage, a.notebook, log_path=str(Path(cfg.out_dir).absolute() / f'{a.stage}-worker.log'),
                                    registry=a.registry, **kw)
     from velox.runtime.stages import stage_worker
-    print(json.dumps(stage_worker(a.stage, settings={'registry': a.registry} if a.registry else None, idle_lane_s=a.idle_lane, **kw)))
+    from velox.runtime.worker import RunOptions, WorkerSettings
+    settings = WorkerSettings(client_id=a.client_id, max_records=a.max_records, idle_lane_s=a.idle_lane)
+    options = RunOptions(until_end=a.until_end, idle_timeout_s=a.idle_timeout, max_runtime_s=a.max_runtime, stop_file=a.stop_file,
+                         status_path=a.status, metrics_port=a.metrics_port, handle_signals=True)
+    print(json.dumps(stage_worker(a.stage, **{k: kw[k] for k in ('bus', 'group', 'params', 'store', 'hot', 'checkpoints')},
+                                  overrides={'registry': a.registry} if a.registry else None, settings=settings, options=options)))
 
 def worker_notebook(stage:str) -> Path:
     "The worker notebook of `stage` (shipped in the repository's nbs/workers/; predict.<model> runs predict.ipynb)."
-    from velox.runtime.launcher import FleetSpec
+    from velox.runtime.fleet import FleetSpec
     try: return FleetSpec(root=str(Path(__file__).resolve().parents[2])).notebook(stage)
     except ConfigError as e: raise VeloxError(f"{e} (run from a velox checkout)") from None
 
 def run_worker_notebook(stage:str, out:str, **params):
     "Execute `nbs/workers/<stage>.ipynb` with papermill, passing `params` to the parameters its cell declares."
     import papermill as pm
-    from velox.runtime.launcher import notebook_parameters
+    from velox.runtime.fleet import notebook_parameters
     nb = worker_notebook(stage)
     takes = notebook_parameters(nb)
     params = {'stage': stage, **params}
@@ -190,7 +195,7 @@ def cmd_services(a):
             print(f"{s['name']:<6} {'running' if s['running'] else 'stopped':<8} pid {s.get('pid')}  {s.get('dsn')}")
 
 def cmd_topics(a):
-    from velox.infra.bus import bus_from_config
+    from velox.infra.connect import bus_from_config
     from velox.infra import topics
     bus, models = bus_from_config(config_from_args(a)), [m for m in a.models.split(',') if m]
     if a.action == 'create':
@@ -211,7 +216,8 @@ def cmd_db(a):
     print(f"{r['store']}: schema version {r['version']}; applied now: " + (', '.join(f'{v} {n}' for v, n in r['applied']) or 'nothing (up to date)'))
 
 def cmd_hot(a):
-    from velox.infra.hot import hot_from_dsn, hot_stats, hot_clean
+    from velox.infra.connect import hot_from_dsn
+    from velox.infra.hot import hot_stats, hot_clean
     hot = hot_from_dsn(config_from_args(a).hot)
     r = hot_stats(hot) if a.action == 'stats' else hot_clean(hot, budget_mb=a.budget_mb, idle_s=a.idle_s,
                                                               symbols=[s for s in a.symbols.split(',') if s], dry_run=a.dry_run)

@@ -6,12 +6,17 @@
 from __future__ import annotations
 import threading, time, uuid
 from functools import partial
-from .desk import AlertsFeed, Candles, Panel, QuoteBoard, ReplayDriver, ReplayPanel, SPEEDS, Tape, desk_stage, show_model
+from .candles import Candles
+from .desk import Panel, show_model
+from .market_panels import AlertsFeed, QuoteBoard, Tape, TapeStage
+from .replay_panel import SPEEDS, ReplayDriver, ReplayPanel
 from .desk_ops import (DataBrowser, PositionsPanel, SystemMonitor, TopicViewer, bus_probe, hot_probe, lag_probe,
-                            replay_probe, stage_probe, store_probe, worker_probe)
+                                replay_probe, stage_probe, store_probe, worker_probe)
+from ..stage import Chain
 
 # %% auto #0
-__all__ = ['BUS_TOPICS', 'Desk', 'BusFeed', 'catalog_table', 'build_desk', 'make_app', 'serve', 'configure_dash', 'cmd_dash']
+__all__ = ['BUS_TOPICS', 'Desk', 'desk_stage', 'BusFeed', 'catalog_table', 'build_desk', 'make_app', 'serve', 'configure_dash',
+           'cmd_dash']
 
 # %% ../../nbs/face/04_dashapp.ipynb #ee8d3a4d
 class Desk:
@@ -69,6 +74,25 @@ class Desk:
         for f in self.feeds: f.stop()
 
 # %% ../../nbs/face/04_dashapp.ipynb #f70fcfc1
+def desk_stage(params:dict|None=None, detect:bool=True, smc:bool=True, nbbo:bool=True) -> Chain:
+    """What the desk runs on quotes + trades: NBBO (`nbbo`; off when it comes from the bus) -> dark-pool detectors
+    (`detect`; off when the alerts come from the bus), tape, 1m bars, 1m/5m/15m/1h indicators, smart-money patterns
+    (`smc`, if `velox.detect.smc` exists)."""
+    from velox.market.bars import BarStage
+    from velox.market.features import FeatureStage
+    from velox.market.nbbo import NBBOStage
+    from velox.detect.params import detect_stage
+    stages = list(detect_stage(params).stages) if detect else []
+    if not nbbo: stages = [s for s in stages if not isinstance(s, NBBOStage)]
+    elif not detect: stages = [NBBOStage()]
+    stages += [TapeStage(), BarStage('1m'), FeatureStage(('1m', '5m', '15m', '1h'))]
+    if smc:
+        try: from velox.detect.smc import SMCStage
+        except ImportError: pass
+        else: stages.append(SMCStage('1m'))
+    return Chain(*stages)
+
+# %% ../../nbs/face/04_dashapp.ipynb #dd4dc970
 BUS_TOPICS = {'market.nbbo': 'nbbo', 'market.trades': 'trade', 'alerts.darkpool': 'alert'}
 
 class BusFeed:
@@ -91,7 +115,8 @@ class BusFeed:
 
     def step(self, timeout_ms:int=200) -> int:
         "Poll once and feed what came; returns how many events."
-        from velox.infra.bus import decode_message, is_eos
+        from velox.infra.codecs import decode_message
+        from velox.infra.bus import is_eos
         self.join()
         items, msgs, self._pending = [], self._pending or self.consumer.poll(timeout_ms=timeout_ms, max_records=2000), []
         for m in msgs:
@@ -117,7 +142,7 @@ class BusFeed:
         if self.thread: self.thread.join(5)
         if self.consumer is not None: self.consumer.close()
 
-# %% ../../nbs/face/04_dashapp.ipynb #397f2586
+# %% ../../nbs/face/04_dashapp.ipynb #06e5a355
 _TABLES = {}
 
 def catalog_table(data_dir:str):
@@ -131,12 +156,12 @@ def catalog_table(data_dir:str):
 def build_desk(data_dir:str='replay/data', symbols=('IBM',), date:str='2013-10-08', speed:str='max', bus=None, hot=None,
                store=None, params:dict|None=None, positions=None, smc:bool=True, status_dir:str|None=None, **replay_kw) -> Desk:
     "Every desk component wired to a replay (in-process, or published to `bus` with results read back from it)."
-    from velox.infra.bus import bus_from_dsn
+    from velox.infra.connect import bus_from_dsn
     from velox.feeds.recorded import Catalog
     from velox.runtime.stages import publish_replay
     if isinstance(bus, str): bus = None if bus.startswith('memory') else bus_from_dsn(bus)
     if isinstance(hot, str):
-        from velox.infra.stores import hot_from_dsn
+        from velox.infra.connect import hot_from_dsn
         hot = hot_from_dsn(hot)
     if isinstance(store, str):
         from velox.infra.stores import Store
@@ -162,7 +187,7 @@ def build_desk(data_dir:str='replay/data', symbols=('IBM',), date:str='2013-10-0
     desk.driver = driver
     return desk
 
-# %% ../../nbs/face/04_dashapp.ipynb #e307de65
+# %% ../../nbs/face/04_dashapp.ipynb #5509334f
 def _document(doc, opts:dict, period_ms:int, autostart:bool):
     desk = build_desk(**opts)
     doc.title = 'velox desk'
@@ -190,7 +215,7 @@ def serve(port:int=5006, host:str='127.0.0.1', show:bool=False, period_ms:int=10
     if show: server.io_loop.add_callback(server.show, '/')
     server.io_loop.start()
 
-# %% ../../nbs/face/04_dashapp.ipynb #0ebc92c5
+# %% ../../nbs/face/04_dashapp.ipynb #f224d524
 def _speed(v:str) -> str:
     v = str(v).lower().rstrip('x') if str(v).lower() != 'max' else 'max'
     if v in ('max', '0', '0.0'): return 'max'
@@ -201,7 +226,7 @@ def _speed(v:str) -> str:
 def configure_dash(p):
     "Options of `velox dash`."
     import argparse
-    from velox.face.cli import config_args
+    from velox.face.options import config_args
     def speed(v):
         try: return _speed(v)
         except ValueError: raise argparse.ArgumentTypeError(f"{v!r}: expected one of {list(SPEEDS)}") from None
@@ -218,7 +243,7 @@ def configure_dash(p):
     p.set_defaults(func=cmd_dash)
 
 def cmd_dash(a):
-    from velox.face.cli import config_from_args
+    from velox.face.options import config_from_args
     from velox.core import parse_day
     from velox.detect.params import load_params
     cfg = config_from_args(a)

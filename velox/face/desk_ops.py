@@ -11,7 +11,7 @@ from ..core import clock_text
 # %% auto #0
 __all__ = ['CHROMIUM_ARGS', 'rss_mb', 'process_probe', 'replay_probe', 'hot_probe', 'store_probe', 'bus_probe', 'SystemMonitor',
            'Rates', 'stage_probe', 'worker_probe', 'consumer_groups', 'committed_offsets', 'consumer_lag', 'lag_probe',
-           'stored_days', 'DataBrowser', 'tail_topic', 'describe_message', 'TopicViewer', 'PositionsPanel', 'save_png']
+           'DataBrowser', 'tail_topic', 'describe_message', 'TopicViewer', 'PositionsPanel', 'save_png']
 
 # %% ../../nbs/face/03_desk_ops.ipynb #b9568221
 def rss_mb(pid:int|str='self') -> float:
@@ -153,19 +153,6 @@ def lag_probe(bus, groups=None, every_s:float=5.0) -> callable:
     return probe
 
 # %% ../../nbs/face/03_desk_ops.ipynb #f580a870
-def stored_days(store, kinds=('trade', 'alert', 'bar')) -> list[dict]:
-    "Rows per (table, symbol, New York day) in a history store."
-    from velox.infra.stores import table_for
-    out = []
-    for k in kinds:
-        t = table_for(k).name
-        try: df = store.query_df(f"SELECT symbol, toString(toDate(fromUnixTimestamp64Nano(ts), 'America/New_York')) AS day, "
-                                 f"count() AS rows FROM {t} GROUP BY symbol, day ORDER BY symbol, day")
-        except Exception: continue  # table not there (yet)
-        out += [{'where': f'store:{t}', 'symbol': r.symbol, 'date': r.day, 'kind': k, 'format': 'clickhouse', 'rows': int(r.rows)}
-                for r in df.itertuples()]
-    return out
-
 class DataBrowser(Panel):
     "What is stored: recorded files (catalog) and history-store rows per symbol and day."
     def __init__(self, catalog=None, store=None, width:int=760, table=None):
@@ -190,7 +177,18 @@ class DataBrowser(Panel):
             t = self.catalog.table() if table is None else table
             out += [{'where': 'files', 'symbol': r.symbol, 'date': r.date, 'kind': r.kind, 'format': r.format, 'rows': int(r.rows)}
                     for r in t.itertuples()]
-        if self.store is not None: out += stored_days(self.store)
+        if self.store is not None: out += self.stored()
+        return out
+
+    def stored(self, kinds=('trade', 'alert', 'bar')) -> list[dict]:
+        "History-store rows per table, symbol and New York day (a table not there yet is left out)."
+        from velox.infra.stores import stored_days, table_for
+        out = []
+        for k in kinds:
+            try: df = stored_days(self.store, (k,))
+            except Exception: continue  # table not there (yet)
+            out += [{'where': f'store:{table_for(k).name}', 'symbol': r.symbol, 'date': r.date, 'kind': k, 'format': 'clickhouse',
+                     'rows': int(r.rows)} for r in df.itertuples()]
         return out
 
     def load(self, table=None):
@@ -202,7 +200,7 @@ class DataBrowser(Panel):
 
     def refresh(self, force:bool=False) -> bool: return False
 
-# %% ../../nbs/face/03_desk_ops.ipynb #6ee40a1d
+# %% ../../nbs/face/03_desk_ops.ipynb #0ef58a64
 def tail_topic(bus, topic:str, n:int=20) -> list:
     "The last `n` messages of each partition of `topic` (newest last), as `velox.infra.bus.Message`s."
     from velox.infra.bus import Message
@@ -230,7 +228,8 @@ def tail_topic(bus, topic:str, n:int=20) -> list:
 
 def describe_message(m) -> dict:
     "One row of the topic viewer for a message."
-    from velox.infra.bus import decode_message, is_eos
+    from velox.infra.codecs import decode_message
+    from velox.infra.bus import is_eos
     from velox.events import to_dicts
     row = {'partition': m.partition, 'offset': m.offset, 'key': m.key or '', 'kind': '', 'events': 0, 'time': '', 'first': ''}
     if is_eos(m): return {**row, 'kind': 'end of stream'}
@@ -270,7 +269,7 @@ class TopicViewer(Panel):
 
     def refresh(self, force:bool=False) -> bool: return False
 
-# %% ../../nbs/face/03_desk_ops.ipynb #ad1d60bb
+# %% ../../nbs/face/03_desk_ops.ipynb #33739cf6
 class PositionsPanel(Panel):
     "Positions/PnL table and risk state from `source()` -> {'positions': {sym: {...}}, 'risk': {...}} (placeholder)."
     def __init__(self, source=None, width:int=560):
@@ -302,7 +301,7 @@ class PositionsPanel(Panel):
 
     def reset(self): pass
 
-# %% ../../nbs/face/03_desk_ops.ipynb #2409912a
+# %% ../../nbs/face/03_desk_ops.ipynb #e965a32a
 CHROMIUM_ARGS = ('--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
                  '--disable-sync', '--no-first-run')
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from ..core import ConfigError
 
 # %% auto #0
-__all__ = ['Page', 'notebook_title', 'page_html', 'api_modules', 'api_html', 'project_root', 'build_docs', 'cmd_docs',
-           'configure_docs']
+__all__ = ['FOLDERS', 'FOLDER_TITLES', 'Page', 'notebook_title', 'page_html', 'api_modules', 'api_html', 'project_root',
+           'build_docs', 'cmd_docs', 'configure_docs']
 
 # %% ../../nbs/face/05_docs.ipynb #10977f3c
 @dataclass
@@ -62,14 +62,21 @@ def _pygments_css() -> str:
     from pygments.formatters import HtmlFormatter
     return HtmlFormatter(style='default').get_style_defs('.highlight')
 
+FOLDERS = ('', 'market', 'detect', 'trade', 'feeds', 'infra', 'runtime', 'face', 'guides', 'workers')  # the order data flows
+FOLDER_TITLES = {'': 'core, events, stage', 'guides': 'Guides', 'workers': 'Worker notebooks'}
+
+def _folder(source:str) -> str:
+    "The package folder of a notebook path 'nbs/<folder>/NN_name.ipynb' ('' for nbs/ itself)."
+    parts = source.split('/')
+    return parts[1] if len(parts) > 2 else ''
+
 def _nav(pages:list[Page], current:str) -> str:
     link = lambda p: f'<a href="{p.file}"{" class=current" if p.file == current else ""}>{html.escape(p.title)}</a>'
     L = ['<nav class="velox-nav"><div class="brand">velox</div>']
     L += [link(p) for p in pages if p.file in ('index.html', 'api.html')]
-    for group, pred in (('Notebooks', lambda p: p.source.startswith('nbs/') and '/workers/' not in p.source),
-                        ('Worker notebooks', lambda p: '/workers/' in p.source)):
-        L.append(f'<div class="group">{group}</div>')
-        L += [link(p) for p in pages if pred(p)]
+    for folder in FOLDERS:
+        mine = [p for p in pages if p.source and _folder(p.source) == folder]
+        if mine: L += [f'<div class="group">{FOLDER_TITLES.get(folder, folder)}</div>'] + [link(p) for p in mine]
     return '\n'.join(L + ['</nav>'])
 
 def page_html(title:str, body:str, nav:str) -> str:
@@ -87,7 +94,7 @@ def _sig(obj) -> str:
 def api_modules(package:str='velox') -> list[str]:
     "Names of the package's public modules."
     pkg = importlib.import_module(package)
-    return sorted(f'{package}.{m.name}' for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith('_'))
+    return sorted(m.name for m in pkgutil.walk_packages(pkg.__path__, f'{package}.') if not m.name.rsplit('.', 1)[-1].startswith('_'))
 
 def api_html(modules:list[str]) -> str:
     "The API reference body."
@@ -140,7 +147,7 @@ def _getting_started(readme:str, pages:list[Page]) -> str:
             + f'<h2 id="pages">Every page</h2><table><tr><th>page</th><th>what it is</th></tr>{rows}</table>')
 
 def _fix_links(text:str, base:Path, root:Path, out:Path, page_of:dict) -> str:
-    "Point relative links at the site: a notebook at its page, another repository file at a copy under `files/`."
+    "Point relative links and pictures at the site: a notebook at its page, another repository file at a copy under `files/`."
     def fix(m):
         tag, href, frag = m.group(1), m.group(2), m.group(3) or ''
         target = (base / html.unescape(href)).resolve()
@@ -152,7 +159,8 @@ def _fix_links(text:str, base:Path, root:Path, out:Path, page_of:dict) -> str:
             dest.parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(target, dest)
             return f'{tag}files/{rel.as_posix()}{frag}"'
         return m.group(0)
-    return re.sub(r'(<a\s[^>]*?href=")(?!https?:|mailto:|#)([^"#]+)(#[^"]*)?"', fix, text)
+    text = re.sub(r'(<a\s[^>]*?href=")(?!https?:|mailto:|#)([^"#]+)(#[^"]*)?"', fix, text)
+    return re.sub(r'(<img\s[^>]*?src=")(?!https?:|data:)([^"#]+)()"', fix, text)  # pictures the prose shows
 
 def build_docs(out:str|Path='_docs', root:str|Path|None=None, only=None) -> list[Page]:
     "Render the notebooks, a getting-started page and the API reference into `out`; returns the pages."
@@ -160,7 +168,7 @@ def build_docs(out:str|Path='_docs', root:str|Path|None=None, only=None) -> list
     from nbconvert import HTMLExporter
     root = Path(root) if root else project_root()
     out = Path(out)
-    nbs = sorted((root / 'nbs').glob('*.ipynb')) + sorted((root / 'nbs' / 'workers').glob('*.ipynb'))
+    nbs = [p for f in FOLDERS for p in sorted((root / 'nbs' / f).glob('*.ipynb'))]
     if only: nbs = [p for p in nbs if any(p.match(pat) for pat in ([only] if isinstance(only, str) else only))]
     if not nbs: raise ConfigError(f"no notebooks under {root / 'nbs'}" + (f" matching {only}" if only else ''))
     pages = [Page('index.html', 'Getting started', 'the README: install, run, test'), Page('api.html', 'API reference', 'every public name')]
@@ -169,7 +177,7 @@ def build_docs(out:str|Path='_docs', root:str|Path|None=None, only=None) -> list
         nb = json.loads(p.read_text())
         title, summary = notebook_title(nb, p.stem)
         rel = p.relative_to(root).as_posix()
-        name = ('workers-' if p.parent.name == 'workers' else '') + p.stem + '.html'
+        name = '-'.join(p.relative_to(root / 'nbs').with_suffix('.html').parts)  # market/00_nbbo -> market-00_nbbo.html
         pages.append(Page(name, title, summary, rel)); notebooks.append((p, pages[-1]))
     if out.exists(): shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -185,8 +193,6 @@ def build_docs(out:str|Path='_docs', root:str|Path|None=None, only=None) -> list
     (out / 'index.html').write_text(page_html('Getting started', body, _nav(pages, 'index.html')))
     (out / 'api.html').write_text(page_html('API reference', api_html(api_modules()), _nav(pages, 'api.html')))
     (out / 'pages.json').write_text(json.dumps([p.__dict__ for p in pages], indent=1))
-    if (root / 'nbs' / 'images').is_dir():  # pictures the notebooks' prose shows (`images/…`, relative to nbs/)
-        shutil.copytree(root / 'nbs' / 'images', out / 'images')
     return pages
 
 # %% ../../nbs/face/05_docs.ipynb #86fb1f1b

@@ -6,11 +6,13 @@
 from __future__ import annotations
 import json, socket, threading, time
 from pathlib import Path
-from ..core import ConfigError, VeloxError, event_id
+from ..core import ConfigError, VeloxError, event_id, read_mapping
 from .options import config_args, config_from_args
-from ..feeds.iqfeed import DLQ_TOPIC, L1_PORT, L2_PORT, IQFeedClient
+from ..feeds.iqfeed import DLQ_TOPIC, L1_PORT, L2_PORT
 from ..infra.notify import Notification, load_notifier
-from ..runtime.launcher import FleetSpec, StageRun, fleet_scale, fleet_start, fleet_status, fleet_stop, parse_schedule, runs
+from ..runtime.fleet import FleetSpec, StageRun, parse_schedule
+from ..runtime.launcher import fleet_scale, fleet_start, fleet_status, fleet_stop, runs
+from ..runtime.live import IQFeedClient, IQFeedSettings
 
 # %% auto #0
 __all__ = ['spec_from_args', 'fleet_dir_of', 'cmd_fleet', 'configure_fleet', 'status_text', 'configure_feed', 'cmd_feed',
@@ -91,14 +93,11 @@ def status_text(st:dict) -> str:
 
 # %% ../../nbs/face/08_operations.ipynb #001833f1
 def _load_mapping(path) -> dict|None:
+    "An IQFeed code table from a YAML/JSON file (None without a path): number (`11`, `0x3D`) -> velox value."
     if not path: return None
-    import yaml
-    from pathlib import Path
-    try: data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e: raise VeloxError(f"{path}: cannot read mapping ({e})") from None
-    if not isinstance(data, dict): raise VeloxError(f"{path}: expected a mapping of IQFeed code: velox value")
+    data = read_mapping(path, 'mapping file', 'a mapping of IQFeed code: velox value')
     try: return {int(str(k), 0): str(v) for k, v in data.items()}
-    except ValueError as e: raise VeloxError(f"{path}: keys must be numbers ({e})") from None
+    except ValueError as e: raise ConfigError(f"{path}: keys must be numbers ({e})") from None
 
 def configure_feed(p):
     "Options of `velox feed`."
@@ -120,15 +119,16 @@ def configure_feed(p):
 def cmd_feed(a):
     "Run the feed; print its stats as JSON when it stops."
     import signal
-    from velox.infra.bus import bus_from_config
-    cl = IQFeedClient(bus_from_config(config_from_args(a)), a.symbols, host=a.host, l1_port=a.l1_port, l2_port=a.l2_port,
-                      l2_symbols=a.depth_symbols.split(',') if a.depth_symbols else None, trades_only=a.trades_only,
-                      window_ms=a.window_ms, dlq=a.dlq, market_centers=_load_mapping(a.market_centers),
+    from velox.infra.connect import bus_from_config
+    settings = IQFeedSettings(host=a.host, l1_port=a.l1_port, l2_port=a.l2_port,
+                              l2_symbols=a.depth_symbols.split(',') if a.depth_symbols else None,
+                              trades_only=a.trades_only, window_ms=a.window_ms, dlq=a.dlq)
+    cl = IQFeedClient(bus_from_config(config_from_args(a)), a.symbols, settings, market_centers=_load_mapping(a.market_centers),
                       trade_conditions=_load_mapping(a.trade_conditions))
     if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, lambda *_: cl.stop())
     print(json.dumps(cl.run(max_runtime_s=a.max_runtime)))
 
-# %% ../../nbs/face/08_operations.ipynb #f6bafb21
+# %% ../../nbs/face/08_operations.ipynb #fa25302a
 def configure_notify(p):
     "Options of `velox notify`."
     p.add_argument('action', choices=['test'], help='test: send a test message through every configured output')

@@ -77,7 +77,7 @@ def write_html_report(path, title:str, summary:str, figures) -> str:
 # %% ../../nbs/face/01_report.ipynb #43491f1d
 def write_report(path, summ:Summary, res:RunResult) -> str:
     "Write the HTML report of a `velox run` (its summary and result); returns its path."
-    from velox.face.desk import candle_chart
+    from velox.face.candles import candle_chart
     al, nb, sources = res.outputs.get('alert'), res.outputs.get('nbbo'), res.sources
     figs = []
     for sym in summ.symbols:

@@ -5,7 +5,7 @@
 # %% ../../nbs/infra/08_notify.ipynb #6372e525
 from __future__ import annotations
 import json, os, smtplib, socket, time, urllib.error, urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from email.message import EmailMessage
 from pathlib import Path
 import numpy as np
@@ -13,8 +13,8 @@ from ..core import ConfigError, VeloxError, event_id, get_logger, ns_to_iso, rea
 from .resilience import is_transient, retry
 
 # %% auto #0
-__all__ = ['TIER_ORDER', 'Notification', 'TokenBucket', 'Deduper', 'DeliveryError', 'WebhookOutput', 'TelegramOutput',
-           'EmailOutput', 'Notifier', 'load_notifier']
+__all__ = ['TIER_ORDER', 'Notification', 'TokenBucket', 'Deduper', 'DeliveryError', 'Delivery', 'WebhookOutput', 'TelegramOutput',
+           'SmtpServer', 'EmailOutput', 'Notifier', 'load_notifier']
 
 # %% ../../nbs/infra/08_notify.ipynb #33d15754
 @dataclass
@@ -109,15 +109,25 @@ class DeliveryError(VeloxError):
 def _retryable(e:BaseException) -> bool:
     return e.transient if isinstance(e, DeliveryError) else is_transient(e)
 
+@dataclass
+class Delivery:
+    "How an output delivers: tries with backoff, the timeout of one try, and its rate limit."
+    attempts: int = 4  # tries per notification
+    backoff_base: float = 0.5  # the first wait between tries (s), doubling ...
+    backoff_cap: float = 10.0  # ... up to this
+    timeout: float = 10.0  # of one try (s)
+    rate_per_min: float = 30  # notifications per minute, on average ...
+    burst: int = 10  # ... and at most this many at once
+
 class _Output:
-    def __init__(self, name:str, attempts:int=4, backoff_base:float=0.5, backoff_cap:float=10.0, timeout:float=10.0,
-                 rate_per_min:float=30, burst:int=10, clock=time.monotonic, sleep=time.sleep):
-        self.name, self.attempts, self.base, self.cap, self.timeout, self.sleep = name, attempts, backoff_base, backoff_cap, timeout, sleep
-        self.bucket = TokenBucket(rate_per_min, burst, clock)
+    def __init__(self, name:str, delivery:Delivery|None=None, clock=time.monotonic, sleep=time.sleep):
+        self.name, self.delivery, self.sleep = name, delivery or Delivery(), sleep
+        self.bucket = TokenBucket(self.delivery.rate_per_min, self.delivery.burst, clock)
 
     def send(self, n:Notification) -> None:
         "Deliver `n`, retrying temporary failures; `DeliveryError` if it could not be delivered."
-        try: retry(lambda: self._send(n), self.attempts, self.base, self.cap, sleep=self.sleep, retry_on=_retryable,
+        d = self.delivery
+        try: retry(lambda: self._send(n), d.attempts, d.backoff_base, d.backoff_cap, sleep=self.sleep, retry_on=_retryable,
                    what=f"notify output {self.name}")
         except DeliveryError: raise
         except (OSError, smtplib.SMTPException) as e:
@@ -129,7 +139,7 @@ class _Output:
         req = urllib.request.Request(url, json.dumps(body).encode(), method='POST',
                                      headers={'Content-Type': 'application/json', **(headers or {})})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as r: return r.read()
+            with urllib.request.urlopen(req, timeout=self.delivery.timeout) as r: return r.read()
         except urllib.error.HTTPError as e:
             detail = e.read()[:200].decode('utf-8', 'replace')
             raise DeliveryError(f"{self.name}: HTTP {e.code} from {shown or url}: {self._clean(detail)}",
@@ -160,26 +170,37 @@ class TelegramOutput(_Output):
         url = f"{self.base_url}/bot{self.token}/sendMessage"
         self._post_json(url, {'chat_id': self.chat_id, 'text': n.message()}, shown=f"{self.base_url}/bot***/sendMessage")
 
+@dataclass
+class SmtpServer:
+    "Where `EmailOutput` sends: host and port, TLS, login."
+    host: str
+    port: int = 25
+    username: str = ''  # log in when set ...
+    password: str | None = field(default=None, repr=False)  # ... with this
+    starttls: bool = False  # upgrade a plain connection
+    ssl: bool = False  # implicit TLS from the start
+
+    def __post_init__(self): self.port, self.password = int(self.port), redact(self.password)
+
 class EmailOutput(_Output):
     "E-mail through an SMTP server."
-    def __init__(self, name:str, host:str, port:int=25, sender:str='velox@localhost', to=(), username:str='',
-                 password:str|None=None, starttls:bool=False, ssl:bool=False, **kw):
+    def __init__(self, name:str, server:SmtpServer, sender:str='velox@localhost', to=(), **kw):
         super().__init__(name, **kw)
         self.to = [to] if isinstance(to, str) else list(to)
         if not self.to: raise ConfigError(f"notify output {name!r}: no recipients ('to')")
-        self.host, self.port, self.sender, self.username = host, int(port), sender, username
-        self.password, self.starttls, self.ssl = redact(password), starttls, ssl
+        self.server, self.sender = server, sender
 
     def _send(self, n):
         m = EmailMessage()
         m['Subject'], m['From'], m['To'] = f"[velox {n.kind}] {n.title}", self.sender, ', '.join(self.to)
         m['Message-ID'] = f"<{n.id}@velox>"
         m.set_content(n.message())
-        cls = smtplib.SMTP_SSL if self.ssl else smtplib.SMTP
+        srv = self.server
+        cls = smtplib.SMTP_SSL if srv.ssl else smtplib.SMTP
         try:
-            with cls(self.host, self.port, timeout=self.timeout) as s:
-                if self.starttls: s.starttls()
-                if self.username: s.login(self.username, self.password or '')
+            with cls(srv.host, srv.port, timeout=self.delivery.timeout) as s:
+                if srv.starttls: s.starttls()
+                if srv.username: s.login(srv.username, srv.password or '')
                 s.send_message(m)
         except smtplib.SMTPResponseException as e:  # 4xx: try again later; 5xx: refused
             raise DeliveryError(f"{self.name}: SMTP {e.smtp_code} {e.smtp_error.decode('utf-8', 'replace')}",
@@ -187,7 +208,7 @@ class EmailOutput(_Output):
         except smtplib.SMTPRecipientsRefused as e:
             raise DeliveryError(f"{self.name}: recipients refused: {sorted(e.recipients)}") from None
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPConnectError, socket.timeout, OSError) as e:
-            raise DeliveryError(f"{self.name}: SMTP {self.host}:{self.port}: {type(e).__name__}: {e}", transient=True) from None
+            raise DeliveryError(f"{self.name}: SMTP {srv.host}:{srv.port}: {type(e).__name__}: {e}", transient=True) from None
 
 # %% ../../nbs/infra/08_notify.ipynb #e6b3c841
 TIER_ORDER = 'ABCD'
@@ -243,7 +264,8 @@ class Notifier:
 
 # %% ../../nbs/infra/08_notify.ipynb #a97457ab
 _OUTPUTS = {'webhook': WebhookOutput, 'telegram': TelegramOutput, 'email': EmailOutput}
-_COMMON = {'attempts', 'backoff_base', 'backoff_cap', 'timeout', 'rate_per_min', 'burst'}
+_COMMON = {f.name for f in fields(Delivery)}  # every output's delivery settings
+_SMTP = {f.name for f in fields(SmtpServer)}
 _KEYS = {'webhook': {'url', 'headers_env'}, 'telegram': {'chat_id', 'base_url', 'token_env'},
          'email': {'host', 'port', 'sender', 'to', 'username', 'password_env', 'starttls', 'ssl'}}
 
@@ -275,7 +297,9 @@ def load_notifier(config:str|Path|dict, env:dict|None=None, clock=time.monotonic
         if 'password_env' in o: o['password'] = _secret(name, 'password_env', o.pop('password_env'), env)
         if 'headers_env' in o: o['headers'] = {h: _secret(name, 'headers_env', v, env) for h, v in o.pop('headers_env').items()}
         if typ == 'telegram' and 'token' not in o: raise ConfigError(f"{src}: output {name!r}: telegram needs token_env")
-        outs.append(_OUTPUTS[typ](name, clock=clock, sleep=sleep, **o))
+        delivery = Delivery(**{k: o.pop(k) for k in _COMMON if k in o})
+        if typ == 'email': o['server'] = SmtpServer(**{k: o.pop(k) for k in _SMTP if k in o})
+        outs.append(_OUTPUTS[typ](name, delivery=delivery, clock=clock, sleep=sleep, **o))
     if not outs: raise ConfigError(f"{src}: no outputs configured")
     return Notifier(outs, dedupe_ttl_s=float(config.get('dedupe_ttl_s', 3600)), min_confidence=float(config.get('min_confidence', 0)),
                     min_tier=str(config.get('min_tier', 'D')), kinds=tuple(config.get('kinds', ('alert',))), clock=clock)

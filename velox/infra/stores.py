@@ -10,9 +10,6 @@ from urllib.parse import urlparse
 import numpy as np
 from ..core import Config, ConfigError, DataError, VeloxError, redact
 from ..events import DTYPES
-# hot state and sinks moved to their own modules; they stay importable from `velox.infra.stores`
-from .hot import HotSink, MemoryHot, RedisHot, hot_from_dsn, hot_stats, hot_clean, tail_per_symbol  # noqa: F401
-from .spool import Spool, StoreSink, RefusingStore  # noqa: F401
 
 # %% auto #0
 __all__ = ['TABLES', 'MIGRATIONS', 'MIGRATIONS_DDL', 'Table', 'table_for', 'ddl', 'Migration', 'add_migration', 'Store',

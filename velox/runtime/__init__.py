@@ -8,7 +8,7 @@ __all__ = []
 # %% ../../nbs/runtime/index.ipynb #25b7fcff
 from ..core import moved
 moved('velox.stage', 'velox.stage', 'velox.runtime.runners')
-moved('velox.workers', 'velox.runtime.worker')
+moved('velox.workers', 'velox.runtime.worker', 'velox.runtime.merge', 'velox.runtime.checkpoints', 'velox.runtime.downstream')
 moved('velox.pipeline', 'velox.runtime.stages', 'velox.runtime.job')
 moved('velox.backtest', 'velox.runtime.backtest')
-moved('velox.launcher', 'velox.runtime.launcher')
+moved('velox.launcher', 'velox.runtime.launcher', 'velox.runtime.fleet', 'velox.runtime.supervisor')

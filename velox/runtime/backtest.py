@@ -13,7 +13,7 @@ from ..feeds.replay import ArraySource, Replay
 from ..market.features import FeatureStage
 from ..market.nbbo import NBBOStage
 from .runners import Collector
-from ..trade.ensemble import Ensemble, SignalStage
+from ..trade.ensemble import Ensemble, SignalRules, SignalStage
 from ..trade.broker import PaperBroker
 from ..trade.execution import ExecutionStage
 from ..trade.models import GBTModel, LogisticModel, forward_labels, indicator_features
@@ -38,7 +38,7 @@ def _hhmm(hhmm) -> tuple[int, int]:
 def _signal_stages(signals, strategies, min_tier, horizon_s) -> list:
     if isinstance(signals, Ensemble):
         tier = min_tier if isinstance(min_tier, dict) else dict.fromkeys(strategies, min_tier)
-        return [SignalStage(signals, strategy=s, min_tier=tier.get(s, 'B'), horizon_s=horizon_s) for s in strategies]
+        return [SignalStage(signals, SignalRules(strategy=s, min_tier=tier.get(s, 'B'), horizon_s=horizon_s)) for s in strategies]
     stages = [signals] if isinstance(signals, SignalStage) else list(signals)
     if not stages or not all(isinstance(s, SignalStage) for s in stages):
         raise ConfigError(f"signals: expected an Ensemble, a SignalStage or a list of them, got {type(signals).__name__}")

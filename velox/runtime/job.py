@@ -13,12 +13,14 @@ from ..detect.outside_nbbo import summarize_alerts
 from ..detect.params import detect_stage
 from ..feeds.recorded import Catalog
 from ..feeds.replay import Replay
-from ..infra.bus import bus_from_config
-from ..infra.stores import Store, StoreSink, HotSink, hot_from_dsn
+from ..infra.connect import bus_from_config
+from ..infra.stores import Store
+from ..infra.sinks import StoreSink, HotSink
+from ..infra.connect import hot_from_dsn
 from ..market.nbbo import market_state, LOCKED, CROSSED
 from .runners import run_replay, RunResult
 from .stages import DETECT_INPUTS, DETECT_OUTPUTS, publish_replay, trading_stage
-from .worker import Worker
+from .worker import RunOptions, Worker, WorkerSettings
 
 # %% auto #0
 __all__ = ['TRADING_KINDS', 'Summary', 'summarize_trading', 'run']
@@ -124,14 +126,14 @@ def _run_on_bus(cfg:Config, replay:Replay, params, sinks) -> RunResult:
     "Publish the replay to Kafka and run a detect worker (in a thread) until it has drained the session."
     bus = bus_from_config(cfg)
     group = f"{cfg.group}-run-{uuid.uuid4().hex[:8]}"
-    w = Worker(detect_stage(params), bus, DETECT_INPUTS, DETECT_OUTPUTS, group=group, sinks=sinks,
-               collect=('nbbo', 'alert'))
+    w = Worker(detect_stage(params), bus, DETECT_INPUTS, DETECT_OUTPUTS, group, WorkerSettings(collect=('nbbo', 'alert')),
+               sinks=sinks)
     w.consumer = bus.consumer(list(DETECT_INPUTS), group, from_beginning=False)
     deadline = time.monotonic() + 60
     while not w.consumer.assignment():  # join before publishing, so the worker starts at this run's data
         w.step()
         if time.monotonic() > deadline: raise ConfigError(f"bus {cfg.bus}: the worker could not join group {group}")
-    t = threading.Thread(target=w.run, kwargs=dict(until_end=True), daemon=True)
+    t = threading.Thread(target=w.run, args=(RunOptions(until_end=True),), daemon=True)
     t.start()
     publish_replay(bus, replay)
     t.join()

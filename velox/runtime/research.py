@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 from ..core import NS, Session, day_start_ns
-from ..detect.accumulation import AccumulationStage
+from ..detect.accumulation import AccumulationParams, AccumulationStage
 from ..detect.baselines import Baselines, iso_day
-from ..detect.darkpool import DarkPoolStage
+from ..detect.darkpool import DarkPoolParams, DarkPoolStage
 from ..detect.event_study import PATH_DTYPE, mid_path
 from ..detect.params import detect_stage
 from ..detect.smc import SMCStage
@@ -40,10 +40,10 @@ def build_baselines(source, symbols, days, out_dir:str|Path, interval:str='30m',
                   session=None if session is None else [session.open.isoformat(), session.close.isoformat(), str(session.tz)])
     out = Baselines(params=params)
     for sym in sorted(s.upper() for s in symbols):
-        dp = DarkPoolStage(interval=dark_interval, min_interval_volume=min_interval_volume, block_size=block_size,
-                           block_notional=block_notional, classify_lag_ms=quote_lag_ms, session=session)
-        acc = AccumulationStage(interval=interval, min_interval_volume=min_interval_volume, block_size=block_size,
-                                block_notional=block_notional, quote_lag_ms=quote_lag_ms, session=session)
+        dp = DarkPoolStage(DarkPoolParams(interval=dark_interval, min_interval_volume=min_interval_volume, block_size=block_size,
+                                          block_notional=block_notional, classify_lag_ms=quote_lag_ms), session)
+        acc = AccumulationStage(AccumulationParams(interval=interval, min_interval_volume=min_interval_volume, block_size=block_size,
+                                                   block_notional=block_notional, quote_lag_ms=quote_lag_ms), session)
         chain = Chain(NBBOStage(), dp, acc)
         for day in days: run_frame(chain, _day_data(source, sym, day), collect=())
         for stage in (dp, acc):

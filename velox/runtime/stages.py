@@ -4,13 +4,14 @@
 
 # %% ../../nbs/runtime/02_stages.ipynb #71b8294f
 from __future__ import annotations
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ..core import Config, ConfigError, read_mapping
 from ..detect.params import detect_stage, load_params
 from ..feeds.replay import Replay
-from ..infra.bus import bus_from_config, publish, publish_eos
+from ..infra.connect import bus_from_config
+from ..infra.bus import publish, publish_eos
 from ..infra.topics import SIGNAL_STAGES
-from .worker import Worker
+from .worker import RunOptions, Worker, WorkerSettings
 from ..stage import Chain, Stage
 
 # %% auto #0
@@ -46,7 +47,7 @@ class StageSpec:
     inputs: dict
     outputs: dict
     store_kinds: tuple = ()  # what `store=` writes for this stage
-    ordered: bool = True  # False: inputs need no event-time merge (persist)
+    arrival_order: bool = False  # its inputs need no event-time merge: the worker releases rows as they arrive (persist)
     max_members: int = 0  # 0: any number; 1: the stage's state spans symbols (execution), so one member only
     inputs_for: object = None  # (params) -> inputs, where the parameters choose the input topics (ensemble)
 
@@ -102,12 +103,12 @@ def execution_stage(params:dict|None=None) -> Chain:
     except (TypeError, ValueError) as e: raise ConfigError(f"execution parameters: {e}") from None
 
 def predict_stage(model:str, params:dict|None=None):
-    """`PredictionStage` of registry model `model` from parameters: `registry` (its directory, required), `tf`,
-    `horizon_s`, `reload_every_s`, `window`, `every`, `tol_brier`, `tol_hit`."""
-    from velox.trade.predict import PredictionStage
+    """`PredictionStage` of registry model `model` from parameters: `registry` (its directory, required) and the
+    fields of `PredictionParams`: `tf`, `horizon_s`, `reload_every_s`, `window`, `every`, `tol_brier`, `tol_hit`."""
+    from velox.trade.predict import PredictionParams, PredictionStage
     p = dict(params or {})
     if 'registry' not in p: raise ConfigError(f"predict.{model} parameters: expected 'registry' (the model registry's directory)")
-    return _build(f'predict.{model}', lambda registry, **kw: PredictionStage(registry, model, **kw), p)
+    return _build(f'predict.{model}', lambda registry, **kw: PredictionStage(registry, model, PredictionParams(**kw)), p)
 
 def predict_spec(model:str) -> StageSpec:
     "The stage `predict.<model>`: features.indicators -> predictions.<model> + metrics.model.drift."
@@ -117,13 +118,16 @@ def predict_spec(model:str) -> StageSpec:
 MODELS = ('lr', 'gbt')  # the built-in models; `predict.<name>` works for any name in the registry
 
 def ensemble_stage(params:dict|None=None):
-    """`EnsembleStage` from parameters: `registry` (required), `models` (default lr, gbt), `strategy`, `min_tier`,
-    `ttl_s`, `k_stop`, `k_target`, ... (see `EnsembleStage`)."""
+    """`EnsembleStage` from parameters: `registry` (required), `models` (default lr, gbt), `reload_every_s`,
+    `combiner_name`, `max_buffer`, and the fields of `SignalRules`: `strategy`, `min_tier`, `ttl_s`, `k_stop`, ..."""
+    from dataclasses import fields
+    from velox.trade.ensemble import SignalRules
     from velox.trade.predict import EnsembleStage
     p = dict(params or {})
     if 'registry' not in p: raise ConfigError("ensemble parameters: expected 'registry' (the model registry's directory)")
     if 'models' in p: p['models'] = tuple(p['models'])
-    return _build('ensemble', lambda registry, **kw: EnsembleStage(registry, **kw), p)
+    rules = {f.name: p.pop(f.name) for f in fields(SignalRules) if f.name in p}
+    return _build('ensemble', lambda registry, **kw: EnsembleStage(registry, rules=SignalRules(**rules), **kw), p)
 
 def ensemble_inputs(params:dict|None=None) -> dict:
     "One input topic per model the ensemble combines."
@@ -154,16 +158,7 @@ register_stage(StageSpec('ensemble', ensemble_stage, ensemble_inputs(), {'signal
 register_stage(StageSpec('execution', execution_stage, {'market.nbbo': 'nbbo', 'signals.final': 'signal', 'risk.commands': 'risk'},
                          EXECUTION_OUTPUTS, store_kinds=tuple(EXECUTION_OUTPUTS), max_members=1))
 register_stage(StageSpec('persist', lambda p: PersistStage(), PERSIST_TOPICS, {}, store_kinds=tuple(dict.fromkeys(PERSIST_TOPICS.values())),
-                         ordered=False))
-
-class _ArrivalOrderWorker(Worker):
-    "A worker whose per-symbol merges release rows as they arrive (no watermark): for stages that need no event-time order."
-    def _symbol(self, sym):
-        new = sym not in self.merges
-        sm = super()._symbol(sym)
-        if new:
-            for t in sm.topics: sm.close(t)
-        return sm
+                         arrival_order=True))
 
 def _stage_params(stage:str, params) -> dict:
     if isinstance(params, dict) or params is None: return dict(params or {})
@@ -171,21 +166,22 @@ def _stage_params(stage:str, params) -> dict:
     d = read_mapping(params, 'parameter file', 'a mapping of parameter: value')
     return d.get(stage, d.get(stage.split('.')[0], d))  # its section (predict.lr, or predict for every model), or all
 
-def stage_worker(stage:str, bus:str='memory://', group:str|None=None, params:str|dict|None=None, client_id:str|None=None,
-                 until_end:bool=False, idle_timeout_s:float|None=None, max_runtime_s:float|None=None, stop_file:str|None=None,
-                 status_path:str|None=None, store:str|None=None, hot:str|None=None, checkpoints:str|None=None,
-                 metrics_port:int|None=None, handle_signals:bool=True, max_records:int=500, topics:list|None=None,
-                 settings:dict|None=None, idle_lane_s:float|None=None) -> dict:
-    """Run registered `stage` as a member of consumer group `group` (default `velox-<stage>`) until stopped; its stats.
-    `topics`: only these of the stage's input topics (persist: which topics to store); `settings`: parameters that
-    override the parameter file's (e.g. the model registry a worker notebook is given); `idle_lane_s`: live use,
-    stop waiting for an input silent this long (see `Worker`)."""
-    from velox.infra.stores import Store, StoreSink, HotSink, hot_from_dsn
+def stage_worker(stage:str, bus='memory://', group:str|None=None, params:str|dict|None=None, overrides:dict|None=None,
+                 topics:list|None=None, store:str|None=None, hot:str|None=None, checkpoints:str|None=None,
+                 settings:WorkerSettings=WorkerSettings(), options:RunOptions=RunOptions(handle_signals=True)) -> dict:
+    """Run registered `stage` as a member of consumer group `group` (default `velox-<stage>`) until `options` say stop;
+    its stats. `params`: a parameter file (or mapping); `overrides`: parameters over the file's (e.g. the model registry
+    a worker notebook is given); `topics`: only these of the stage's input topics (persist: which topics to store);
+    `store`: a history store the stage's `store_kinds` also go to; `hot`: a hot store for L1 and ticks (detect);
+    `checkpoints`: the hot store (redis://…) the group keeps its snapshots in; `settings`: see `WorkerSettings`."""
+    from velox.infra.stores import Store
+    from velox.infra.sinks import StoreSink, HotSink
+    from velox.infra.connect import hot_from_dsn
     if stage not in STAGES and stage.startswith('predict.') and stage[len('predict.'):].isidentifier():
         register_stage(predict_spec(stage[len('predict.'):]))  # any model of the registry
     if stage not in STAGES: raise ConfigError(f"unknown stage {stage!r}; expected one of {sorted(STAGES)}")
     spec = STAGES[stage]
-    sp = {**_stage_params(stage, params), **(settings or {})}
+    sp = {**_stage_params(stage, params), **(overrides or {})}
     inputs = dict(spec.inputs_for(sp) if spec.inputs_for else spec.inputs)
     if topics:
         bad = [t for t in topics if t not in inputs]
@@ -198,10 +194,8 @@ def stage_worker(stage:str, bus:str='memory://', group:str|None=None, params:str
     sinks = []
     if store and spec.store_kinds: sinks.append(StoreSink(Store(store).migrate(), kinds=spec.store_kinds))
     if hot and stage == 'detect': sinks.append(HotSink(hot_from_dsn(hot)))
-    cls = Worker if spec.ordered else _ArrivalOrderWorker
-    w = cls(st, b, inputs, spec.outputs, group=group or f'velox-{stage}', sinks=sinks, client_id=client_id,
-            checkpoints=hot_from_dsn(checkpoints) if checkpoints else None, max_records=max_records, idle_lane_s=idle_lane_s)
-    stats = w.run(until_end=until_end, idle_timeout_s=idle_timeout_s, max_runtime_s=max_runtime_s, stop_file=stop_file,
-                  status_path=status_path, handle_signals=handle_signals, metrics_port=metrics_port)
+    w = Worker(st, b, inputs, spec.outputs, group or f'velox-{stage}', replace(settings, arrival_order=settings.arrival_order or spec.arrival_order),
+               sinks=sinks, checkpoints=hot_from_dsn(checkpoints) if checkpoints else None)
+    stats = w.run(options)
     for s in sinks: s.close()
     return stats.__dict__

@@ -31,10 +31,10 @@ DAY_NS, MINUTE_NS = 86400 * NS, 60 * NS  # event-time days and minutes: ts // DA
 
 @dataclass
 class Marks:
-    "The market as the desk last saw it."
+    "The market as the dealer last saw it."
     quotes: dict = field(default_factory=dict)  # symbol -> (bid, bid_size, ask, ask_size), prices scaled
-    vol: dict = field(default_factory=dict)  # symbol -> [minute, mid at its first quote, EW variance of 1-min mid log returns]
-    day: int|None = None  # event-time day being traded (ts // 1 day)
+    vol: dict = field(default_factory=dict)  # symbol -> [minute, mid at its first quote, EW variance of 1-minute mid log returns]
+    day: int|None = None  # event-time day being traded (ts // DAY_NS)
     active: set = field(default_factory=set)  # symbols with a working order or an open position
 
     def mark(self, sym:str) -> float:

@@ -5,6 +5,7 @@
 # %% ../../nbs/trade/01_ensemble.ipynb #3afd4a58
 from __future__ import annotations
 import math
+from dataclasses import dataclass
 import numpy as np
 from ..core import NS, event_id
 from ..events import PRICE_SCALE, empty
@@ -72,12 +73,18 @@ class Ensemble:
     def model_weights(self) -> str: return ','.join(f"{m.name}:{w:.2f}" for m, w in zip(self.models, self.weights))
 
 # %% ../../nbs/trade/01_ensemble.ipynb #d852a3d5
+@dataclass(frozen=True)
 class SignalRules:
     "How P(up) becomes signals: filters, tier threshold, TTL, stop / target — shared by every signal-emitting stage."
-    def __init__(self, strategy:str='ensemble', tf:int=60, horizon_s:int=300, min_tier:str='B', ttl_s:float=120,
-                 vol_bps=(0.0, math.inf), k_stop:float=1.0, k_target:float=1.5, vol_window:int=30):
-        self.strategy, self.tf, self.horizon, self.min_tier = strategy, tf, horizon_s, min_tier
-        self.ttl, self.vol_bps, self.k_stop, self.k_target, self.vol_window = int(ttl_s * NS), vol_bps, k_stop, k_target, vol_window
+    strategy:str='ensemble'  # the strategy the signals are for (in their ids too)
+    tf:int=60  # the bar (seconds) of the indicator events the probabilities are from
+    horizon_s:int=300  # the prediction horizon, which scales stop and target
+    min_tier:str='B'  # final signals only of this tier or better (A is best)
+    ttl_s:float=120  # a final signal expires this long after its ts
+    vol_bps:tuple=(0.0, math.inf)  # filtered: the recent 1-minute return volatility (bps) must lie within these bounds
+    k_stop:float=1.0  # the stop, in sigmas of the horizon's move
+    k_target:float=1.5  # the target, in sigmas of the horizon's move
+    vol_window:int=30  # 1-minute returns in the volatility estimate
 
     def signals(self, symbol:str, rows:np.ndarray, raw:np.ndarray, cal:np.ndarray, st:dict, version:str, models:str) -> np.ndarray:
         "Signals of one symbol's `rows` (ts, close, mtf_align; in time order) from raw and calibrated P(up); `st` keeps recent closes."
@@ -100,13 +107,13 @@ class SignalRules:
             s = empty('signal', int(mask.sum()))
             s['ts'], s['symbol'], s['strategy'], s['stage'] = rows['ts'][mask], symbol, self.strategy, stage
             s['direction'] = d[mask] if stage != 'raw' else np.where(raw[mask] >= 0.5, 1, -1)
-            s['prob'], s['confidence'], s['horizon'], s['version'] = p[mask], c[mask], self.horizon, version
+            s['prob'], s['confidence'], s['horizon'], s['version'] = p[mask], c[mask], self.horizon_s, version
             if stage != 'raw': s['tier'] = tiers[mask]
             if stage == 'final':
-                move = np.nan_to_num(sig[mask]) * math.sqrt(self.horizon / self.tf) / 1e4 * rows['close'][mask]
+                move = np.nan_to_num(sig[mask]) * math.sqrt(self.horizon_s / self.tf) / 1e4 * rows['close'][mask]
                 s['stop'] = np.round(rows['close'][mask] - s['direction'] * self.k_stop * move).astype('i8')
                 s['target'] = np.round(rows['close'][mask] + s['direction'] * self.k_target * move).astype('i8')
-                s['expires'], s['models'] = rows['ts'][mask] + self.ttl, models
+                s['expires'], s['models'] = rows['ts'][mask] + int(self.ttl_s * NS), models
             s['id'] = [event_id('signal', self.strategy, stage, symbol, t) for t in s['ts'].tolist()]
             out.append(s)
         out = np.concatenate(out)  # in time order, each row's stages in pipeline order: the same however cut
@@ -116,15 +123,13 @@ class SignalStage(Stage):
     "indicator -> signal (raw, calibrated, filtered, final) from a fitted `Ensemble`."
     name, inputs, outputs, windowed = 'signals', ('indicator',), ('signal',), True
 
-    def __init__(self, ensemble:Ensemble, strategy:str='ensemble', tf:int=60, horizon_s:int=300, min_tier:str='B',
-                 ttl_s:float=120, vol_bps=(0.0, math.inf), k_stop:float=1.0, k_target:float=1.5, vol_window:int=30):
+    def __init__(self, ensemble:Ensemble, rules:SignalRules=SignalRules()):
         super().__init__()
-        self.ens, self.strategy, self.tf = ensemble, strategy, tf
-        self.rules = SignalRules(strategy, tf, horizon_s, min_tier, ttl_s, vol_bps, k_stop, k_target, vol_window)
+        self.ens, self.rules = ensemble, rules
         self.version = '+'.join(m.version for m in ensemble.models)[:16]
 
     def on_window(self, symbol, batches, st):
-        rows, X = indicator_features(batches['indicator'], self.tf)
+        rows, X = indicator_features(batches['indicator'], self.rules.tf)
         if not len(rows): return []
         raw = self.ens.raw(X)
         return [('signal', self.rules.signals(symbol, rows, raw, self.ens.predict_proba(X, raw), st, self.version, self.ens.model_weights))]

@@ -4,12 +4,13 @@
 
 # %% ../../nbs/trade/01a_lstm.ipynb #23fc7dc8
 from __future__ import annotations
+from dataclasses import dataclass
 import numpy as np
 from ..core import ConfigError, DataError
 from .models import Model
 
 # %% auto #0
-__all__ = ['windows', 'lstm_loss', 'LSTMModel']
+__all__ = ['windows', 'lstm_loss', 'LSTMParams', 'LSTMModel']
 
 # %% ../../nbs/trade/01a_lstm.ipynb #30da04da
 def windows(X, lookback:int, groups=None) -> np.ndarray:
@@ -59,18 +60,34 @@ def lstm_loss(w:dict, Z:np.ndarray, y:np.ndarray, l2:float=0.0) -> tuple[float, 
 # %% ../../nbs/trade/01a_lstm.ipynb #dcd058e3
 def _rowdot(A, W): return (A[:, None, :] * W).sum(-1)  # not A @ W.T: a BLAS product's rounding can depend on the batch size
 
+@dataclass(frozen=True)
+class LSTMParams:
+    "Hyperparameters of an `LSTMModel`."
+    lookback:int=8  # feature rows a prediction reads: the row and the `lookback - 1` before it
+    hidden:int=12  # LSTM cells
+    epochs:int=30  # passes over the fit rows
+    lr:float=0.01  # Adam's learning rate
+    batch:int=64  # rows per mini-batch
+    l2:float=0.1  # penalty on the weight matrices
+    clip:float=5.0  # standardised inputs are clipped at this many deviations
+    seed:int=0  # of the initial weights and the order of the mini-batches
+    backend:str='auto'  # 'numpy', 'torch', or 'auto': torch where it is installed
+
+    def __post_init__(self):
+        if self.backend not in ('auto', 'numpy', 'torch'): raise ConfigError(f"LSTMModel backend {self.backend!r}: expected auto, numpy or torch")
+        if int(self.lookback) != self.lookback or self.lookback < 1 or self.hidden < 1 or self.epochs < 1 or self.batch < 1:
+            raise ConfigError(f"LSTMModel lookback, hidden, epochs, batch = {self.lookback}, {self.hidden}, {self.epochs}, {self.batch}: expected integers >= 1")
+
 class LSTMModel(Model):
     "An LSTM classifier of P(up) over the last `lookback` feature rows of one symbol; fitted by PyTorch (extra `seq`) or numpy."
     name = 'lstm'
-    def __init__(self, lookback:int=8, hidden:int=12, epochs:int=30, lr:float=0.01, batch:int=64, l2:float=0.1,
-                 clip:float=5.0, seed:int=0, backend:str='auto'):
-        if backend not in ('auto', 'numpy', 'torch'): raise ConfigError(f"LSTMModel backend {backend!r}: expected auto, numpy or torch")
-        if backend == 'torch' and not _has_torch():
+    def __init__(self, params:LSTMParams=LSTMParams()):
+        p = params
+        if p.backend == 'torch' and not _has_torch():
             raise ConfigError("LSTMModel backend 'torch': PyTorch is not installed; install the extra with pip install -e '.[seq]' (or use backend='numpy')")
-        if int(lookback) != lookback or lookback < 1 or hidden < 1 or epochs < 1 or batch < 1:
-            raise ConfigError(f"LSTMModel lookback, hidden, epochs, batch = {lookback}, {hidden}, {epochs}, {batch}: expected integers >= 1")
-        self.lookback, self.hidden, self.epochs, self.lr, self.batch = int(lookback), hidden, epochs, lr, batch
-        self.l2, self.clip, self.seed, self.backend = l2, clip, seed, backend
+        # one attribute each, not the LSTMParams: `params()` and so `version` must stay those of the models already saved
+        self.lookback, self.hidden, self.epochs, self.lr, self.batch = int(p.lookback), p.hidden, p.epochs, p.lr, p.batch
+        self.l2, self.clip, self.seed, self.backend = p.l2, p.clip, p.seed, p.backend
 
     def _inputs(self, X):
         X = np.asarray(X, float)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import hashlib, logging, math, time
 from collections import deque
+from dataclasses import dataclass
 import numpy as np
 from ..core import NS, ConfigError, event_id, legacy_dumps
 from ..events import empty
@@ -17,7 +18,7 @@ from .registry import ModelRegistry, as_registry, version_of
 _log = logging.getLogger('velox.trade.predict')
 
 # %% auto #0
-__all__ = ['Combiner', 'PredictionStage', 'EnsembleStage', 'Inverted']
+__all__ = ['Combiner', 'PredictionParams', 'PredictionStage', 'EnsembleStage', 'Inverted']
 
 # %% ../../nbs/trade/02a_predict.ipynb #da81645d
 class Combiner(Model):
@@ -87,23 +88,35 @@ class _Fixed:
     def refresh(self): return self
     def ref(self, version, symbol): return {}
 
+@dataclass(frozen=True)
+class PredictionParams:
+    "How a `PredictionStage` predicts and watches itself: the keys of a `predict` worker's parameter file."
+    tf:int=60  # the bar (seconds) of the indicator events it predicts from
+    horizon_s:int=300  # the horizon of P(up), by which a prediction is resolved
+    reload_every_s:float=1.0  # look for a newly promoted version at most this often (wall time)
+    window:int=200  # resolved predictions in the rolling hit rate and Brier score
+    every:int=50  # a model_metric row every this many resolutions
+    tol_brier:float=0.03  # drift: Brier score above the validation figure by more than this...
+    tol_hit:float=0.10  # ... or hit rate below it by more than this
+
+    def __post_init__(self):
+        if self.horizon_s <= 0 or self.window < 1 or self.every < 1:
+            raise ConfigError(f"horizon_s, window, every = {self.horizon_s}, {self.window}, {self.every}: expected > 0")
+
 class PredictionStage(Stage):
     "indicator -> prediction of a registry model's promoted version (hot-reloaded) and model_metric of how it does live."
     inputs, outputs, windowed = ('indicator',), ('prediction', 'model_metric'), True
 
-    def __init__(self, registry:ModelRegistry|str, model_name:str, tf:int=60, horizon_s:int=300, reload_every_s:float=1.0,
-                 window:int=200, every:int=50, tol_brier:float=0.03, tol_hit:float=0.10):
+    def __init__(self, registry:ModelRegistry|str, model_name:str, params:PredictionParams=PredictionParams()):
         super().__init__()
-        if horizon_s <= 0 or window < 1 or every < 1: raise ConfigError(f"horizon_s, window, every = {horizon_s}, {window}, {every}: expected > 0")
-        self.registry, self.model_name, self.name = as_registry(registry), model_name, f'predict.{model_name}'
-        self.tf, self.horizon, self.window, self.every, self.tol_brier, self.tol_hit = tf, horizon_s, window, every, tol_brier, tol_hit
-        self.live = _Promoted(self.registry, model_name, reload_every_s)
+        self.registry, self.model_name, self.name, self.params = as_registry(registry), model_name, f'predict.{model_name}', params
+        self.live = _Promoted(self.registry, model_name, params.reload_every_s)
 
     @property
     def version(self) -> str: return self.live.version
 
     def on_window(self, symbol, batches, st):
-        rows, X = indicator_features(batches['indicator'], self.tf)
+        rows, X = indicator_features(batches['indicator'], self.params.tf)
         if not len(rows): return []
         live = self.live.refresh()
         lookback = getattr(live.model, 'lookback', 1)
@@ -115,7 +128,7 @@ class PredictionStage(Stage):
         p = np.asarray(live.model.predict_proba(X), float)
         dt = (time.perf_counter_ns() - t0) / 1e3 / len(rows)
         pr = empty('prediction', len(rows))
-        pr['ts'], pr['symbol'], pr['model'], pr['version'], pr['tf'], pr['horizon'] = rows['ts'], symbol, self.model_name, live.version, self.tf, self.horizon
+        pr['ts'], pr['symbol'], pr['model'], pr['version'], pr['tf'], pr['horizon'] = rows['ts'], symbol, self.model_name, live.version, self.params.tf, self.params.horizon_s
         pr['prob'], pr['close'], pr['mtf_align'], pr['infer_us'] = p, rows['close'], rows['mtf_align'], dt
         pr['id'] = [event_id('prediction', self.model_name, symbol, t) for t in rows['ts'].tolist()]
         met = self._monitor(symbol, pr, st)
@@ -125,7 +138,7 @@ class PredictionStage(Stage):
         "Resolve pending predictions with the new rows (the `forward_labels` rule); a metric row every `every` resolutions."
         cand = pr if 'pending' not in st else np.concatenate([st['pending'], pr])
         ts, close = pr['ts'], pr['close'].astype('f8')
-        j = np.searchsorted(ts, cand['ts'] + self.horizon * NS, 'left')  # the first new row at or after ts + horizon
+        j = np.searchsorted(ts, cand['ts'] + self.params.horizon_s * NS, 'left')  # the first new row at or after ts + horizon
         done = j < len(ts)
         st['pending'] = cand[~done]
         o = np.argsort(j[done], kind='stable')  # in the order the outcomes became known
@@ -136,19 +149,19 @@ class PredictionStage(Stage):
         for k in np.flatnonzero(ok):
             v = str(res['version'][k])
             if st.get('mv') != v:  # a new version starts a new window
-                st['mv'], st['mp'], st['my'], st['mn'] = v, deque(maxlen=self.window), deque(maxlen=self.window), 0
+                st['mv'], st['mp'], st['my'], st['mn'] = v, deque(maxlen=self.params.window), deque(maxlen=self.params.window), 0
             st['mp'].append(float(res['prob'][k])); st['my'].append(float(ret[k] > 0)); st['mn'] += 1
-            if st['mn'] % self.every == 0: out.append(self._metric(symbol, int(ts[j[k]]), st))
+            if st['mn'] % self.params.every == 0: out.append(self._metric(symbol, int(ts[j[k]]), st))
         return np.concatenate(out) if out else empty('model_metric', 0)
 
     def _metric(self, symbol, t, st) -> np.ndarray:
-        p, y = np.array(st['mp']), np.array(st['my'])
+        p, y, par = np.array(st['mp']), np.array(st['my']), self.params
         ref = self.live.ref(st['mv'], symbol)
         m = empty('model_metric', 1)
         m['ts'], m['symbol'], m['model'], m['version'], m['n'] = t, symbol, self.model_name, st['mv'], len(p)
         m['hit_rate'], m['brier'] = ((p >= 0.5) == y).mean(), brier(p, y)
         m['ref_hit_rate'], m['ref_brier'] = ref.get('hit_rate', math.nan), ref.get('brier', math.nan)
-        m['drift'] = len(p) >= self.window and bool((m['brier'] > m['ref_brier'] + self.tol_brier) | (m['hit_rate'] < m['ref_hit_rate'] - self.tol_hit))
+        m['drift'] = len(p) >= par.window and bool((m['brier'] > m['ref_brier'] + par.tol_brier) | (m['hit_rate'] < m['ref_hit_rate'] - par.tol_hit))
         m['id'] = event_id('model_metric', self.model_name, st['mv'], symbol, t, st['mn'])
         return m
 
@@ -157,14 +170,12 @@ class EnsembleStage(Stage):
     "prediction (of several models) -> signal: the promoted `Combiner` and the `SignalRules` of `SignalStage`."
     name, inputs, outputs, windowed = 'ensemble', ('prediction',), ('signal',), True
 
-    def __init__(self, combiner:ModelRegistry|str|Combiner, models=('lr', 'gbt'), strategy:str='ensemble', tf:int=60,
-                 horizon_s:int=300, min_tier:str='B', ttl_s:float=120, vol_bps=(0.0, math.inf), k_stop:float=1.0,
-                 k_target:float=1.5, vol_window:int=30, reload_every_s:float=1.0, combiner_name:str='ensemble', max_buffer:int=10_000):
+    def __init__(self, combiner:ModelRegistry|str|Combiner, models=('lr', 'gbt'), rules:SignalRules=SignalRules(),
+                 reload_every_s:float=1.0, combiner_name:str='ensemble', max_buffer:int=10_000):
         super().__init__()
-        self.models, self.max_buffer = tuple(models), max_buffer
+        self.models, self.rules, self.max_buffer = tuple(models), rules, max_buffer
         self.live = (_Fixed(combiner, self._check) if isinstance(combiner, Model) else
                      _Promoted(as_registry(combiner), combiner_name, reload_every_s, self._check))
-        self.rules = SignalRules(strategy, tf, horizon_s, min_tier, ttl_s, vol_bps, k_stop, k_target, vol_window)
 
     def _check(self, comb):
         if not isinstance(comb, Combiner) or sorted(comb.models) != sorted(self.models):

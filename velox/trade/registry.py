@@ -4,21 +4,16 @@
 
 # %% ../../nbs/trade/02_registry.ipynb #abc73358
 from __future__ import annotations
-import json, os, pickle, re, threading
+import json, os, pickle, re
 from datetime import datetime, timezone
 from pathlib import Path
-from ..core import ConfigError
+from ..core import ConfigError, atomic_write
 from .models import Model
 
 # %% auto #0
 __all__ = ['version_of', 'ModelRegistry', 'as_registry']
 
 # %% ../../nbs/trade/02_registry.ipynb #e7c67d74
-def _atomic_write(path:Path, text:str):
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{threading.get_ident()}.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
-
 def _plain(o):  # numpy scalars and the like in meta JSON
     return o.item() if hasattr(o, 'item') else str(o)
 
@@ -51,7 +46,7 @@ class ModelRegistry:
         model.save(d / f'{v}.pkl')
         meta = dict(name=name, version=v, created=datetime.now(timezone.utc).isoformat(timespec='seconds'),
                     model_class=type(model).__name__, metrics=dict(metrics or {}), **info)
-        _atomic_write(d / f'{v}.json', json.dumps(meta, indent=1, default=_plain))
+        atomic_write(d / f'{v}.json', json.dumps(meta, indent=1, default=_plain))
         return v
 
     def meta(self, name:str, version:str) -> dict:
@@ -73,7 +68,7 @@ class ModelRegistry:
     def promote(self, name:str, version:str):
         "Make `version` the live one of `name` (atomically)."
         self.meta(name, version)
-        _atomic_write(self._dir(name) / 'PROMOTED', version + '\n')
+        atomic_write(self._dir(name) / 'PROMOTED', version + '\n')
 
     def promoted(self, name:str) -> str|None:
         "The promoted version of `name`, or None."
