@@ -151,13 +151,13 @@ def expected_keys(srcs) -> set:
 def publish_all(bus, srcs, codec:str) -> tuple[int, int]:
     "publish_replay with a codec: every event in event-time windows, keyed by symbol, then the end markers."
     from velox.infra.bus import publish, publish_eos
-    from velox.runtime.stages import TOPIC_OF
+    from velox.infra.topics import KIND_TOPICS
     from velox.feeds.replay import Replay
     syms, n, msgs = {}, 0, 0
     for win in Replay(srcs).windows(ordered=False):
         for src, b in win:
-            msgs += publish(bus, TOPIC_OF[src.kind], src.kind, b, codec=codec)
-            syms.setdefault(TOPIC_OF[src.kind], set()).add(src.symbol); n += len(b)
+            msgs += publish(bus, KIND_TOPICS[src.kind], src.kind, b, codec=codec)
+            syms.setdefault(KIND_TOPICS[src.kind], set()).add(src.symbol); n += len(b)
     for topic, ss in syms.items(): msgs += publish_eos(bus, topic, sorted(ss))
     bus.flush()
     return n, msgs
@@ -358,7 +358,7 @@ def run_latency(srcs, who:str, rate:int, seconds:float, want_fn, fetch_wait:int|
     `fetch_wait`: the worker's / plain loop's consumer fetch_max_wait_ms (None: kafka-python's default, 500)."""
     from velox.infra.codecs import decode_message
     from velox.infra.bus import publish, publish_eos
-    from velox.runtime.stages import TOPIC_OF
+    from velox.infra.topics import KIND_TOPICS
     from velox.infra.services import start_broker
     per_slice, tick = max(1, rate // 100), 0.01
     ordered, bounds, slice_of, n_slices = merged_schedule(srcs, int(rate * seconds), per_slice)
@@ -408,8 +408,8 @@ def run_latency(srcs, who:str, rate:int, seconds:float, want_fn, fetch_wait:int|
                     if not len(part): continue
                     if s.kind == 'trade':
                         for seq in part['seq'].tolist(): sent[(s.symbol, seq)] = now
-                    publish(bus, TOPIC_OF[s.kind], s.kind, part)
-                    syms.setdefault(TOPIC_OF[s.kind], set()).add(s.symbol)
+                    publish(bus, KIND_TOPICS[s.kind], s.kind, part)
+                    syms.setdefault(KIND_TOPICS[s.kind], set()).add(s.symbol)
             elapsed = time.perf_counter() - t_start
             for topic, ss in syms.items(): publish_eos(bus, topic, sorted(ss))
             bus.flush()

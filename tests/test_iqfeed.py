@@ -14,8 +14,9 @@ from velox.infra.codecs import decode_message
 from velox.core import NS, NY, ns_to_local
 from velox.events import TRADE_CONDITIONS
 from velox.feeds.recorded import load_binance, load_lean_ticks
-from velox.feeds.iqfeed import DLQ_TOPIC, TOPICS, UPDATE_FIELDS, l1_handshake
-from velox.runtime.live import IQFeedClient, IQFeedSettings
+from velox.feeds.iqfeed import UPDATE_FIELDS, l1_handshake
+from velox.infra.topics import KIND_TOPICS
+from velox.runtime.live import DLQ_TOPIC, IQFeedClient, IQFeedSettings
 
 DATA = Path(__file__).resolve().parent.parent / 'replay' / 'data'
 DAY = '20131008'
@@ -196,7 +197,7 @@ def test_l1_round_trip_of_real_ticks_through_a_dropped_connection_a_malformed_li
     assert stats['unknown_symbols'] == ['XYZ'] and stats['protocol'] == '6.2'
     assert stats['malformed'] == 2
 
-    trades, quotes = consumed(bus, TOPICS['trade']), consumed(bus, TOPICS['quote'])
+    trades, quotes = consumed(bus, KIND_TOPICS['trade']), consumed(bus, KIND_TOPICS['quote'])
     for sym, rec in recorded.items():
         got_t, got_q = trades[trades['symbol'] == sym], quotes[quotes['symbol'] == sym]
         want_t, want_q = rec['trade'], rec['quote']
@@ -265,8 +266,8 @@ def test_client_retries_with_backoff_until_the_server_is_up():
     t.join(10)
     server.release.set()
     assert client.connects == 1 and client.reconnects == 0
-    np.testing.assert_array_equal(consumed(bus, TOPICS['trade'])['price'], recorded['BAC']['trade']['price'])
-    np.testing.assert_array_equal(consumed(bus, TOPICS['quote'])['ts'], recorded['BAC']['quote']['ts'])
+    np.testing.assert_array_equal(consumed(bus, KIND_TOPICS['trade'])['price'], recorded['BAC']['trade']['price'])
+    np.testing.assert_array_equal(consumed(bus, KIND_TOPICS['quote'])['ts'], recorded['BAC']['quote']['ts'])
 
 
 def test_l2_price_levels_round_trip_real_binance_depth():
@@ -300,7 +301,7 @@ def test_l2_price_levels_round_trip_real_binance_depth():
     t.join(10)
     s1.release.set(); s2.release.set()
     assert s2.commands[0] == ['S,SET PROTOCOL,6.2', 'wBTCUSDT']
-    got = consumed(bus, TOPICS['book'])
+    got = consumed(bus, KIND_TOPICS['book'])
     assert len(got) == len(book)
     np.testing.assert_array_equal(got['ts'], book['ts'] // 1000 * 1000)  # IQFeed times carry microseconds
     for f in ('side', 'price', 'size'):
@@ -336,7 +337,7 @@ def test_velox_feed_iqfeed_command_publishes_to_kafka(kafka_bootstrap):
     bus = KafkaBus(kafka_bootstrap, session_timeout_ms=6000, heartbeat_interval_ms=1000)
     want = rec['trade']
     got, deadline = [], time.monotonic() + 20
-    with bus.consumer([TOPICS['trade']], 'iqfeed-cli-test') as c:
+    with bus.consumer([KIND_TOPICS['trade']], 'iqfeed-cli-test') as c:
         while sum(len(b) for b in got) < len(want) and time.monotonic() < deadline:
             got += [b[b['symbol'] == 'IQTEST'] for b in (decode_message(m.value)[1] for m in c.poll(timeout_ms=500))]
     bus.close()

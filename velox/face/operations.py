@@ -8,11 +8,11 @@ import json, socket, threading, time
 from pathlib import Path
 from ..core import ConfigError, VeloxError, event_id, read_mapping
 from .options import config_args, config_from_args
-from ..feeds.iqfeed import DLQ_TOPIC, L1_PORT, L2_PORT
+from ..feeds.iqfeed import L1_PORT, L2_PORT
 from ..infra.notify import Notification, load_notifier
 from ..runtime.fleet import FleetSpec, StageRun, parse_schedule
 from ..runtime.launcher import fleet_scale, fleet_start, fleet_status, fleet_stop, runs
-from ..runtime.live import IQFeedClient, IQFeedSettings
+from ..runtime.live import DLQ_TOPIC, IQFeedClient, IQFeedSettings
 
 # %% auto #0
 __all__ = ['spec_from_args', 'fleet_dir_of', 'cmd_fleet', 'configure_fleet', 'status_text', 'configure_feed', 'cmd_feed',

@@ -11,8 +11,8 @@ from ..core import NS, NY, DataError, clock_ns, day_start_ns, get_logger, utc_of
 from ..events import COND_BIT, DTYPES, price_from_str
 
 # %% auto #0
-__all__ = ['PROTOCOL', 'L1_PORT', 'L2_PORT', 'UPDATE_FIELDS', 'TOPICS', 'DLQ_TOPIC', 'TRADE_CONDITION_CODES', 'l1_handshake',
-           'watch_command', 'parse_time_of_day', 'parse_date', 'eastern_ns', 'IQFeedParser']
+__all__ = ['PROTOCOL', 'L1_PORT', 'L2_PORT', 'UPDATE_FIELDS', 'KINDS', 'TRADE_CONDITION_CODES', 'l1_handshake', 'watch_command',
+           'parse_time_of_day', 'parse_date', 'eastern_ns', 'IQFeedParser']
 
 # %% ../../nbs/feeds/03_iqfeed.ipynb #c381ff7f
 PROTOCOL = '6.2'
@@ -21,8 +21,7 @@ UPDATE_FIELDS = ('Most Recent Trade', 'Most Recent Trade Size', 'Most Recent Tra
                  'Most Recent Trade Market Center', 'Most Recent Trade Conditions', 'TickID',
                  'Bid', 'Bid Size', 'Bid Time', 'Bid Market Center', 'Ask', 'Ask Size', 'Ask Time', 'Ask Market Center',
                  'Message Contents')
-TOPICS = {'trade': 'market.trades', 'quote': 'market.quotes', 'book': 'market.book'}
-DLQ_TOPIC = 'dlq.feed.iqfeed'
+KINDS = ('trade', 'quote', 'book')  # what the parser makes of IQFeed's lines
 # IQFeed trade condition codes (two hex digits each in 'Most Recent Trade Conditions') -> velox flags; the few
 # documented in DTN examples. The full table is account/version specific: pass `trade_conditions=`.
 TRADE_CONDITION_CODES = {0x05: 'AveragePrice', 0x17: 'FormT', 0x3D: 'IntermarketSweep', 0x87: 'OddLot'}
@@ -89,7 +88,7 @@ class IQFeedParser:
         if bad: raise ValueError(f"trade_conditions: unknown velox condition flag(s) {bad}")
         self.trade_conditions = {int(k): 1 << COND_BIT[f] for k, f in tc.items()}
         self.day, self.server_time, self.protocol, self.wall_clock = today, None, None, wall_clock
-        self.rows = {k: [] for k in TOPICS}
+        self.rows = {k: [] for k in KINDS}
         self.counts = collections.Counter()
         self.unknown_symbols, self.errors, self.summary = set(), [], {}
         self.latencies = collections.deque(maxlen=latency_window)  # ns, wall receive time - event time

@@ -8,8 +8,8 @@ import fnmatch
 from dataclasses import dataclass
 
 # %% auto #0
-__all__ = ['DAY_MS', 'TIMEFRAMES', 'SIGNAL_STAGES', 'PATTERNS', 'TOPICS', 'TopicSpec', 'dlq_topic', 'topic_spec', 'registry',
-           'expand', 'apply', 'describe']
+__all__ = ['DAY_MS', 'TIMEFRAMES', 'SIGNAL_STAGES', 'PATTERNS', 'TOPICS', 'KIND_TOPICS', 'TopicSpec', 'dlq_topic', 'topic_spec',
+           'registry', 'expand', 'apply', 'describe']
 
 # %% ../../nbs/infra/01_topics.ipynb #a13976c7
 DAY_MS = 86_400_000
@@ -49,6 +49,9 @@ TOPICS: dict[str, TopicSpec] = {s.name: s for s in [
     TopicSpec('metrics.performance', partitions=1, retention_ms=365 * DAY_MS, key='strategy'),
     TopicSpec('system.metrics', partitions=1, retention_ms=3 * DAY_MS, key='worker'),
 ]}
+
+KIND_TOPICS = {'quote': 'market.quotes', 'trade': 'market.trades', 'nbbo': 'market.nbbo', 'book': 'market.book',
+               'alert': 'alerts.darkpool'}  # where each kind of market data (and the detect stage's alerts) goes by default
 
 def dlq_topic(topic:str) -> str:
     "The dead-letter topic of `topic`."

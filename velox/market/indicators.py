@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math
 from collections import deque
-from .kernels import _BUDGET, _alpha, _period, _window
+from .kernels import SSQ_BUDGET, check_alpha, check_period, check_window
 
 # %% auto #0
 __all__ = ['RollingStat', 'EWM', 'RSI', 'MACD', 'Bollinger', 'VWAP']
@@ -27,7 +27,7 @@ def _slide(s:float, c:float, v:float, nu:float) -> tuple[float, float, float]:
 class RollingStat:
     "Mean, std and z-score of the last `window` values, as `rolling_mean_std` / `zscore` compute them."
     def __init__(self, window:int=20, ddof:int=1):
-        self.window, self.ddof = _window(window, ddof), ddof
+        self.window, self.ddof = check_window(window, ddof), ddof
         self.inv_w, self.inv_n = 1.0 / window, 1.0 / (window - ddof)
         self.buf, self.k, self.run, self.since, self.prev = deque(), 0, 0, 0, math.nan
         self.ref = self.s = self.c = self.ssq = self.my = self.budget = 0.0
@@ -54,7 +54,7 @@ class RollingStat:
             self.budget += abs(dy) * (abs(yv - my) + abs(yv) + abs(m_old))
         self.since += 1
         if self.run >= w: self.ssq, self.budget, self.since = 0.0, 0.0, 0
-        elif self.since >= w or self.budget > self.ssq * _BUDGET:
+        elif self.since >= w or self.budget > self.ssq * SSQ_BUDGET:
             self.ref = ref = v; s = c = 0.0
             for xj in self.buf: s, c = _two_sum(s, c, xj - ref)
             my, q = (s + c) / len(self.buf), 0.0
@@ -73,13 +73,13 @@ class RollingStat:
 class EWM:
     "Exponentially weighted mean and std (`adjust=False`), as `ewm_mean` / `ewm_std` compute them."
     def __init__(self, alpha:float):
-        self.alpha = _alpha(alpha)
+        self.alpha = check_alpha(alpha)
         self.k, self.mean, self.std, self.cov, self.sw2 = 0, math.nan, math.nan, 0.0, 1.0
 
     @classmethod
     def span(cls, n:int) -> EWM:
         "The span-`n` EMA (`alpha = 2/(n+1)`), as `ema`."
-        return cls(2 / (_period(n) + 1))
+        return cls(2 / (check_period(n) + 1))
 
     def update(self, v:float) -> float:
         "Add a value; returns the mean."
@@ -101,7 +101,7 @@ class EWM:
 class RSI:
     "Wilder's RSI over `n` changes, as `rsi` computes it."
     def __init__(self, n:int=14):
-        self.n, self.k, self.prev, self.gain, self.loss, self.value = _period(n), 0, math.nan, 0.0, 0.0, math.nan
+        self.n, self.k, self.prev, self.gain, self.loss, self.value = check_period(n), 0, math.nan, 0.0, 0.0, math.nan
 
     def update(self, v:float) -> float:
         "Add a value; returns the RSI (`NaN` for the first `n` values)."
@@ -146,7 +146,7 @@ class Bollinger:
 class VWAP:
     "Session VWAP (`window=None`) or VWAP over the last `window` events, as `vwap_session` / `vwap_rolling`."
     def __init__(self, window:int|None=None):
-        self.window = None if window is None else _window(window)
+        self.window = None if window is None else check_window(window)
         self.buf, self.k, self.spv, self.cpv, self.sv, self.cv = deque(), 0, 0.0, 0.0, 0.0, 0.0
 
     def update(self, price:float, size:float) -> float:

@@ -9,9 +9,9 @@ import numpy as np
 from numba import njit
 
 # %% auto #0
-__all__ = ['sma', 'segments_from_symbols', 'unsegment', 'rolling_sum', 'rolling_mean', 'rolling_mean_std', 'rolling_std',
-           'rolling_max', 'rolling_min', 'ewm_mean', 'ewm_std', 'ema', 'macd', 'rsi', 'bollinger', 'vwap_session',
-           'vwap_rolling', 'momentum', 'zscore']
+__all__ = ['SSQ_BUDGET', 'sma', 'segments_from_symbols', 'unsegment', 'check_period', 'check_window', 'rolling_sum',
+           'rolling_mean', 'rolling_mean_std', 'rolling_std', 'rolling_max', 'rolling_min', 'check_alpha', 'ewm_mean',
+           'ewm_std', 'ema', 'macd', 'rsi', 'bollinger', 'vwap_session', 'vwap_rolling', 'momentum', 'zscore']
 
 # %% ../../nbs/market/03_kernels.ipynb #539d3bbb
 def segments_from_symbols(symbols) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +33,7 @@ def unsegment(values, order):
     return out
 
 # %% ../../nbs/market/03_kernels.ipynb #9c8deb5e
-_BUDGET = 2.0**16  # recompute ssq when its rounding-error bound passes 2^16 ulps-worth of ssq (~1e-11 relative)
+SSQ_BUDGET = 2.0**16  # recompute ssq when its rounding-error bound passes 2^16 ulps-worth of ssq (~1e-11 relative)
 
 def _rolling_sum(x, y, lo, hi, p, o1, o2, o3, tmp):
     "p = (window, mean): the window's sum (mean = 0) or mean (mean = 1) -> o1."
@@ -81,7 +81,7 @@ def _rolling_moments(x, y, lo, hi, p, o1, o2, o3, tmp):
             budget += abs(dy) * (abs(yv - my) + abs(yv) + abs(m_old))
         since += 1
         if run >= w: ssq, budget, since = 0.0, 0.0, 0  # a constant window
-        elif since >= w or budget > ssq * _BUDGET:  # re-centre on the newest value, recompute exactly
+        elif since >= w or budget > ssq * SSQ_BUDGET:  # re-centre on the newest value, recompute exactly
             ref, s, c, j0 = v, 0.0, 0.0, max(lo, i - w + 1)
             for j in range(j0, i + 1):
                 d = x[j] - ref
@@ -258,26 +258,26 @@ def _run(seg, x, offsets, params, nout:int=1, y=None, scratch:bool=False, backen
     return run_cuda(seg, x, y, o, p, nout, scratch)
 
 # %% ../../nbs/market/03_kernels.ipynb #712f7fe2
-def _period(n, name='n') -> int:
+def check_period(n, name='n') -> int:
     if int(n) != n or n < 1: raise ValueError(f"{name} {n!r}: expected an integer >= 1")
     return int(n)
 
-def _window(window, ddof=None) -> int:
-    window = _period(window, 'window')
+def check_window(window, ddof=None) -> int:
+    window = check_period(window, 'window')
     if ddof is not None and not 0 <= ddof < window: raise ValueError(f"ddof {ddof!r}: expected 0 <= ddof < window ({window})")
     return window
 
 def rolling_sum(values, offsets=None, window:int=20, backend:str='auto'):
     "Sum of the last `window` values of each segment."
-    return _run(_rolling_sum, values, offsets, (_window(window), 0), backend=backend)[0]
+    return _run(_rolling_sum, values, offsets, (check_window(window), 0), backend=backend)[0]
 
 def rolling_mean(values, offsets=None, window:int=20, backend:str='auto'):
     "Mean of the last `window` values of each segment."
-    return _run(_rolling_sum, values, offsets, (_window(window), 1), backend=backend)[0]
+    return _run(_rolling_sum, values, offsets, (check_window(window), 1), backend=backend)[0]
 
 def rolling_mean_std(values, offsets=None, window:int=20, ddof:int=1, backend:str='auto'):
     "`(mean, std)` of the last `window` values of each segment (`ddof=1`: sample std, as pandas)."
-    return _run(_rolling_moments, values, offsets, (_window(window, ddof), ddof, 0), nout=2, backend=backend)
+    return _run(_rolling_moments, values, offsets, (check_window(window, ddof), ddof, 0), nout=2, backend=backend)
 
 def rolling_std(values, offsets=None, window:int=20, ddof:int=1, backend:str='auto'):
     "Standard deviation of the last `window` values of each segment (`ddof=1`: sample std, as pandas)."
@@ -285,40 +285,40 @@ def rolling_std(values, offsets=None, window:int=20, ddof:int=1, backend:str='au
 
 def rolling_max(values, offsets=None, window:int=20, backend:str='auto'):
     "Largest of the last `window` values of each segment."
-    return _run(_rolling_extreme, values, offsets, (_window(window), 1), scratch=True, backend=backend)[0]
+    return _run(_rolling_extreme, values, offsets, (check_window(window), 1), scratch=True, backend=backend)[0]
 
 def rolling_min(values, offsets=None, window:int=20, backend:str='auto'):
     "Smallest of the last `window` values of each segment."
-    return _run(_rolling_extreme, values, offsets, (_window(window), -1), scratch=True, backend=backend)[0]
+    return _run(_rolling_extreme, values, offsets, (check_window(window), -1), scratch=True, backend=backend)[0]
 
 sma = rolling_mean
 
 # %% ../../nbs/market/03_kernels.ipynb #2dc7bc0c
-def _alpha(alpha) -> float:
+def check_alpha(alpha) -> float:
     if not 0 < alpha <= 1: raise ValueError(f"alpha {alpha!r}: expected 0 < alpha <= 1")
     return float(alpha)
 
 def ewm_mean(values, offsets=None, alpha:float=0.1, backend:str='auto'):
     "Exponentially weighted mean, `m = (1-alpha)·m + alpha·x` seeded with each segment's first value."
-    return _run(_ewm, values, offsets, (_alpha(alpha), 0), backend=backend)[0]
+    return _run(_ewm, values, offsets, (check_alpha(alpha), 0), backend=backend)[0]
 
 def ewm_std(values, offsets=None, alpha:float=0.1, backend:str='auto'):
     "Exponentially weighted (unbiased) standard deviation, as pandas `ewm(alpha=alpha, adjust=False).std()`."
-    return _run(_ewm, values, offsets, (_alpha(alpha), 1), nout=2, backend=backend)[1]
+    return _run(_ewm, values, offsets, (check_alpha(alpha), 1), nout=2, backend=backend)[1]
 
 def ema(values, offsets=None, n:int=20, backend:str='auto'):
     "Span-`n` EMA: `ewm_mean` with `alpha = 2/(n+1)`."
-    return ewm_mean(values, offsets, 2 / (_period(n) + 1), backend)
+    return ewm_mean(values, offsets, 2 / (check_period(n) + 1), backend)
 
 def macd(values, offsets=None, fast:int=12, slow:int=26, signal:int=9, backend:str='auto'):
     "`(line, signal, hist)`: `ema(fast) - ema(slow)`, the span-`signal` EMA of the line, and line - signal."
-    a = [2 / (_period(v, k) + 1) for k, v in (('fast', fast), ('slow', slow), ('signal', signal))]
+    a = [2 / (check_period(v, k) + 1) for k, v in (('fast', fast), ('slow', slow), ('signal', signal))]
     return _run(_macd, values, offsets, a, nout=3, backend=backend)
 
 # %% ../../nbs/market/03_kernels.ipynb #69ef146b
 def rsi(values, offsets=None, n:int=14, backend:str='auto'):
     "Wilder's RSI over `n` changes (0..100); `NaN` for each segment's first `n` values."
-    return _run(_rsi, values, offsets, (_period(n),), backend=backend)[0]
+    return _run(_rsi, values, offsets, (check_period(n),), backend=backend)[0]
 
 def bollinger(values, offsets=None, n:int=20, k:float=2.0, ddof:int=0, backend:str='auto'):
     "`(mid, upper, lower)`: the `n`-event mean and mean ± `k` standard deviations (population std, `ddof=0`)."
@@ -331,12 +331,12 @@ def vwap_session(price, size, offsets=None, backend:str='auto'):
 
 def vwap_rolling(price, size, offsets=None, window:int=100, backend:str='auto'):
     "Volume-weighted average price over the last `window` events of each segment."
-    return _run(_vwap, price, offsets, (_window(window),), y=size, backend=backend, name='price')[0]
+    return _run(_vwap, price, offsets, (check_window(window),), y=size, backend=backend, name='price')[0]
 
 def momentum(values, offsets=None, n:int=10, backend:str='auto'):
     "`x[t] - x[t-n]` within each segment."
-    return _run(_momentum, values, offsets, (_period(n),), backend=backend)[0]
+    return _run(_momentum, values, offsets, (check_period(n),), backend=backend)[0]
 
 def zscore(values, offsets=None, window:int=20, ddof:int=1, backend:str='auto'):
     "`(x - rolling mean) / rolling std`; `NaN` where the window is constant."
-    return _run(_rolling_moments, values, offsets, (_window(window, ddof), ddof, 1), nout=3, backend=backend)[2]
+    return _run(_rolling_moments, values, offsets, (check_window(window, ddof), ddof, 1), nout=3, backend=backend)[2]

@@ -7,14 +7,17 @@ from __future__ import annotations
 import collections, selectors, socket, threading, time
 from dataclasses import dataclass
 from ..core import DataError, VeloxError, get_logger
-from ..feeds.iqfeed import DLQ_TOPIC, L1_PORT, PROTOCOL, TOPICS, UPDATE_FIELDS, IQFeedParser, l1_handshake, watch_command
+from ..feeds.iqfeed import L1_PORT, PROTOCOL, UPDATE_FIELDS, IQFeedParser, l1_handshake, watch_command
+from ..infra.topics import KIND_TOPICS, dlq_topic
 from ..infra.bus import publish
 from ..infra.resilience import backoff_delays
 
 # %% auto #0
-__all__ = ['IQFeedSettings', 'IQFeedClient']
+__all__ = ['DLQ_TOPIC', 'IQFeedSettings', 'IQFeedClient']
 
 # %% ../../nbs/runtime/08_live.ipynb #2fa79d73
+DLQ_TOPIC = dlq_topic('feed.iqfeed')  # malformed lines go here as received (with `dlq=True`)
+
 @dataclass
 class IQFeedSettings:
     "Where IQConnect listens, what the client watches, and how it publishes and reconnects."
@@ -115,7 +118,7 @@ class IQFeedClient:
         "Publish what was parsed; returns the number of rows."
         n = 0
         for kind, b in self.parser.take().items():
-            publish(self.bus, TOPICS[kind], kind, b)
+            publish(self.bus, KIND_TOPICS[kind], kind, b)
             self.published[kind] += len(b); n += len(b)
         if n or self.settings.dlq: self.bus.flush()
         return n

@@ -10,20 +10,19 @@ from ..detect.params import detect_stage, load_params
 from ..feeds.replay import Replay
 from ..infra.connect import bus_from_config
 from ..infra.bus import publish, publish_eos
-from ..infra.topics import SIGNAL_STAGES
+from ..infra.topics import KIND_TOPICS, SIGNAL_STAGES
 from .worker import RunOptions, Worker, WorkerSettings
 from ..stage import Chain, Stage
 
 # %% auto #0
-__all__ = ['TOPIC_OF', 'DETECT_INPUTS', 'DETECT_OUTPUTS', 'STAGES', 'EXECUTION_KEYS', 'MODELS', 'PAPER', 'EXECUTION_OUTPUTS',
+__all__ = ['DETECT_INPUTS', 'DETECT_OUTPUTS', 'STAGES', 'EXECUTION_KEYS', 'MODELS', 'PAPER', 'EXECUTION_OUTPUTS',
            'PERSIST_TOPICS', 'publish_replay', 'StageSpec', 'register_stage', 'PersistStage', 'features_stage',
            'execution_stage', 'predict_stage', 'predict_spec', 'ensemble_stage', 'ensemble_inputs', 'trading_stage',
            'stage_worker']
 
 # %% ../../nbs/runtime/02_stages.ipynb #0848245f
-TOPIC_OF = {'quote': 'market.quotes', 'trade': 'market.trades', 'nbbo': 'market.nbbo', 'alert': 'alerts.darkpool'}
-DETECT_INPUTS = {TOPIC_OF['quote']: 'quote', TOPIC_OF['trade']: 'trade'}
-DETECT_OUTPUTS = {'nbbo': TOPIC_OF['nbbo'], 'alert': TOPIC_OF['alert']}
+DETECT_INPUTS = {KIND_TOPICS['quote']: 'quote', KIND_TOPICS['trade']: 'trade'}
+DETECT_OUTPUTS = {'nbbo': KIND_TOPICS['nbbo'], 'alert': KIND_TOPICS['alert']}
 
 # %% ../../nbs/runtime/02_stages.ipynb #b1ecd4db
 def publish_replay(bus, replay:Replay, eos:bool=True) -> int:
@@ -31,8 +30,8 @@ def publish_replay(bus, replay:Replay, eos:bool=True) -> int:
     syms = {}
     for window in replay.windows(ordered=bool(replay.speed)):
         for src, b in window:
-            publish(bus, TOPIC_OF[src.kind], src.kind, b)
-            syms.setdefault(TOPIC_OF[src.kind], set()).add(src.symbol)
+            publish(bus, KIND_TOPICS[src.kind], src.kind, b)
+            syms.setdefault(KIND_TOPICS[src.kind], set()).add(src.symbol)
     if eos:
         for topic, ss in syms.items(): publish_eos(bus, topic, sorted(ss))
     bus.flush()

@@ -7,9 +7,8 @@ from __future__ import annotations
 import json, os, signal, threading, time
 from collections import defaultdict
 from dataclasses import dataclass, field, asdict
-from pathlib import Path
 import numpy as np
-from ..core import get_logger
+from ..core import atomic_write, get_logger
 from ..infra.bus import is_eos, publish, send_to_dlq
 from ..infra.codecs import CodecError, decode_message
 from ..infra.resilience import GuardedSink, SinkUnavailable, CircuitBreaker, retry, is_transient
@@ -178,8 +177,9 @@ class Worker:
         if m.offset < self.progress.next.get(tp, -1): self.stats.skipped += 1; return None  # re-delivered; already held
         self.stats.consumed += 1
         if self.metrics: self.metrics.consumed.labels(self.metrics.worker, m.topic).inc()
-        if is_eos(m) and m.key is None:  # the partition (or one producer of it) ended: once it has, commit *at* the marker
-            self.progress.next[tp] = m.offset if self.ends.partition_marker(tp, m.value) else m.offset + 1  # (a later owner reads it too)
+        if is_eos(m) and m.key is None:  # the partition (or one producer of it) ended
+            ended = self.ends.partition_marker(tp, m.value)
+            self.progress.next[tp] = m.offset if ended else m.offset + 1  # ended: commit *at* the marker, a later owner reads it too
             return None
         self.progress.next[tp] = m.offset + 1
         return self._end_symbol(m, tp) if is_eos(m) else self._push(m, tp)
@@ -389,6 +389,4 @@ class Worker:
         return self.stats.state == 'running', self.stats.state
 
     def _write_status(self, path):
-        tmp = f"{path}.tmp"
-        Path(tmp).write_text(json.dumps(asdict(self.stats)))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(asdict(self.stats)))
