@@ -6,10 +6,10 @@
 from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
-from .baselines import add_interval, baseline, zscore, day_of, merged_days, as_baselines
+from .baselines import BaselineParams, add_interval, baseline, zscore, day_of, merged_days, as_baselines
 from ..market.signing import QuoteMemory
 from ..core import Session, event_id, NS
-from .darkpool import IntervalFlow, block_strength, print_classes, OFF_EXCHANGE
+from .darkpool import IntervalFlow, block_strength, print_classes
 from .outside_nbbo import is_off_exchange
 from ..events import empty, PRICE_SCALE
 from ..stage import Stage
@@ -52,8 +52,8 @@ def patterns(z:dict, score:np.ndarray, score_threshold:float=2.0, imb_z:float=1.
 
 # %% ../../nbs/detect/03_accumulation.ipynb #403bb39c
 @dataclass(frozen=True)
-class AccumulationParams:
-    "What `AccumulationStage` looks for: the keys of a parameter file's `accumulation` section."
+class AccumulationParams(BaselineParams):
+    "What `AccumulationStage` looks for: the keys of a parameter file's `accumulation` section (with the baseline ones)."
     interval:str='30m'  # the interval scored
     quote_lag_ms:float=0.0  # the quote lag of the Lee-Ready side classifier
     block_size:float=10_000  # shares that make a print a block
@@ -62,11 +62,6 @@ class AccumulationParams:
     imb_z:float=1.0  # stealth accumulation: z_imb at least this...
     off_z:float=1.0  # ... and z_off at least this...
     stealth_ret_z:float=0.5  # ... while z_ret is at most this
-    min_interval_volume:float=1_000  # intervals with fewer shares are not scored
-    lookback_days:int=20  # earlier days in the baseline
-    min_baseline_days:int=1  # with fewer earlier days an interval is not scored
-    baselines:object=None  # a baselines file (or `Baselines`) from `build_baselines`, beside the stage's own days
-    venues:tuple=OFF_EXCHANGE  # venue codes that report off-exchange prints
 
     def __post_init__(self):
         if self.score_threshold <= 0 or self.imb_z <= 0 or self.off_z <= 0: raise ValueError('thresholds must be > 0')

@@ -6,11 +6,11 @@
 from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
-from .baselines import add_interval, baseline, zscore, day_of, merged_days, as_baselines
+from .baselines import BaselineParams, add_interval, baseline, zscore, day_of, merged_days, as_baselines
 from ..market.bars import bar_start, tf_seconds
 from ..market.signing import QuoteMemory
 from ..core import Session, event_id, NS
-from .outside_nbbo import OutsideNBBO, OFF_EXCHANGE, is_off_exchange
+from .outside_nbbo import OutsideNBBO, is_off_exchange
 from ..events import empty, has_condition, PRICE_SCALE
 from ..stage import Stage
 
@@ -121,8 +121,8 @@ def off_share(f:np.ndarray) -> np.ndarray:
 
 # %% ../../nbs/detect/01_darkpool.ipynb #4d922b9e
 @dataclass(frozen=True)
-class DarkPoolParams:
-    "What `DarkPoolStage` looks for: the keys of a parameter file's `darkpool` section."
+class DarkPoolParams(BaselineParams):
+    "What `DarkPoolStage` looks for: the keys of a parameter file's `darkpool` section (with the baseline ones)."
     tolerance:float=0.0  # dollars a print may lie outside the NBBO and still count as inside (outside_nbbo)
     tolerance_bps:float=0.0  # the same in bps of the price; the larger of the two applies
     quote_lag_ms:float=0.0  # judge a print against the NBBO in force this long before it (outside_nbbo)
@@ -132,11 +132,6 @@ class DarkPoolParams:
     block_notional:float=200_000  # or dollars that make it one
     interval:str='5m'  # interval of the off-exchange share (dark_volume)
     z_threshold:float=2.5  # z-score of an interval's off-exchange share that raises dark_volume
-    min_interval_volume:float=1_000  # intervals with fewer shares are not judged
-    lookback_days:int=20  # earlier days in the baseline
-    min_baseline_days:int=1  # with fewer earlier days an interval is not judged
-    baselines:object=None  # a baselines file (or `Baselines`) from `build_baselines`, beside the stage's own days
-    venues:tuple=OFF_EXCHANGE  # venue codes that report off-exchange prints
 
     def __post_init__(self):
         if self.block_size <= 0 or self.block_notional <= 0 or self.z_threshold <= 0: raise ValueError('block sizes and z_threshold must be > 0')
