@@ -1,7 +1,8 @@
 """Throughput of bar building (ticks -> 1m trade bars, 1m -> 5m/1h resampling, the streaming BarStage) on recorded
 data, against pandas references run in the same process.
 
-    python bench/bench_bars.py [--day 2013-10-08] [--symbols IBM,BAC] [--repeat R]
+    python bench/bench_bars.py [--day 2013-10-08] [--symbols IBM,BAC] [--repeat R] [--start HH:MM --end HH:MM]
+    python bench/bench_bars.py --smoke     (IBM, 09:25-10:05 New York, one run per row: every check and the table)
 
 Prints one row per way of building bars: events, best-of-R seconds, events/s, ns/event and the ratio of events/s
 to the matching pandas reference. Each velox result is checked equal to its reference first (same work).
@@ -15,6 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from velox.core import clock_ns
 from velox.market.bars import ALL_PRINTS, BarStage, resample_bars, trade_bars
 from velox.events import encode_conditions
 from velox.feeds.recorded import Catalog
@@ -23,6 +25,7 @@ from velox.runtime.runners import run_frame, run_replay
 
 DEFAULT_DAY = '2013-10-08'
 TZ = 'America/New_York'
+SMOKE = dict(symbols='IBM', start='09:25', end='10:05', repeat=1)  # --smoke: the open and its first half hour, one symbol
 
 
 # -- pandas references, written independently of velox.market.bars -----------------------------------------------------
@@ -98,16 +101,24 @@ def main(argv=None):
     p.add_argument('--day', default=DEFAULT_DAY)
     p.add_argument('--symbols', default='IBM,BAC')
     p.add_argument('--repeat', type=int, default=3)
+    p.add_argument('--start', help='only trades from this New York time (HH:MM; default: the whole day)')
+    p.add_argument('--end', help='only trades before this New York time (HH:MM)')
+    p.add_argument('--smoke', action='store_true', help='a small real input (IBM, 09:25-10:05), one run per row: every '
+                   'check and the table (the test command runs this)')
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'replay', 'data')
     p.add_argument('--data-dir', default=os.path.normpath(here))
     a, _ = p.parse_known_args(argv)
+    if a.smoke: vars(a).update(SMOKE)
     cat = Catalog(a.data_dir)
     symbols = [s.strip().upper() for s in a.symbols.split(',') if s.strip()]
     trades = np.concatenate([cat.find(s, a.day, kinds=('trade',))[0].load() for s in symbols])
+    if a.start: trades = trades[trades['ts'] >= clock_ns(a.day, a.start, '--start')]
+    if a.end: trades = trades[trades['ts'] < clock_ns(a.day, a.end, '--end')]
     n = len(trades)
     frame = pd.DataFrame({k: trades[k] for k in ('ts', 'symbol', 'price', 'size', 'cond', 'suspicious', 'seq')})
     import numba  # noqa: F401 -- only for the version line
-    print(f"velox bench bars · {','.join(symbols)} · {a.day} · best of {a.repeat}")
+    span = f" · {a.start or 'open'}-{a.end or 'close'} New York" if a.start or a.end else ''
+    print(f"velox bench bars{' · smoke' if a.smoke else ''} · {','.join(symbols)} · {a.day}{span} · best of {a.repeat}")
     print(f"machine: {platform.processor() or platform.machine()} · {os.cpu_count()} cores · python {platform.python_version()} · "
           f"numpy {np.__version__} · pandas {pd.__version__}\n")
     print(f"{n:,} trades\n")
@@ -122,9 +133,10 @@ def main(argv=None):
     srt = lambda b: b[np.lexsort((b['ts'], b['symbol']))]
     checks['BarStage run_frame == trade_bars'] = np.array_equal(srt(run_frame(BarStage('1m'), srcs)['bar']), srt(m1))
     checks['BarStage run_replay == trade_bars'] = np.array_equal(srt(run_replay(BarStage('1m'), Replay(srcs))['bar']), srt(m1))
+    if not len(m1): raise AssertionError('no bars in this data: the checks would compare nothing')
     bad = [k for k, ok in checks.items() if not ok]
     if bad: raise AssertionError(f"results differ, rates would not compare the same work: {bad}")
-    print('every velox result equals its reference\n')
+    print(f'every velox result equals its reference ({len(m1):,} 1m bars)\n')
 
     r = lambda fn: best_of(fn, a.repeat)[0]
     t_naive_ref, t_lean_ref = r(lambda: pandas_naive_bars(frame)), r(lambda: pandas_lean_bars(frame))

@@ -1,6 +1,7 @@
 """Nanoseconds per L2 book update: the numba batch path, the per-update Python path and pure-Python dict books.
 
-    python bench/bench_book.py [--synthetic N] [--chunk ROWS] [--repeat R]
+    python bench/bench_book.py [--synthetic N] [--chunk ROWS] [--repeat R] [--capture-rows N]
+    python bench/bench_book.py --smoke     (the first 20,000 BTCUSDT updates, 20,000 synthetic, one call per row)
 
 Streams: the BTCUSDT depth capture sequenced by Binance's snapshot rule (`binance_depth`), and a synthetic
 stream of N updates (default 1M) around a random-walk mid. Each stream is cut into chunks of ROWS updates
@@ -25,6 +26,7 @@ from velox.market.book import L2Book, infer_tick
 from velox.events import batch
 
 TARGET_NS = 300
+SMOKE = dict(synthetic=20_000, capture_rows=20_000, repeat=1, brute_rows=2_000)  # --smoke: small, every check, the table
 
 
 class DictBook:
@@ -107,14 +109,18 @@ def timed_rows(update_chunk, chunks:list) -> np.ndarray:
     return np.array(out)
 
 
-def check_same_top(b:np.ndarray, tick:int):
-    "Every path reaches the same top of book (and the batch path equals the dict book after every update)."
+def check_same_top(b:np.ndarray, tick:int, brute_rows:int):
+    """Every path reaches the same top of book: the batch path equals the dict book after every update, and the
+    brute-force dict book over the first `brute_rows`; the per-update path ends where the batch path does."""
     top = L2Book(tick).apply(b)
     per = L2Book(tick)
-    ref = DictBook()
+    ref, brute = DictBook(), BruteDictBook()
     for i, (side, px, sz) in enumerate(b[['side', 'price', 'size']].tolist()):
         per.update(side, px, sz); ref.update(side, px, sz)
         if tuple(top[i].tolist()) != ref.top(): raise AssertionError(f"batch path and dict book differ at row {i}")
+        if i < brute_rows:
+            brute.update(side, px, sz)
+            if brute.top() != ref.top(): raise AssertionError(f"brute-force and tracked dict books differ at row {i}")
     if per.top().tolist() != top[-1:].tolist(): raise AssertionError("per-update path and batch path differ")
 
 
@@ -132,15 +138,24 @@ def main(argv=None):
     p.add_argument('--brute-rows', type=int, default=20_000, help='rows of each stream for the brute-force dict book')
     here = Path(__file__).resolve().parent.parent/'replay/data/binance/btcusdt_20240808_spot.gz'
     p.add_argument('--capture', default=str(here), help='Binance capture (default: the BTCUSDT one)')
+    p.add_argument('--capture-rows', type=int, default=0, help='only the first N updates of the capture (default: all)')
+    p.add_argument('--smoke', action='store_true', help='20,000 updates per stream, one run per row: every check and the '
+                   'table (the test command runs this)')
     a, _ = p.parse_known_args(argv)
+    if a.smoke: vars(a).update(SMOKE)
 
-    streams = {'BTCUSDT depth': binance_depth(a.capture), f'synthetic {a.synthetic / 1e6:g}M': synthetic(a.synthetic)}
-    print(f"velox bench book · chunks of {a.chunk} updates · machine: {machine()}\n")
+    depth = binance_depth(a.capture)
+    if a.capture_rows: depth = depth[:a.capture_rows]
+    streams = {'BTCUSDT depth': depth, f'synthetic {a.synthetic / 1e6:g}M': synthetic(a.synthetic)}
+    print(f"velox bench book{' · smoke' if a.smoke else ''} · chunks of {a.chunk} updates · machine: {machine()}\n")
     rows = []
     for name, b in streams.items():
         tick = infer_tick(b['price'])
         L2Book(tick).apply(b[:100])  # compile (or load the numba cache) outside the timers
-        check_same_top(b if len(b) <= 200_000 else b[:200_000], tick)
+        checked = b if len(b) <= 200_000 else b[:200_000]
+        check_same_top(checked, tick, a.brute_rows)
+        print(f"{name}: {len(b):,} updates; every path has the same top of book over the first {len(checked):,} "
+              f"(the brute-force book over {min(a.brute_rows, len(b)):,})")
         one = min(_one_call(b, tick) for _ in range(a.repeat))
         bk = L2Book(tick)
         batch_ns = chunk_times(bk.apply, b, a.chunk)
@@ -156,6 +171,7 @@ def main(argv=None):
                  (name, 'pure-Python dict book (tracked best)', len(b), np.median(dict_ns), ref, ref),
                  (name, f'brute-force dict book (first {min(a.brute_rows, len(b)):,})', min(a.brute_rows, len(b)),
                   np.median(brute_ns), brute_ns.mean(), ref)]
+    print()
     head = f"{'stream':<16} {'path':<42} {'updates':>10} {'median ns':>10} {'mean ns':>10} {'vs dict':>8}"
     print(head); print('-' * len(head))
     for stream, path, n, med, mean, ref in rows:

@@ -1,17 +1,28 @@
 """Features benchmark: per-update cost of the incremental indicators for one symbol, and the features stage
-over a real day, against pandas references in the same run. Speed is measured here, never asserted."""
+over a real day, against pandas references in the same run. Speed is measured here, never asserted.
+
+    python bench/bench_features.py [--symbol IBM] [--day 2013-10-08] [--repeat 3] [--updates 20000] [--start HH:MM --end HH:MM]
+    python bench/bench_features.py --smoke     (2,000 updates; the stage over IBM 10:00-11:00 New York; one run per row)
+
+Before anything is timed: the fused `SeedFeatures` must equal the five incremental objects, and both the pandas
+formulation of the same five features, at every update (RSI after its warm-up: pandas' ewm is not seeded with the
+first n changes as Wilder's is); and `FeatureStage` through the replay runner must equal the notebook runner."""
 import argparse, platform, os, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from velox.core import clock_ns
 from velox.market.bars import trade_bars
 from velox.events import PRICE_SCALE
 from velox.market.features import FeatureStage, Indicators, SeedFeatures
 from velox.feeds.recorded import Catalog
+from velox.feeds.replay import ArraySource, Replay
 from velox.market.indicators import EWM, MACD, RSI, Bollinger, RollingStat
-from velox.runtime.runners import run_frame
+from velox.runtime.runners import run_frame, run_replay
 
 ROOT = Path(__file__).resolve().parent.parent
+SMOKE = dict(updates=2_000, start='10:00', end='11:00', repeat=1)  # --smoke: small, every check, the table
+RSI_WARMUP = 600  # updates after which pandas' unseeded RSI agrees with Wilder's to ~1e-15 relative
 
 
 def best(fn, repeat):
@@ -21,53 +32,111 @@ def best(fn, repeat):
     return min(ts)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__)
+def five(series):
+    "The five seed features by five incremental objects: columns sma, ema, rsi, macd, macd_signal, bb_mid, bb_upper, bb_lower."
+    sma, ema, rsi, macd, bb = RollingStat(20), EWM.span(20), RSI(14), MACD(), Bollinger(20, 2.0)
+    out = np.empty((len(series), 8))
+    for i, v in enumerate(series):
+        m, _ = sma.update(v); line, sig, _ = macd.update(v)
+        out[i] = (m, ema.update(v), rsi.update(v), line, sig, *bb.update(v))
+    return out
+
+
+def fused(series):
+    sf = SeedFeatures()
+    return np.array([sf.update(v).copy() for v in series])
+
+
+def pandas_five(series):
+    "The same five features vectorised over the series with pandas (same column order as `five`)."
+    s = pd.Series(series)
+    sma, ema, d = s.rolling(20).mean(), s.ewm(span=20, adjust=False).mean(), s.diff()
+    g, l = d.clip(lower=0), -d.clip(upper=0)
+    rs = g.ewm(alpha=1 / 14, adjust=False).mean() / l.ewm(alpha=1 / 14, adjust=False).mean()
+    rsi = 100 - 100 / (1 + rs)
+    f, sl = s.ewm(span=12, adjust=False).mean(), s.ewm(span=26, adjust=False).mean()
+    line = f - sl
+    sig = line.ewm(span=9, adjust=False).mean()
+    sd = s.rolling(20).std(ddof=0)
+    return np.column_stack([sma, ema, rsi, line, sig, sma, sma + 2 * sd, sma - 2 * sd])
+
+
+def check(series, trades):
+    "Every velox result equals its reference (see the module's doc); raises with the first difference."
+    inc, fu, pdx = five(series), fused(series), pandas_five(series)
+    names = SeedFeatures.names
+    for j, name in enumerate(names):
+        np.testing.assert_allclose(fu[:, j], inc[:, j], rtol=1e-9, atol=1e-9, err_msg=f"SeedFeatures {name} vs incremental")
+        start = RSI_WARMUP if name == 'rsi' else 0
+        if len(series) <= start: raise AssertionError(f"{len(series)} updates: too few to check {name} after its warm-up")
+        np.testing.assert_allclose(inc[start:, j], pdx[start:, j], rtol=1e-7, atol=1e-7, equal_nan=True,
+                                   err_msg=f"incremental {name} vs pandas")
+    a = run_frame(FeatureStage(), [trades])['indicator']
+    b = run_replay(FeatureStage(), Replay([trades]))['indicator']
+    if not len(a): raise AssertionError('FeatureStage produced nothing: the runner check would compare nothing')
+    same = len(a) == len(b) and all(np.array_equal(a[f], b[f], equal_nan=a.dtype[f].kind == 'f') for f in a.dtype.names)
+    if not same: raise AssertionError('FeatureStage: run_replay differs from run_frame')
+    return len(a)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--symbol', default='IBM'); ap.add_argument('--day', default='2013-10-08')
     ap.add_argument('--repeat', type=int, default=3)
-    a, _ = ap.parse_known_args()
-    trades = Catalog(ROOT / 'replay' / 'data').find(a.symbol, a.day, kinds=('trade',))[0]
-    tr = trades.load()
+    ap.add_argument('--updates', type=int, default=20_000, help='length of the series of real 1-minute closes (default 20,000)')
+    ap.add_argument('--start', help="the stage's trades from this New York time (HH:MM; default: the whole day)")
+    ap.add_argument('--end', help="the stage's trades before this New York time (HH:MM)")
+    ap.add_argument('--smoke', action='store_true', help='2,000 updates and an hour of trades, one run per row: every check '
+                    'and the table (the test command runs this)')
+    a, _ = ap.parse_known_args(argv)
+    if a.smoke: vars(a).update(SMOKE)
+    src = Catalog(ROOT / 'replay' / 'data').find(a.symbol, a.day, kinds=('trade',))[0]
+    tr = src.load()
     closes = (trade_bars(tr, '1m')['close'] / PRICE_SCALE)
     closes = closes[closes > 0]
-    series = np.tile(closes, max(1, 20_000 // len(closes)))  # a long series of real 1-minute closes
+    series = np.tile(closes, -(-a.updates // len(closes)))[:a.updates]  # a long series of real 1-minute closes
     n = len(series)
-    print(f"velox bench features · {a.symbol} {a.day} · best of {a.repeat}")
+    if a.start: tr = tr[tr['ts'] >= clock_ns(a.day, a.start, '--start')]
+    if a.end: tr = tr[tr['ts'] < clock_ns(a.day, a.end, '--end')]
+    trades = ArraySource('trade', a.symbol, tr, key=src.key)
+    span = f"{a.start or 'open'}-{a.end or 'close'} New York" if a.start or a.end else 'the day'
+    print(f"velox bench features{' · smoke' if a.smoke else ''} · {a.symbol} {a.day} · {n:,} updates · stage over {span} "
+          f"· best of {a.repeat}")
     print(f"machine: {platform.machine()} · {os.cpu_count()} cores · python {platform.python_version()}\n")
+    n_ind = check(series, trades)
+    print(f"checked untimed: SeedFeatures == 5 incremental objects == pandas at every update (RSI after {RSI_WARMUP}); "
+          f"FeatureStage run_replay == run_frame ({n_ind:,} indicator events)\n")
 
-    def five():
+    def five_timed():  # as `five` and `fused`, without keeping the values (the timed rows measure the updates alone)
         sma, ema, rsi, macd, bb = RollingStat(20), EWM.span(20), RSI(14), MACD(), Bollinger(20, 2.0)
         for v in series: sma.update(v); ema.update(v); rsi.update(v); macd.update(v); bb.update(v)
-    def fused():
+    def fused_timed():
         sf = SeedFeatures()
         for v in series: sf.update(v)
     def all_ind():
         ind = Indicators()
         for v in series: ind.update(v, v, v, 100.0, 0)
-    def pandas_five():  # the same five recomputed over the whole history at every update is what a naive
-        s = pd.Series(series)  # pandas loop does; here the vectorised batch over the series, per update amortised
-        s.rolling(20).mean(); s.ewm(span=20, adjust=False).mean(); d = s.diff()
-        g, l = d.clip(lower=0), -d.clip(upper=0)
-        g.ewm(alpha=1 / 14, adjust=False).mean() / l.ewm(alpha=1 / 14, adjust=False).mean()
-        f, sl = s.ewm(span=12, adjust=False).mean(), s.ewm(span=26, adjust=False).mean()
-        (f - sl).ewm(span=9, adjust=False).mean(); s.rolling(20).std(ddof=0)
     def pandas_incremental():  # pandas used incrementally: append a value, recompute the last row of each
         s = pd.Series(series[:200])
         for _ in range(200):
             s.rolling(20).mean().iloc[-1]; s.ewm(span=20, adjust=False).mean().iloc[-1]
-    rows = []
-    t = best(fused, a.repeat); rows.append(('5 seed features, fused njit SeedFeatures', n, t))
-    t = best(five, a.repeat); rows.append(('5 seed features, 5 incremental objects', n, t))
-    t = best(all_ind, a.repeat); rows.append(('all 12 indicators, incremental (per update)', n, t))
-    t = best(pandas_five, a.repeat); rows.append(('pandas, 5 features vectorised over the series', n, t))
-    t = best(pandas_incremental, a.repeat); rows.append(('pandas, recompute on each append (2 features)', 200, t))
+    t_ref = best(lambda: pandas_five(series), a.repeat)
+    rows = [('pandas, 5 features vectorised over the series', n, t_ref, 'ref'),
+            ('5 seed features, fused njit SeedFeatures', n, best(fused_timed, a.repeat), 'five'),
+            ('5 seed features, 5 incremental objects', n, best(five_timed, a.repeat), 'five'),
+            ('all 12 indicators, incremental (per update)', n, best(all_ind, a.repeat), ''),
+            ('pandas, recompute on each append (2 features)', 200, best(pandas_incremental, a.repeat), '')]
     stage_t = best(lambda: run_frame(FeatureStage(), [trades]), a.repeat)
-    print(f"{'run':<50} {'updates':>9} {'seconds':>9} {'us/update':>10}")
-    print('-' * 82)
-    for name, k, t in rows: print(f"{name:<50} {k:>9,} {t:>9.3f} {t / k * 1e6:>10.2f}")
-    print(f"\nFeatureStage over the day (trades -> bars at 1m/5m/15m/1h -> indicators): {len(tr):,} trades in "
+    print(f"{'run':<50} {'updates':>9} {'seconds':>9} {'us/update':>10} {'vs pandas':>9}")
+    print('-' * 92)
+    for name, k, t, what in rows:
+        ratio = f"{(t_ref / n) / (t / k):8.2f}x" if what in ('ref', 'five') else ''
+        print(f"{name:<50} {k:>9,} {t:>9.3f} {t / k * 1e6:>10.2f} {ratio:>9}")
+    print(f"\nFeatureStage over {span} (trades -> bars at 1m/5m/15m/1h -> indicators): {len(tr):,} trades in "
           f"{stage_t:.3f} s = {len(tr) / stage_t:,.0f} trades/s")
-    print("\nNot asserted anywhere: a measurement of this machine.")
+    print(f"\nseconds = best of {a.repeat}; vs pandas = the vectorised pandas row's us/update over this row's (the same five "
+          "features; the incremental rows pay per update what pandas pays once per series). "
+          "Not asserted anywhere: a measurement of this machine.")
 
 
 if __name__ == '__main__':

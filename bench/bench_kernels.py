@@ -1,6 +1,7 @@
 """Throughput of the indicator kernels (velox.market.kernels) on many symbols at once, against pandas doing the same work.
 
     python bench/bench_kernels.py [--symbols 2000] [--events 5000] [--repeat 3] [--only rsi,macd]
+    python bench/bench_kernels.py --smoke     (20 symbols x 1,000 events, 5,000 updates, one run per row)
 
 Data: SYNTHETIC, not recorded. Each symbol is a geometric random walk starting at 100 with 1e-4 log-return
 steps, rounded to a one-cent tick grid (so, as in real trades, many consecutive prices repeat), and sizes
@@ -24,6 +25,8 @@ import pandas as pd
 
 import velox.market.indicators as I
 import velox.market.kernels as K
+
+SMOKE = dict(symbols=20, events=1_000, repeat=1, updates=5_000)  # --smoke: small, every check, the tables
 
 
 def make_data(n_sym:int, n_ev:int, seed:int=0):
@@ -142,12 +145,15 @@ def main(argv=None):
     p.add_argument('--repeat', type=int, default=3, help='best of R timed runs per row (default 3)')
     p.add_argument('--only', default='', help='comma-separated name prefixes of the rows to run')
     p.add_argument('--updates', type=int, default=200_000, help='values fed to each incremental class (default 200,000)')
+    p.add_argument('--smoke', action='store_true', help='20 symbols x 1,000 events, one run per row: every check and the '
+                   'tables (the test command runs this)')
     a, _ = p.parse_known_args(argv)
+    if a.smoke: vars(a).update(SMOKE)
     px, size, offs = make_data(a.symbols, a.events)
     n = len(px)
     df = pd.DataFrame({'sym': np.repeat(np.arange(a.symbols), a.events), 'px': px, 'size': size})
     df['pv'] = df['px'] * df['size']
-    print(f"velox bench kernels · {a.symbols:,} symbols x {a.events:,} events = {n:,} values (synthetic random walks, "
+    print(f"velox bench kernels{' · smoke' if a.smoke else ''} · {a.symbols:,} symbols x {a.events:,} events = {n:,} values (synthetic random walks, "
           f"one-cent ticks) · best of {a.repeat}")
     print(f"machine: {machine()}")
     from velox.market.kernels_cuda import gpu_available

@@ -1,11 +1,17 @@
-"""Throughput of the detect pipeline (replay -> NBBO -> outside-NBBO) on recorded data, against a pandas reference.
+"""Throughput of the detect pipeline (replay -> NBBO -> outside-NBBO, then the whole dark-pool detect stage) on
+recorded data, against references run in the same process.
 
-    python bench/bench_pipeline.py [--days N] [--symbols IBM,BAC] [--repeat R]
+    python bench/bench_pipeline.py [--days N] [--symbols IBM,BAC] [--repeat R] [--start HH:MM --end HH:MM]
+    python bench/bench_pipeline.py --smoke      (IBM, 10:00-10:30, one run per row: every check and the table, in seconds)
     velox bench pipeline            (same defaults)
 
-Prints one row per way of running the job: events, best-of-R seconds, events/s, ns/event and the ratio of
-events/s to the pandas reference run in this process. Nothing here is asserted except that every runner
-finds the same alerts as the reference (so the rates compare the same work); see bench/README.md.
+Prints one row per way of running a job: events, best-of-R seconds, events/s, ns/event and the ratio of events/s to
+the job's reference run in this process. Two jobs, each compared like with like:
+- NBBO -> outside-NBBO (`outside_stage`), against an independent pandas implementation of the same job;
+- the product's detect stage (`detect_stage()`: NBBO -> dark-pool, every alert kind it emits), against its own
+  notebook runner (`run_frame`).
+Nothing here is asserted except that every runner finds its reference's alerts (so the rates compare the same
+work, and stop with the differences otherwise); see bench/README.md.
 """
 from __future__ import annotations
 import argparse
@@ -18,14 +24,24 @@ import time
 import numpy as np
 import pandas as pd
 
+from velox.core import clock_ns
+from velox.detect.outside_nbbo import OutsideNBBO
+from velox.detect.params import detect_stage
 from velox.feeds.recorded import Catalog
 from velox.feeds.replay import ArraySource, Replay
+from velox.market.nbbo import NBBOStage
 from velox.runtime.runners import run_frame, run_replay
-from velox.detect.params import detect_stage
 from velox.runtime.stages import publish_replay, DETECT_INPUTS, DETECT_OUTPUTS
+from velox.stage import Chain
 
 DEFAULT_DAY = '2013-10-08'
 TZ, OPEN_NS, CLOSE_NS = 'America/New_York', (9 * 3600 + 30 * 60) * 10**9, 16 * 3600 * 10**9
+SMOKE = dict(symbols='IBM', start='10:00', end='10:30', repeat=1)  # --smoke: half an hour of one symbol-day
+
+
+def outside_stage():
+    "NBBO -> outside-NBBO alone: the job the pandas reference does (tolerance 0, regular hours)."
+    return Chain(NBBOStage(), OutsideNBBO())
 
 # -- data --------------------------------------------------------------------------------------------------------
 
@@ -37,9 +53,17 @@ def pick_days(cat:Catalog, symbols:list[str], n:int, day:str) -> list[str]:
     if n > len(days): raise SystemExit(f"--days {n}: only {len(days)} days recorded for {','.join(symbols)}: {', '.join(days)}")
     return days[:n]
 
-def load_arrays(cat:Catalog, symbols:list[str], days:list[str]) -> list[ArraySource]:
-    "Parse every source once; the runs below replay these in-memory copies, so file parsing is never timed."
-    return [ArraySource(s.kind, s.symbol, s.load(), key=s.key)
+def load_arrays(cat:Catalog, symbols:list[str], days:list[str], start:str|None=None, end:str|None=None) -> list[ArraySource]:
+    """Parse every source once (rows of each day from `start` to `end`, New York time, when given); the runs below
+    replay these in-memory copies, so file parsing is never timed."""
+    def cut(b, d):
+        lo = clock_ns(d, start, '--start') if start else None
+        hi = clock_ns(d, end, '--end') if end else None
+        keep = np.ones(len(b), bool)
+        if lo is not None: keep &= b['ts'] >= lo
+        if hi is not None: keep &= b['ts'] < hi
+        return b if keep.all() else b[keep]
+    return [ArraySource(s.kind, s.symbol, cut(s.load(), d), key=s.key)
             for sym in symbols for d in days for s in cat.find(sym, d)]
 
 def to_frames(srcs:list[ArraySource]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -77,21 +101,32 @@ def alert_keys(a) -> set:
     if a is None: return set()
     return set(zip(a['symbol'].tolist(), a['ts'].tolist(), a['trade_seq'].tolist()))
 
-# -- the velox runners -------------------------------------------------------------------------------------------
+def kind_keys(a) -> set:
+    "(symbol, kind, ts, trade seq) of each alert of a velox alert batch: every kind the stage emits."
+    if a is None: return set()
+    return set(zip(a['symbol'].tolist(), a['kind'].tolist(), a['ts'].tolist(), a['trade_seq'].tolist()))
 
-def velox_frame(srcs):
-    return run_frame(detect_stage(), srcs, collect=('alert',)).outputs.get('alert')
+def differ(name:str, got:set, want:set, ref:str) -> str|None:
+    "None if equal, else a line naming the first differences."
+    if got == want: return None
+    return (f"{name}: {len(got):,} alerts vs {ref} {len(want):,}; "
+            f"only velox {sorted(got - want)[:5]}, only {ref} {sorted(want - got)[:5]}")
 
-def velox_replay(srcs):
-    return run_replay(detect_stage(), Replay(srcs), collect=('alert',)).outputs.get('alert')
+# -- the velox runners (`stage`: a factory of a fresh stage) ------------------------------------------------------
 
-def velox_replay_sinks(srcs, store):
+def velox_frame(srcs, stage=outside_stage):
+    return run_frame(stage(), srcs, collect=('alert',)).outputs.get('alert')
+
+def velox_replay(srcs, stage=outside_stage):
+    return run_replay(stage(), Replay(srcs), collect=('alert',)).outputs.get('alert')
+
+def velox_replay_sinks(srcs, store, stage=outside_stage):
     from velox.infra.sinks import StoreSink, HotSink
     from velox.infra.hot import MemoryHot
     sinks = [StoreSink(store, kinds=('trade', 'alert')), HotSink(MemoryHot())]
-    return run_replay(detect_stage(), Replay(srcs), sinks=sinks, collect=('alert',)).outputs.get('alert')
+    return run_replay(stage(), Replay(srcs), sinks=sinks, collect=('alert',)).outputs.get('alert')
 
-def velox_bus(srcs, split:dict|None=None):
+def velox_bus(srcs, split:dict|None=None, stage=outside_stage):
     "publish_replay into a MemoryBus, then one Worker consumes to the end-of-stream markers; `split` gets the two times."
     from velox.infra.bus import MemoryBus
     from velox.runtime.worker import RunOptions, Worker, WorkerSettings
@@ -99,7 +134,7 @@ def velox_bus(srcs, split:dict|None=None):
     t0 = time.perf_counter()
     publish_replay(bus, Replay(srcs))
     t1 = time.perf_counter()
-    w = Worker(detect_stage(), bus, DETECT_INPUTS, DETECT_OUTPUTS, 'bench', WorkerSettings(poll_ms=5, collect=('alert',)))
+    w = Worker(stage(), bus, DETECT_INPUTS, DETECT_OUTPUTS, 'bench', WorkerSettings(poll_ms=5, collect=('alert',)))
     w.run(RunOptions(until_end=True, idle_timeout_s=0.01))  # ends at the partitions' end markers, no idle wait
     if split is not None: split.update(publish=t1 - t0, worker=time.perf_counter() - t1)
     return w.collected.result().get('alert')
@@ -119,15 +154,55 @@ def machine() -> str:
     return (f"{platform.processor() or platform.machine()} · {os.cpu_count()} cores · python {platform.python_version()} · "
             f"numpy {np.__version__} · numba {numba.__version__} · pandas {pd.__version__}")
 
-def table(rows:list[tuple], ref_rate:float) -> str:
-    "rows: (name, events, seconds, note); ratio = events/s over the reference's events/s."
-    head = f"{'run':<44} {'events':>11} {'seconds':>9} {'events/s':>13} {'ns/event':>9} {'vs pandas':>9}"
+def table(rows:list[tuple]) -> str:
+    "rows: (name, events, seconds, reference seconds or None); ratio = events/s over the reference's events/s."
+    head = f"{'run':<52} {'events':>11} {'seconds':>9} {'events/s':>13} {'ns/event':>9} {'vs ref':>8}"
     out = [head, '-' * len(head)]
-    for name, n, sec, note in rows:
+    for name, n, sec, ref in rows:
+        if n is None: out.append(name); continue  # a section heading
         rate = n / sec if sec else float('nan')
-        ratio = f"{rate / ref_rate:8.2f}x" if note != 'load' else ''
-        out.append(f"{name:<44} {n:>11,} {sec:>9.3f} {rate:>13,.0f} {sec / n * 1e9:>9.0f} {ratio:>9}")
+        ratio = f"{ref / sec:7.2f}x" if ref else ''
+        out.append(f"{name:<52} {n:>11,} {sec:>9.3f} {rate:>13,.0f} {sec / n * 1e9:>9.0f} {ratio:>8}")
     return '\n'.join(out)
+
+def check(srcs, quotes, trades, store) -> dict:
+    """Every runner against its reference, untimed (this also warms up imports, numba and chDB). Stops with the
+    differences if any runner differs, or if the reference finds no alert (a check of nothing compares nothing)."""
+    pandas_keys = alert_keys(pandas_outside_nbbo(quotes, trades))
+    if not pandas_keys: raise AssertionError('the pandas reference finds no alert in this data: pick a longer window')
+    bad = [differ(name, alert_keys(fn()), pandas_keys, 'pandas') for name, fn in outside_runners(srcs, store)]
+    detect_ref = velox_frame(srcs, detect_stage)
+    frame_keys = kind_keys(detect_ref)
+    bad.append(differ('detect_stage run_frame, its outside_nbbo alerts', alert_keys(detect_ref[detect_ref['kind'] == 'outside_nbbo']),
+                      pandas_keys, 'pandas'))
+    bad += [differ(name, kind_keys(fn()), frame_keys, 'run_frame') for name, fn in detect_runners(srcs)[1:]]
+    bad = [b for b in bad if b]
+    kinds = dict(zip(*[x.tolist() for x in np.unique(detect_ref['kind'], return_counts=True)]))
+    print(f"alerts: outside-NBBO {len(pandas_keys):,} (pandas reference); detect_stage {len(frame_keys):,} (run_frame: "
+          + ', '.join(f"{k} {v:,}" for k, v in kinds.items()) + ')' + ('; every velox runner agrees' if not bad else ''))
+    if bad: raise AssertionError('alert sets differ, the rates would not compare the same work:\n  ' + '\n  '.join(bad))
+    return kinds
+
+def outside_runners(srcs, store):
+    return [('velox run_frame (notebook runner)', lambda: velox_frame(srcs)),
+            ('velox run_replay (in-process replay)', lambda: velox_replay(srcs)),
+            ('velox run_replay + chDB StoreSink + HotSink', lambda: velox_replay_sinks(srcs, store)),
+            ('velox bus: publish_replay + Worker', lambda: velox_bus(srcs))]
+
+def detect_runners(srcs):
+    return [('run_frame (notebook runner): reference', lambda: velox_frame(srcs, detect_stage)),
+            ('run_replay (in-process replay)', lambda: velox_replay(srcs, detect_stage)),
+            ('bus: publish_replay + Worker', lambda: velox_bus(srcs, stage=detect_stage))]
+
+def bus_rows(srcs, n:int, repeat:int, ref:float|None, name:str, stage) -> list:
+    "The bus row (best of `repeat`) and its two parts from the best run."
+    split, best = {}, None
+    for _ in range(repeat):
+        gc.collect()
+        s = {}; t0 = time.perf_counter(); velox_bus(srcs, s, stage); t = time.perf_counter() - t0
+        if best is None or t < best: best, split = t, s
+    return [(name, n, best, ref), ('  of which publish_replay', n, split['publish'], ref),
+            ('  of which Worker to end of stream', n, split['worker'], ref)]
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog='bench_pipeline', description=__doc__.split('\n')[0])
@@ -135,59 +210,52 @@ def main(argv=None):
     p.add_argument('--day', default=DEFAULT_DAY, help=f'the day when --days 1 (default {DEFAULT_DAY})')
     p.add_argument('--symbols', default='IBM,BAC', help='comma-separated symbols (default IBM,BAC)')
     p.add_argument('--repeat', type=int, default=3, help='best of R timed runs per row (default 3)')
+    p.add_argument('--start', help='only events from this New York time of each day (HH:MM; default: the whole day)')
+    p.add_argument('--end', help='only events before this New York time of each day (HH:MM)')
+    p.add_argument('--smoke', action='store_true', help="a small real input (IBM, 10:00-10:30), one run per row: every "
+                   "check and the table, in seconds (the test command runs this)")
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'replay', 'data')
     p.add_argument('--data-dir', default=os.path.normpath(here), help='recorded data root (default: replay/data here)')
     a, _ = p.parse_known_args(argv)  # run_path'd by `velox bench`, sys.argv is the CLI's: ignore what is not ours
+    if a.smoke: vars(a).update(SMOKE)
     symbols = [s.strip().upper() for s in a.symbols.split(',') if s.strip()]
     cat = Catalog(a.data_dir)
     days = pick_days(cat, symbols, a.days, a.day)
+    span = f" · {a.start or 'open'}-{a.end or 'close'} New York" if a.start or a.end else ''
 
-    print(f"velox bench pipeline · {','.join(symbols)} · {', '.join(days)} · best of {a.repeat}")
+    print(f"velox bench pipeline{' · smoke' if a.smoke else ''} · {','.join(symbols)} · {', '.join(days)}{span} · best of {a.repeat}")
     print(f"machine: {machine()}\n")
 
-    t0 = time.perf_counter(); srcs = load_arrays(cat, symbols, days); t_load = time.perf_counter() - t0
+    t0 = time.perf_counter(); srcs = load_arrays(cat, symbols, days, a.start, a.end); t_load = time.perf_counter() - t0
     n = sum(len(s.data) for s in srcs)
     t0 = time.perf_counter(); quotes, trades = to_frames(srcs); t_frames = time.perf_counter() - t0
     n_q, n_t = len(quotes), len(trades)
     print(f"{n:,} events: {n_q:,} quotes, {n_t:,} trades in {len(srcs)} sources\n")
 
-    # Warm up (imports, numba/JIT, chDB start-up) and check every runner finds the reference's alerts, untimed.
     store_dir = tempfile.mkdtemp(prefix='velox-bench-')
     from velox.infra.stores import Store
     store = Store(f"chdb://{os.path.abspath(store_dir)}/chdb").migrate()
     try:
-        runners = [('velox run_frame (notebook runner)', lambda: velox_frame(srcs)),
-                   ('velox run_replay (in-process replay)', lambda: velox_replay(srcs)),
-                   ('velox run_replay + chDB StoreSink + HotSink', lambda: velox_replay_sinks(srcs, store)),
-                   ('velox bus: publish_replay + Worker', lambda: velox_bus(srcs))]
-        ref_keys = alert_keys(pandas_outside_nbbo(quotes, trades))
-        mismatches = []
-        for name, fn in runners:
-            got = alert_keys(fn())
-            if got != ref_keys:
-                mismatches.append(f"{name}: {len(got):,} alerts vs reference {len(ref_keys):,}; "
-                                  f"only velox {sorted(got - ref_keys)[:5]}, only reference {sorted(ref_keys - got)[:5]}")
-        print(f"alerts: {len(ref_keys):,} (reference)" + ('; every velox runner agrees' if not mismatches else ''))
-        if mismatches:
-            raise AssertionError('alert sets differ, the rates would not compare the same work:\n  ' + '\n  '.join(mismatches))
-
-        rows = [('load: parse zip CSV -> arrays (once)', n, t_load, 'load'),
-                ('load: arrays -> DataFrames (reference only)', n, t_frames, 'load')]
+        kinds = check(srcs, quotes, trades, store)
+        rows = [('load: parse zip CSV -> arrays (once)', n, t_load, None),
+                ('load: arrays -> DataFrames (pandas reference only)', n, t_frames, None),
+                ('NBBO -> outside-NBBO (vs the pandas reference):', None, None, None)]
         t_ref, _ = best_of(lambda: pandas_outside_nbbo(quotes, trades), a.repeat)
-        rows.append(('pandas reference (ffill + merge_asof)', n, t_ref, 'ref'))
+        rows.append(('pandas reference (ffill + merge_asof)', n, t_ref, t_ref))
+        runners = outside_runners(srcs, store)
         for name, fn in runners[:3]:
-            rows.append((name, n, best_of(fn, a.repeat)[0], ''))
-        split, best = {}, None
-        for _ in range(a.repeat):
-            gc.collect()
-            s = {}; t0 = time.perf_counter(); velox_bus(srcs, s); t = time.perf_counter() - t0
-            if best is None or t < best: best, split = t, s
-        rows += [(runners[3][0], n, best, ''), ('  of which publish_replay', n, split['publish'], ''),
-                 ('  of which Worker to end of stream', n, split['worker'], '')]
+            rows.append((name, n, best_of(fn, a.repeat)[0], t_ref))
+        rows += bus_rows(srcs, n, a.repeat, t_ref, runners[3][0], outside_stage)
+        rows.append((f"detect_stage, all {len(kinds)} kinds (vs its run_frame):", None, None, None))
+        det = detect_runners(srcs)
+        t_det, _ = best_of(det[0][1], a.repeat)
+        rows.append(('velox ' + det[0][0], n, t_det, t_det))
+        rows.append(('velox ' + det[1][0], n, best_of(det[1][1], a.repeat)[0], t_det))
+        rows += bus_rows(srcs, n, a.repeat, t_det, 'velox ' + det[2][0], detect_stage)
         print()
-        print(table(rows, n / t_ref))
-        print(f"\nseconds = best of {a.repeat} wall times (time.perf_counter); vs pandas = events/s over the reference's. "
-              "Not asserted anywhere: a measurement of this machine.")
+        print(table(rows))
+        print(f"\nseconds = best of {a.repeat} wall times (time.perf_counter); vs ref = events/s over the reference's of the "
+              "same job (the pandas reference; detect_stage's run_frame). Not asserted anywhere: a measurement of this machine.")
     finally:
         store.close()
         shutil.rmtree(store_dir, ignore_errors=True)

@@ -2,7 +2,8 @@
 and Redis through HotSink (pipelines) against a naive per-command loop, in the same run on the same real data.
 
     python bench/bench_stores.py [--symbols IBM,BAC] [--day 2013-10-08] [--sample 300] [--redis-sample 3000]
-                                 [--budget-symbols 2000] [--budget-mb 8]
+                                 [--budget-symbols 2000] [--budget-mb 8] [--start HH:MM --end HH:MM]
+    python bench/bench_stores.py --smoke     (IBM, 10:00-10:30 New York; small samples and budget: every check and the table)
 
 The naive loops are far too slow to run on a whole day: they run on the first `--sample` rows and their time for the
 whole day is extrapolated linearly from that sample (the table says so in its `note` column). Each sink row is
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse, gc, os, platform, shutil, tempfile, threading, time
 import numpy as np
 
+from velox.core import clock_ns
 from velox.events import to_dicts
 from velox.feeds.recorded import Catalog
 from velox.market.nbbo import consolidated_nbbo
@@ -23,6 +25,9 @@ from velox.feeds.replay import ArraySource, Replay
 from velox.infra.sinks import HotSink, StoreSink
 from velox.infra.redis_hot import RedisHot
 from velox.infra.stores import Store, table_for
+
+SMOKE = dict(symbols='IBM', start='10:00', end='10:30', sample=50, redis_sample=300, budget_symbols=200,
+             budget_mb=1.5)  # --smoke: small, every check, the table; a budget small enough to evict
 
 
 def windows(srcs):
@@ -172,18 +177,27 @@ def main(argv=None):
     p.add_argument('--redis-sample', type=int, default=3000, help='events for the naive Redis loop (default 3000)')
     p.add_argument('--budget-symbols', type=int, default=2000, help='synthetic symbols for the budgeted Redis row (default 2000)')
     p.add_argument('--budget-mb', type=float, default=8, help='memory budget of the budgeted Redis row (default 8)')
+    p.add_argument('--start', help='only rows from this New York time (HH:MM; default: the whole day)')
+    p.add_argument('--end', help='only rows before this New York time (HH:MM)')
+    p.add_argument('--smoke', action='store_true', help='a small real input (IBM, 10:00-10:30) and small samples: every '
+                   'check and the table (the test command runs this)')
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'replay', 'data')
     p.add_argument('--data-dir', default=os.path.normpath(here))
     a, _ = p.parse_known_args(argv)
+    if a.smoke: vars(a).update(SMOKE)
     cat = Catalog(a.data_dir)
     symbols = [s.strip().upper() for s in a.symbols.split(',') if s.strip()]
-    srcs = [ArraySource(s.kind, s.symbol, s.load(), key=s.key) for sym in symbols for s in cat.find(sym, a.day)]
-    print(f"velox bench stores · {','.join(symbols)} · {a.day}")
+    lo = clock_ns(a.day, a.start, '--start') if a.start else -2**62
+    hi = clock_ns(a.day, a.end, '--end') if a.end else 2**62
+    cut = lambda b: b[(b['ts'] >= lo) & (b['ts'] < hi)]
+    srcs = [ArraySource(s.kind, s.symbol, cut(s.load()), key=s.key) for sym in symbols for s in cat.find(sym, a.day)]
+    span = f" · {a.start or 'open'}-{a.end or 'close'} New York" if a.start or a.end else ''
+    print(f"velox bench stores{' · smoke' if a.smoke else ''} · {','.join(symbols)} · {a.day}{span}")
     print(f"machine: {machine()}\n")
     rows = bench_clickhouse(srcs, a.sample) + bench_redis(srcs, a.redis_sample, a.budget_symbols, a.budget_mb)
     print(table(rows))
     print("\nclickhouse rows = quotes + trades; redis rows = NBBO updates + trades. seconds = one wall time (perf_counter). "
-          "cmds/s = Redis commands processed (INFO stats). Naive rows: timed on a sample, extrapolated linearly to the day.")
+          "cmds/s = Redis commands processed (INFO stats). Naive rows: timed on a sample, extrapolated linearly to all the rows.")
 
 
 if __name__ == '__main__':

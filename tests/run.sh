@@ -6,7 +6,8 @@
 #    Playwright drives Debian's chromium, never its own download)
 # 3. exported code must equal what the notebooks export
 # 4. ruff, then nbdev_test: every notebook, including cells flagged slow/kafka/redis (they start their own services)
-# 5. pytest tests/: integration tests against a real broker and redis-server started by tests/conftest.py
+# 5. pytest tests/: integration tests against a real broker and redis-server started by tests/conftest.py, and every
+#    bench/bench_*.py in its --smoke mode (tests/test_bench.py: small real inputs, all of each bench's checks, its table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -47,5 +48,5 @@ ruff check velox bench tests
 step "notebook tests (nbdev_test, all flags)"
 nbdev_test --flags "slow kafka redis"
 
-step "integration tests (pytest)"
+step "integration tests and bench smoke runs (pytest)"
 pytest -q -p no:cacheprovider tests

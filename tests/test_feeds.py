@@ -1,6 +1,7 @@
 """Loaders for recorded data: integrity on every real file, and one clear DataError for each kind of bad input.
 
-Expectations come from the raw text (zipfile/gzip + csv/json modules), never from the loaders themselves."""
+Expectations come from the raw text (zipfile/gzip + csv/json modules), never from the loaders themselves. The validator's
+rules on corrupted copies of these files are in test_validate.py; load speed is measured in bench/bench_validate.py."""
 import csv, gzip, io, json, zipfile
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -118,13 +119,6 @@ def test_binance_counts_match_the_raw_messages(path):
     whole, frac = d['p'].split('.')
     assert t['price'] == int(whole) * 10**8 + int(frac.ljust(8, '0'))
     assert bn['book']['seq'].tolist() == list(range(levels + snapshot_levels))
-
-
-def test_largest_quote_file_loads_fast():
-    import time
-    big = max(TICK_FILES, key=lambda p: p.stat().st_size)
-    t = time.perf_counter(); load_lean_ticks(big); dt = time.perf_counter() - t
-    assert dt < 1.5, f'{big.name}: {dt:.2f}s'
 
 
 # --- bad input: one clear DataError --------------------------------------------------------------------

@@ -71,9 +71,9 @@ def test_registry_errors_name_the_path_and_what_exists(tmp_path, fitted):
     with pytest.raises(ConfigError, match=f"version 'deadbeef': not found .*versions: {v}"): r.promote('lr', 'deadbeef')
     with pytest.raises(ConfigError, match='not found'): r.meta('lr', '../../etc')
     with pytest.raises(ConfigError, match='1-16 letters'): r.register(fitted['lr'][0], 'bad name!')
-    (tmp_path / 'nope' / 'lr' / f'{v}.pkl').write_bytes(b'garbage')
+    (tmp_path / 'nope' / 'lr' / f'{v}.model').write_bytes(b'garbage')
     r.promote('lr', v)
-    with pytest.raises(ConfigError, match=f'{v}.pkl: cannot load'): r.current('lr')
+    with pytest.raises(ConfigError, match=f'{v}.model: cannot load'): r.current('lr')
     (tmp_path / 'nope' / 'lr' / f'{v}.json').write_text('{')
     with pytest.raises(ConfigError, match=f'{v}.json: not valid JSON'): r.versions('lr')
 
@@ -174,7 +174,7 @@ def test_a_broken_promotion_keeps_the_running_version(reg, week):
     stage = PredictionStage(reg, 'lr', PredictionParams(reload_every_s=0))
     v_old = stage.version
     v_bad = reg.register(LogisticModel(l2=3.0).fit(*_labelled(_day(week, 0))), 'lr')
-    (reg.root / 'lr' / f'{v_bad}.pkl').write_bytes(b'truncated')
+    (reg.root / 'lr' / f'{v_bad}.model').write_bytes(b'truncated')
     reg.promote('lr', v_bad)
     p = _feed(stage, [_day(week, 2)])['prediction']
     assert set(p['version']) == {v_old}

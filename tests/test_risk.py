@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 from velox.core import NS, day_start_ns
-from velox.events import batch
+from velox.events import PRICE_SCALE, batch
 from velox.trade.broker import PaperBroker
 from velox.trade.execution import ExecutionStage
 from velox.feeds.replay import ArraySource
@@ -42,14 +42,33 @@ def test_max_position_limit_blocks_the_order_that_would_exceed_it():
     assert np.abs(pos['qty'][pos['symbol'] == 'IBM']).max() <= 250  # 100-share buys stop at 200
 
 
+def gross_at_fills(fills, nbbo:dict) -> np.ndarray:
+    """Brute force, from the fills alone: the gross exposure ($) right after each fill, the filled symbol at its fill
+    price and every other open position at its prevailing NBBO mid."""
+    qty, out = {s: 0.0 for s in nbbo}, []
+    for f in fills:
+        sym = str(f['symbol'])
+        qty[sym] += int(f['side']) * float(f['qty'])
+        g = 0.0
+        for s, q in qty.items():
+            if not q: continue
+            if s == sym: px = int(f['price']) / PRICE_SCALE
+            else:
+                j = np.searchsorted(nbbo[s]['ts'], f['ts'], 'right') - 1
+                px = (int(nbbo[s]['bid'][j]) + int(nbbo[s]['ask'][j])) / 2 / PRICE_SCALE
+            g += abs(q) * px
+        out.append(g)
+    return np.array(out)
+
+
 def test_gross_exposure_limit_blocks_orders_beyond_it():
+    nb, free = run()
+    assert gross_at_fills(free['fill'], nb).max() > 60_000, 'without the limit the script must go past it for the test to bite'
     _, out = run(Limits(max_gross_exposure=60_000))
     r, rej, _ = blocked_after(out, 'gross_exposure')
-    assert len(rej) == len(r) and (r['value'] > 60_000).all()
-    pos = out['position']
-    marks = {s: pos['mark'][pos['symbol'] == s] for s in ('IBM', 'BAC')}
-    assert pos['qty'][pos['symbol'] == 'IBM'].max() * 182 + pos['qty'][pos['symbol'] == 'BAC'].max() * 14 < 60_000 + 30_000
-    assert all(len(m) for m in marks.values())
+    assert len(rej) == len(r) and (r['value'] > 60_000).all() and (r['limit'] == 60_000).all()
+    held = gross_at_fills(out['fill'], nb)
+    assert len(held) and held.max() <= 60_000, f"gross exposure reached {held.max():,.0f} $ under a 60,000 $ limit"
 
 
 def test_order_rate_limit_blocks_the_order_over_the_rate():

@@ -13,7 +13,7 @@ from velox.detect.params import detect_stage
 from velox.core import clock_ns
 from velox.infra.services import start_broker, start_redis
 from velox.runtime.runners import run_frame
-from velox.infra.topics import dlq_topic
+from velox.infra.topics import TopicSpec, dlq_topic
 from bus_util import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -102,6 +102,30 @@ class Fleet:
         return {n: self.status(n) for n in names or self.procs}
 
 
+def scrape(port) -> dict:
+    "One member's /metrics: {(sample name, sorted labels): value}."
+    from prometheus_client.parser import text_string_to_metric_families
+    text = urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics', timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def metric(scrapes:dict, name:str) -> list:
+    "Every value of the sample `name` over all members' scrapes."
+    return [v for m in scrapes.values() for (k, _), v in m.items() if k == name]
+
+
+def metrics_until(ports:dict, cond, timeout=60) -> dict:
+    "Scrape every member's /metrics until `cond(scrapes)` holds (a failed fetch is retried); the scrapes. Fails at the deadline."
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try: last = {n: scrape(p) for n, p in ports.items()}
+        except OSError as e: last = repr(e)
+        else:
+            if cond(last): return last
+        time.sleep(0.2)
+    pytest.fail(f'the metrics endpoints never showed the processed day within {timeout} s; last scrape: {last}')
+
+
 def dedupe(a, key='id'):
     _, first = np.unique(a[key], return_index=True)
     return a[np.sort(first)]
@@ -134,21 +158,24 @@ def test_one_or_three_workers_in_a_group_give_the_same_outputs_for_a_real_day(me
         assert urllib.request.urlopen(f'http://127.0.0.1:{port}/health').status == 200
         bus = _kbus(broker)
         publish_all(bus, data)
-        fleet.wait_until(names[0], lambda s: s['consumed'] > 0 or s['state'] == 'stopped')
-        try: metrics = urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics').read().decode()
-        except OSError: metrics = ''  # it may already have finished
         total = sum(map(len, data.values()))
         deadline = time.monotonic() + 240
         while sum(fleet.status(n).get('events', 0) for n in names) < total:
             assert time.monotonic() < deadline, f"the group did not process the day: {[fleet.status(n) for n in names]}"
             time.sleep(0.2)
+        # the members run until the stop file: their endpoints must count the whole day and no lag on the 12 partitions
+        ports = {n: fleet.status(n)['metrics_port'] for n in names}
+        done = lambda m: sum(metric(m, 'velox_events_total')) == total and \
+            len(metric(m, 'velox_consumer_lag_messages')) == 12 and not any(metric(m, 'velox_consumer_lag_messages'))
+        scraped = metrics_until(ports, done)
         fleet.stop_path.touch()
         stats = fleet.finish(names)
         al, nb = outputs(bus)
         np.testing.assert_array_equal(al, expect)
         np.testing.assert_array_equal(nb, nbbo[np.lexsort((nbbo['seq'], nbbo['symbol']))])
         assert sum(s['events'] for s in stats.values()) == sum(map(len, data.values()))
-        if metrics: assert 'velox_consumed_messages_total' in metrics and 'velox_consumer_lag_messages' in metrics
+        consumed = sum(metric(scraped, 'velox_consumed_messages_total'))
+        assert consumed == sum(s['consumed'] for s in stats.values()) > 0, (consumed, stats)
         bus.close()
 
 
@@ -273,14 +300,22 @@ def test_no_secret_is_logged_when_connecting_with_sasl_settings(caplog):
     assert 'pw-Zx81q' not in log
 
 
-def test_velox_topics_create_is_idempotent_and_describe_checks_partitions(tmp_path):
+def test_velox_topics_create_is_idempotent_and_describe_shows_what_the_broker_has(tmp_path):
     with start_broker() as broker:
+        kb = _kbus(broker)  # made by hand before `velox topics create`, wrongly: 60 s retention and gzip (the registry: 30d lz4)
+        kb.create_topics([TopicSpec('alerts.darkpool', retention_ms=60_000, compression='gzip')])
+        kb.close()
         run = lambda *a: subprocess.run([sys.executable, '-m', 'velox.face.cli', 'topics', *a, '--bus', broker.dsn,
                                          '--out-dir', str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
         first, second = run('create', '--models', 'gbt'), run('create', '--models', 'gbt')
         assert first.returncode == second.returncode == 0, first.stderr + second.stderr
-        assert 'predictions.gbt' in first.stdout and 'all existed' in second.stdout
-        desc = run('describe', 'market.trades', 'dlq.market.trades', 'system.metrics')
-        rows = [line.split() for line in desc.stdout.splitlines()[1:]]
-        assert [(r[0], r[2], r[-1]) for r in rows] == [('market.trades', '6', 'ok'), ('dlq.market.trades', '6', 'ok'),
-                                                       ('system.metrics', '1', 'ok')], desc.stdout
+        made = first.stdout.split(': ', 1)[1].strip().split(', ')
+        assert 'predictions.gbt' in made and 'alerts.darkpool' not in made and 'all existed' in second.stdout
+        desc = run('describe', 'market.trades', 'dlq.market.trades', 'system.metrics', 'alerts.darkpool')
+        assert desc.returncode == 0, desc.stderr
+        rows = {line.split()[0]: line.split()[2:] for line in desc.stdout.splitlines()[1:5]}
+        assert rows == {'market.trades': ['6', '7d', 'lz4', 'delete', 'symbol', 'ok'],
+                        'dlq.market.trades': ['6', '30d', 'zstd', 'delete', 'symbol', 'ok'],
+                        'system.metrics': ['1', '3d', 'lz4', 'delete', 'worker', 'ok'],
+                        'alerts.darkpool': ['6', '1m', '(30d)', 'gzip', '(lz4)', 'delete', 'symbol', 'MISMATCH', 'retention,',
+                                            'compression']}, desc.stdout

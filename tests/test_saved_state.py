@@ -1,12 +1,16 @@
-"Saved state written by the code before the layers issue (tests/fixtures/pre_layers, see make.py there) still restores and carries on."
+"""Saved state written by the code before the layers issue (tests/fixtures/pre_layers, see make.py there): pickles, which
+velox refuses to load since saved state became data only (issue 14); converted once by the operator's migration
+(`migrate_snapshot`, `velox hot migrate-checkpoints`, `velox models migrate`), it restores and carries on exactly."""
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from velox.core import NS, day_start_ns
 from velox.feeds.replay import Replay
 from velox.runtime.runners import Collector
-from velox.stage import Chain
+from velox.stage import Chain, StateError, migrate_snapshot
 from velox.trade.broker import PaperBroker
 from velox.trade.execution import ExecutionStage, ExecutionState
 from velox.trade.performance import PerformanceStage
@@ -46,8 +50,10 @@ def test_an_execution_snapshot_written_before_the_layers_issue_restores_and_cont
     full.add(whole.flush())
     full = full.result()
 
+    old = (CHECKPOINTS / 'execution.bin').read_bytes()
+    with pytest.raises(StateError, match='is a pickle .*migrate_snapshot'): execution_chain().restore(old)
     resumed = execution_chain()
-    resumed.restore((CHECKPOINTS / 'execution.bin').read_bytes())
+    resumed.restore(migrate_snapshot(old))
     assert isinstance(resumed.stages[0].state, ExecutionState)
     after = Collector()
     for w in wins[13:]: after.add(resumed.process_window(w))
@@ -88,6 +94,7 @@ def test_detect_worker_checkpoints_written_before_the_layers_issue_restore_and_f
     from velox.infra.hot import MemoryHot
     from velox.runtime.runners import run_frame
     from velox.runtime.stages import DETECT_INPUTS, DETECT_OUTPUTS
+    from velox.runtime.checkpoints import Checkpoints, migrate_checkpoints
     from velox.runtime.worker import RunOptions, Worker, WorkerSettings
     from reference_trading import DATA
     meta = json.loads((CHECKPOINTS / 'detect.json').read_text())
@@ -100,6 +107,8 @@ def test_detect_worker_checkpoints_written_before_the_layers_issue_restore_and_f
     for kind, b in data: publish(bus, topic_of[kind], kind, b, rows_per_frame=meta['rows_per_frame'])
     for t in DETECT_INPUTS: publish_eos(bus, t, meta['symbols'])
     for key in meta['keys']: hot.put_snapshot(key, (CHECKPOINTS / f"{key.replace(':', '__')}.bin").read_bytes())
+    with pytest.raises(StateError, match='velox hot migrate-checkpoints'): Checkpoints(hot, 'detect', 'nbbo+darkpool').load('IBM')
+    assert sorted(migrate_checkpoints(hot)) == sorted(meta['keys'])  # the operator's one-off conversion
 
     w = Worker(detect_stage(), bus, DETECT_INPUTS, DETECT_OUTPUTS, meta['group'], WorkerSettings(collect=('alert', 'nbbo')),
                checkpoints=hot)
@@ -123,13 +132,20 @@ def test_detect_worker_checkpoints_written_before_the_layers_issue_restore_and_f
 REGISTRY = Path(__file__).resolve().parent / 'fixtures' / 'pre_layers' / 'registry'
 
 
-def test_a_model_registry_written_before_the_layers_issue_loads_with_the_same_versions_and_predictions():
-    "lr, gbt, lstm and two combiners (platt, isotonic) pickled under the old module paths: same versions, same predictions."
+def test_a_model_registry_written_before_the_layers_issue_loads_with_the_same_versions_and_predictions(tmp_path):
+    """lr, gbt, lstm and two combiners (platt, isotonic) pickled under the old module paths: refused until migrated,
+    then the same versions, the same predictions, the same PROMOTED."""
     import json
+    from velox.core import ConfigError
     from velox.trade.lstm import windows
     from velox.trade.models import indicator_features  # noqa: F401 (the registry's models take these features)
     from velox.trade.registry import ModelRegistry, version_of
-    reg = ModelRegistry(REGISTRY)
+    shutil.copytree(REGISTRY, tmp_path / 'registry')
+    reg = ModelRegistry(tmp_path / 'registry')
+    promoted = {p.parent.name: p.read_text() for p in reg.root.glob('*/PROMOTED')}
+    with pytest.raises(ConfigError, match='velox models migrate'): reg.current('lr')
+    assert sorted(reg.migrate()) == sorted((p.parent.name, p.stem) for p in REGISTRY.glob('*/*.pkl')) and len(promoted) == 4
+    assert not list(reg.root.glob('*/*.pkl')) and {p.parent.name: p.read_text() for p in reg.root.glob('*/PROMOTED')} == promoted
     expected = json.loads((REGISTRY.parent / 'registry_expected.json').read_text())
     X = np.load(REGISTRY.parent / 'X.npy')
     assert sorted(reg.names()) == sorted(expected) and len(expected) == 5

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #87cf066f
 from __future__ import annotations
-import hashlib, importlib.util, io, logging, os, pickle
+import hashlib, importlib.util, io, logging, os, pickle, re
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time as dtime, timezone
 from pathlib import Path
@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 # %% auto #0
-__all__ = ['NY', 'NS', 'VeloxError', 'DataError', 'ConfigError', 'Config', 'read_mapping', 'event_id', 'day_start_ns',
-           'parse_day', 'ns_to_iso', 'to_ns', 'ns_to_local', 'utc_offsets', 'local_ms', 'local_datetime64',
-           'clock_text', 'clock_ns', 'Session', 'get_logger', 'redact', 'atomic_write', 'moved', 'load_pickle',
-           'legacy_dumps']
+__all__ = ['LOG_LEVELS', 'CONNECT_TIMEOUT_S', 'NY', 'NS', 'VeloxError', 'DataError', 'ConfigError', 'ServiceError', 'mask_dsn',
+           'check_dsn_secret', 'Config', 'read_mapping', 'event_id', 'day_start_ns', 'parse_day', 'ns_to_iso', 'to_ns',
+           'ns_to_local', 'utc_offsets', 'local_ms', 'local_datetime64', 'clock_text', 'clock_ns', 'zone_label',
+           'Session', 'get_logger', 'redact', 'scrub', 'atomic_write', 'moved', 'load_pickle', 'legacy_dumps']
 
 # %% ../nbs/00_core.ipynb #d0cc5b49
 class VeloxError(Exception):
@@ -31,17 +31,58 @@ class DataError(VeloxError):
 class ConfigError(VeloxError, ValueError):
     "Bad configuration or argument: names the key (and the file it came from) and what was expected."
 
+class ServiceError(VeloxError):
+    "A service (Kafka, Redis, ClickHouse) did not answer or refused velox: names its DSN (secret masked) and what to do."
+
 # %% ../nbs/00_core.ipynb #9b3b71c8
+_SECRET_WORDS = ('password', 'passwd', 'secret', 'token')
+_SECRET_HOME = {'kafka': '$VELOX_KAFKA_PASSWORD (with kafka_sasl_username and kafka_sasl_mechanism)',
+                **dict.fromkeys(('redis', 'rediss', 'unix'), '$VELOX_REDIS_PASSWORD'), **dict.fromkeys(('http', 'https'), '$VELOX_STORE_PASSWORD')}
+
+def _userinfo(rest:str, scheme:str='') -> str:
+    "The `user[:password]` before the host of a DSN (`rest`: what follows `scheme://`); '' when there is none."
+    if scheme.lower() in ('chdb', 'memory'): return ''  # a local path, no login
+    before = rest.rpartition('@')[0]
+    if '=' in before: before = rest.split('/')[0].split('?')[0].rpartition('@')[0]  # that '@' was in the query
+    return before
+
+def _secret_params(rest:str) -> list[str]:
+    from urllib.parse import parse_qsl
+    return [k for k, _ in parse_qsl(rest.partition('?')[2]) if any(w in k.lower() for w in _SECRET_WORDS)]
+
+def mask_dsn(dsn:str) -> str:
+    "`dsn` with its password and any secret query value shown as `***`."
+    scheme, sep, rest = str(dsn).partition('://')
+    if not sep: return str(dsn)
+    info = _userinfo(rest, scheme)
+    if ':' in info: rest = info.partition(':')[0] + ':***' + rest[len(info):]
+    for k in _secret_params(rest): rest = re.sub(rf'([?&]{re.escape(k)}=)[^&#]*', r'\1***', rest)
+    return f"{scheme}://{rest}"
+
+def check_dsn_secret(dsn:str, what:str='DSN') -> str:
+    "`dsn`, or a `ConfigError` (the DSN masked) if it carries a password: secrets come from the environment only."
+    scheme, sep, rest = str(dsn).partition('://')
+    if sep and (':' in _userinfo(rest, scheme) or _secret_params(rest)):
+        home = _SECRET_HOME.get(scheme.lower(), 'an environment variable')
+        raise ConfigError(f"{what} {mask_dsn(dsn)!r}: a password does not belong in a DSN (it would show in logs, "
+                          f"status files and notebooks); set {home} instead")
+    return dsn
+
+# %% ../nbs/00_core.ipynb #5c474a45
+LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')
+CONNECT_TIMEOUT_S = 3.0  # default wait for a service to answer
+
 @dataclass
 class Config:
     "Where velox reads data and which bus, hot store and history store it talks to."
     data_dir: str = 'replay/data'  # recorded market data (Lean / Binance / JSON-lines)
     out_dir: str = '.velox'  # reports, embedded store, logs, service state
     bus: str = 'memory://'  # memory:// or kafka://host:port[,host:port]
-    hot: str = 'memory://'  # memory:// or redis://host:port/db
+    hot: str = 'memory://'  # memory:// or redis://host:port/db (password from $VELOX_REDIS_PASSWORD)
     store: str = ''  # chdb:///abs/dir or http://user@host:port/db; '' = chdb under out_dir
     group: str = 'velox'  # consumer-group prefix for workers
-    log_level: str = 'WARNING'  # DEBUG, INFO, WARNING, ERROR
+    log_level: str = 'WARNING'  # DEBUG, INFO, WARNING, ERROR or CRITICAL
+    connect_timeout_s: float = CONNECT_TIMEOUT_S  # how long to wait for Kafka, Redis or ClickHouse to answer
     # Kafka security, passed through to the client; the password comes from $VELOX_KAFKA_PASSWORD only
     kafka_security_protocol: str = 'PLAINTEXT'  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
     kafka_sasl_mechanism: str = ''  # SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN
@@ -59,61 +100,93 @@ class Config:
     def load(cls, path:str|Path|None=None, env:dict|None=None, **overrides) -> Config:
         "Defaults <- YAML file `path` (or `$VELOX_CONFIG`) <- `VELOX_<KEY>` env vars <- `overrides`."
         env = os.environ if env is None else env
-        names, vals = {f.name for f in fields(cls)}, {}
-        path = path or env.get('VELOX_CONFIG')
-        if path:
-            vals.update(_read_yaml(Path(path), names))
-        vals.update({k: env[f'VELOX_{k.upper()}'] for k in names if f'VELOX_{k.upper()}' in env})
-        bad = set(overrides) - names
-        if bad: raise ConfigError(f"unknown config key(s) {sorted(bad)}; expected one of {sorted(names)}")
-        vals.update({k: v for k, v in overrides.items() if v is not None})
-        cfg = cls(**vals)
-        cfg.validate()
+        defaults, vals, where = {f.name: f.default for f in fields(cls)}, {}, {}
+        if path := path or env.get('VELOX_CONFIG'):
+            for k, (v, line) in _read_yaml(Path(path), set(defaults)).items(): vals[k], where[k] = v, f"{path}, line {line}"
+        for k in defaults:
+            if (var := f'VELOX_{k.upper()}') in env: vals[k], where[k] = env[var], f"${var}"
+        bad = set(overrides) - set(defaults)
+        if bad: raise ConfigError(f"unknown config key(s) {sorted(bad)}; expected one of {sorted(defaults)}")
+        for k, v in overrides.items():
+            if v is not None: vals[k] = v; where.pop(k, None)
+        cfg = cls(**{k: _coerce(k, v, defaults[k], where.get(k)) for k, v in vals.items()})
+        cfg.validate(where)
         return cfg
 
-    def validate(self):
-        "Check every DSN names a scheme velox knows, and the Kafka security settings."
-        protos = ('PLAINTEXT', 'SSL', 'SASL_PLAINTEXT', 'SASL_SSL')
-        if self.kafka_security_protocol not in protos:
-            raise ConfigError(f"config key 'kafka_security_protocol' = {self.kafka_security_protocol!r}: expected one of {protos}")
-        mechs = ('', 'SCRAM-SHA-256', 'SCRAM-SHA-512', 'PLAIN')
-        if self.kafka_sasl_mechanism not in mechs:
-            raise ConfigError(f"config key 'kafka_sasl_mechanism' = {self.kafka_sasl_mechanism!r}: expected one of {mechs[1:]}")
+    def validate(self, where:dict|None=None):
+        "Check every value (log level, timeout, folders, DSN schemes, no password in a DSN, Kafka security); `where` names sources."
+        label = lambda k: f"{where[k]}: config key '{k}'" if where and k in where else f"config key '{k}'"
+        def bad(k, expected):  # the value as given, any DSN secret masked
+            raise ConfigError(f"{label(k)} = {mask_dsn(v) if isinstance(v := getattr(self, k), str) else v!r}: expected {expected}")
+        if self.log_level.upper() not in LOG_LEVELS: bad('log_level', 'one of ' + ', '.join(LOG_LEVELS))
+        self.log_level = self.log_level.upper()
+        if not 0 < self.connect_timeout_s <= 600: bad('connect_timeout_s', 'a number of seconds above 0, at most 600')
+        for k in ('data_dir', 'out_dir', 'group'):
+            if not getattr(self, k).strip(): bad(k, _EXPECT[k])
+        if Path(self.out_dir).exists() and not Path(self.out_dir).is_dir(): bad('out_dir', 'a folder, not a file')
+        protos, mechs = ('PLAINTEXT', 'SSL', 'SASL_PLAINTEXT', 'SASL_SSL'), ('', 'SCRAM-SHA-256', 'SCRAM-SHA-512', 'PLAIN')
+        if self.kafka_security_protocol not in protos: bad('kafka_security_protocol', f"one of {protos}")
+        if self.kafka_sasl_mechanism not in mechs: bad('kafka_sasl_mechanism', f"one of {mechs[1:]}")
         if self.kafka_security_protocol.startswith('SASL') and not (self.kafka_sasl_mechanism and self.kafka_sasl_username):
             raise ConfigError("config: kafka_security_protocol SASL_* needs kafka_sasl_mechanism and kafka_sasl_username")
-        for key, schemes in (('bus', ('memory', 'kafka')), ('hot', ('memory', 'redis')),
+        for key, schemes in (('bus', ('memory', 'kafka')), ('hot', ('memory', 'redis', 'rediss', 'unix')),
                              ('store', ('chdb', 'http', 'https'))):
             v = getattr(self, key)
             if key == 'store' and not v: continue
             if v.split('://', 1)[0] not in schemes or '://' not in v:
-                raise ConfigError(f"config key '{key}' = {v!r}: expected a DSN starting with "
-                                  + " or ".join(f"{s}://" for s in schemes))
+                bad(key, "a DSN starting with " + " or ".join(f"{s}://" for s in schemes))
+            check_dsn_secret(v, f"{label(key)} =")
+
+_EXPECT = {'data_dir': 'a folder path', 'out_dir': 'a folder path', 'group': 'a consumer-group name',
+           'bus': 'a DSN (memory:// or kafka://host:port)', 'hot': 'a DSN (memory:// or redis://host:port/db)',
+           'store': 'a DSN (chdb:///abs/dir or http://user@host:port/db)', 'connect_timeout_s': 'a number of seconds'}
+
+def _coerce(key:str, v, default, where:str|None):
+    "`v` as the type of `key`'s default (text, or a number of seconds); a `ConfigError` naming `where` if it is not one."
+    scalar = isinstance(v, (str, int, float)) and not isinstance(v, bool)
+    if scalar and isinstance(default, float):
+        try: return float(v)
+        except ValueError: pass
+    elif scalar: return str(v)  # `group: 7`
+    got = {'list': 'a list', 'dict': 'a mapping', 'bool': 'true/false', 'str': 'text'}.get(type(v).__name__, type(v).__name__)
+    raise ConfigError(f"{where + ': ' if where else ''}config key '{key}' = {v!r}: expected {_EXPECT.get(key, 'text')}, not {got}")
 
 def read_mapping(path, what:str='file', expected:str='a mapping at the top level') -> dict:
-    "The top-level mapping of a YAML (or JSON) file; any problem is a `ConfigError` naming the file."
+    "The top-level mapping of a YAML (or JSON) file; any problem is a one-line `ConfigError` naming the file (and line)."
     import yaml
     p = Path(path)
     if not p.exists(): raise ConfigError(f"{p}: {what} not found")
-    try: data = yaml.safe_load(p.read_text()) or {}
-    except OSError as e: raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
-    except yaml.YAMLError as e: raise ConfigError(f"{p}: not valid YAML/JSON ({e})") from None
+    try: raw = p.read_bytes()
+    except OSError as e: raise ConfigError(f"{p}: cannot read the {what} ({e.strerror})") from None
+    try: text = raw.decode('utf-8')
+    except UnicodeDecodeError as e:  # the line: newlines (byte 10) before the first bad byte
+        raise ConfigError(f"{p}, line {raw[:e.start].count(10) + 1}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the {what} as UTF-8") from None
+    try: data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        m, why = getattr(e, 'problem_mark', None), getattr(e, 'problem', None) or str(e).splitlines()[0]
+        raise ConfigError(f"{p}{f', line {m.line + 1}' if m else ''}: not valid YAML/JSON ({why})") from None
     if not isinstance(data, dict): raise ConfigError(f"{p}: expected {expected}")
     return data
 
 def _read_yaml(path:Path, names:set) -> dict:
+    "The keys of a config file -> (value, line); a secret or an unknown key is an error naming the file and line."
+    import yaml
     data = read_mapping(path, 'config file', 'a mapping of key: value at the top level')
+    node = yaml.compose(path.read_text(encoding='utf-8'))
+    lines = {str(k.value): k.start_mark.line + 1 for k, _ in node.value} if isinstance(node, yaml.MappingNode) else {}
     for k in data:
-        if any(w in str(k).lower() for w in ('password', 'secret', 'token')):
-            raise ConfigError(f"{path}: key '{k}': secrets come from the environment only (e.g. VELOX_STORE_PASSWORD)")
-        if k not in names: raise ConfigError(f"{path}: unknown key '{k}'; expected one of {sorted(names)}")
-    return {k: str(v) for k, v in data.items() if v is not None}  # `key:` with no value keeps the default
+        at = f"{path}, line {lines.get(str(k), '?')}"
+        if any(w in str(k).lower() for w in _SECRET_WORDS):
+            raise ConfigError(f"{at}: key '{k}': secrets come from the environment only (e.g. VELOX_STORE_PASSWORD)")
+        if k not in names: raise ConfigError(f"{at}: unknown key '{k}'; expected one of {sorted(names)}")
+    return {k: (v, lines.get(str(k), '?')) for k, v in data.items() if v is not None}  # `key:` with no value keeps the default
 
-# %% ../nbs/00_core.ipynb #590e6c22
+# %% ../nbs/00_core.ipynb #2050690d
 def event_id(*parts) -> str:
     "A 16-byte hex id that depends only on `parts`."
     return hashlib.blake2b('|'.join(map(str, parts)).encode(), digest_size=16).hexdigest()
 
-# %% ../nbs/00_core.ipynb #6697c8e4
+# %% ../nbs/00_core.ipynb #03eef55a
 NY = ZoneInfo('America/New_York')
 NS = 1_000_000_000
 
@@ -149,7 +222,7 @@ def ns_to_local(ts, tz:ZoneInfo=NY):
     if np.ndim(ts): return pd.to_datetime(np.asarray(ts, 'i8'), utc=True).tz_convert(tz)
     return pd.Timestamp(int(ts), tz='UTC').tz_convert(tz)
 
-# %% ../nbs/00_core.ipynb #2050690d
+# %% ../nbs/00_core.ipynb #a312b446
 def utc_offsets(ts:np.ndarray, tz:ZoneInfo|None=NY) -> np.ndarray:
     "The local clock's offset from UTC (ns) at each timestamp; zeros for `tz=None`."
     ts = np.asarray(ts, 'i8')
@@ -182,7 +255,12 @@ def clock_ns(day:date|str, hhmm:str, what:str='time', tz:ZoneInfo=NY) -> int:
     if isinstance(day, str): day = parse_day(day)
     return int(datetime.combine(day, t, tz).timestamp()) * NS
 
-# %% ../nbs/00_core.ipynb #03eef55a
+def zone_label(tz:ZoneInfo|str=NY) -> str:
+    "How an axis, a table or a summary names the exchange's clock: 'New York time (America/New_York)'."
+    key = tz if isinstance(tz, str) else tz.key
+    return f"{key.split('/')[-1].replace('_', ' ')} time ({key})"
+
+# %% ../nbs/00_core.ipynb #b9dfca8e
 class Session:
     "Local trading hours, e.g. `Session('09:30', '16:00', 'America/New_York')`."
     def __init__(self, open:str='09:30', close:str='16:00', tz:str='America/New_York'):
@@ -208,7 +286,7 @@ class Session:
         lo, hi = self.bounds(ts)
         return (np.asarray(ts, 'i8') >= lo) & (np.asarray(ts, 'i8') < hi)
 
-# %% ../nbs/00_core.ipynb #a312b446
+# %% ../nbs/00_core.ipynb #aafc6494
 def get_logger(name:str='velox', level:str|None=None) -> logging.Logger:
     "A logger under the `velox` hierarchy; level from `level` or `$VELOX_LOG_LEVEL`."
     log = logging.getLogger(name if name.startswith('velox') else f'velox.{name}')
@@ -217,7 +295,9 @@ def get_logger(name:str='velox', level:str|None=None) -> logging.Logger:
         h = logging.StreamHandler()
         h.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
         root.addHandler(h)
-        root.setLevel(level or os.environ.get('VELOX_LOG_LEVEL', 'WARNING'))
+        lvl = str(level or os.environ.get('VELOX_LOG_LEVEL', 'WARNING')).upper()
+        root.setLevel(lvl if lvl in LOG_LEVELS else 'WARNING')
+        _install_redaction()
     return log
 
 _SECRETS: set = set()
@@ -225,23 +305,36 @@ _SECRETS: set = set()
 def redact(secret:str|None) -> str|None:
     "Register `secret` so no log record ever shows it; returns it unchanged."
     if secret and len(secret) >= 4:
-        if not _SECRETS: _install_redaction()
+        _install_redaction()
         _SECRETS.add(secret)
     return secret
 
+def _env_secrets() -> set:
+    return {v for k, v in os.environ.items() if k.startswith('VELOX_') and len(v) >= 4 and any(w in k.lower() for w in _SECRET_WORDS)}
+
+_DSN_PASSWORD = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^\s:/@'\"]*):[^\s'\"]*@")
+
+def scrub(text:str) -> str:
+    "`text` with every registered secret, secret `VELOX_*` environment value and DSN password replaced by `***`."
+    for s in sorted(_SECRETS | _env_secrets(), key=len, reverse=True): text = text.replace(s, '***')
+    return _DSN_PASSWORD.sub(r'\1:***@', text)
+
 def _install_redaction():
     make = logging.getLogRecordFactory()
+    if getattr(make, 'scrubs', False): return
     def factory(*args, **kw):
         rec = make(*args, **kw)
         try: msg = rec.getMessage()
         except Exception: return rec
-        if any(s in msg for s in _SECRETS):
-            for s in _SECRETS: msg = msg.replace(s, '***')
-            rec.msg, rec.args = msg, ()
+        if (clean := scrub(msg)) != msg: rec.msg, rec.args = clean, ()
+        if rec.exc_info and rec.exc_info[0] is not None:
+            import traceback
+            rec.exc_text = scrub(''.join(traceback.format_exception(*rec.exc_info))).rstrip('\n')
         return rec
+    factory.scrubs = True
     logging.setLogRecordFactory(factory)
 
-# %% ../nbs/00_core.ipynb #2e33c285
+# %% ../nbs/00_core.ipynb #6d4a1556
 def atomic_write(path, data:str|bytes, fsync:bool=False) -> Path:
     "Replace `path` with `data` atomically (rename over it); `fsync`: on disk before the rename."
     import threading
@@ -253,7 +346,7 @@ def atomic_write(path, data:str|bytes, fsync:bool=False) -> Path:
     os.replace(tmp, path)  # atomic on POSIX
     return path
 
-# %% ../nbs/00_core.ipynb #6c1e8c3c
+# %% ../nbs/00_core.ipynb #38a8bdb9
 _MOVED: dict[str, list[str]] = {}  # module before a move -> modules its names live in now (looked up in order)
 
 def moved(old:str, *now:str):

@@ -4,37 +4,61 @@
 
 # %% ../nbs/01_events.ipynb #3962e43c
 from __future__ import annotations
-from decimal import Decimal, InvalidOperation
+import json, re
+from decimal import Decimal
 import numpy as np
 from .core import ns_to_iso, to_ns
 
 # %% auto #0
 __all__ = ['PRICE_SCALE', 'TRADE_CONDITIONS', 'QUOTE_CONDITIONS', 'COND_BIT', 'SCHEMA_VERSION', 'SYM', 'VENUE', 'DTYPES', 'KINDS',
-           'PRICE_FIELDS', 'TIME_FIELDS', 'price_from_str', 'price_from_float', 'price_to_float', 'decode_conditions',
-           'encode_conditions', 'has_condition', 'empty', 'batch', 'split_by_symbol', 'to_dicts', 'from_dicts',
-           'as_frame', 'from_frame']
+           'PRICE_FIELDS', 'TIME_FIELDS', 'price_from_str', 'price_from_float', 'price_to_float', 'format_price',
+           'decode_conditions', 'encode_conditions', 'has_condition', 'empty', 'batch', 'split_by_symbol', 'to_dicts',
+           'from_dicts', 'as_frame', 'from_frame']
 
 # %% ../nbs/01_events.ipynb #d291a4b3
 PRICE_SCALE = 10**8
 
+_DECIMAL = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d{1,3})?')
+_INT64_DOLLARS = f"${2**63 // PRICE_SCALE:,}"
+
+def _fits(v, shown) -> int:
+    if not -2**63 <= v < 2**63: raise ValueError(f"price {shown!r}: expected less than {_INT64_DOLLARS} in size (int64 at 1e-8 $)")
+    return int(v)
+
 def price_from_str(s:str) -> int:
     "Exact scaled price from a decimal string such as `'61737.63000000'`."
-    try: d = Decimal(s)
-    except InvalidOperation: raise ValueError(f"price {s!r}: expected a decimal number") from None
-    v = d * PRICE_SCALE
-    if v != v.to_integral_value(): raise ValueError(f"price {s!r}: more than 8 decimal places")
-    return int(v)
+    if not isinstance(s, str): raise ValueError(f"price {s!r}: expected a decimal string")
+    if not _DECIMAL.fullmatch(s): raise ValueError(f"price {s!r}: expected a decimal number")
+    v = Decimal(s) * PRICE_SCALE
+    if v != v.to_integral_value(): raise ValueError(f"price {s!r}: expected at most 8 decimal places")
+    return _fits(v, s)
 
 def price_from_float(x:float) -> int:
     "Nearest scaled price to a float in dollars (exact for floats printed from scaled prices)."
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise ValueError(f"price {x!r}: expected a number")
     if not np.isfinite(x): raise ValueError(f"price {x!r}: expected a finite number")
-    return int(round(float(x) * PRICE_SCALE))
+    return _fits(round(float(x) * PRICE_SCALE), x)
 
 def price_to_float(p) -> float:
     "Dollars as float (for display and JSON); `price_from_float` recovers the integer exactly."
     return p / PRICE_SCALE
 
 # %% ../nbs/01_events.ipynb #5ce08ac2
+def format_price(p, min_decimals:int=2, max_decimals:int=8):
+    """A scaled price as dollars text at the precision it carries (at least `min_decimals`, at most `max_decimals`
+    places, rounded half away from zero beyond that): `18010000000` -> `'180.10'`, `1378010000` -> `'13.7801'`.
+    Exact (integer arithmetic). An array or list gives a list of texts; None gives `''`."""
+    if p is None: return ''
+    if np.ndim(p): return [format_price(v, min_decimals, max_decimals) for v in np.asarray(p).tolist()]
+    p = int(p)
+    step = 10 ** (8 - max_decimals)
+    q = (abs(p) + step // 2) // step * step if step > 1 else abs(p)
+    whole, frac = divmod(q, PRICE_SCALE)
+    digits = f"{frac:08d}"[:max_decimals].rstrip('0').ljust(min_decimals, '0')
+    return ('-' if p < 0 and q else '') + f"{whole}" + (f".{digits}" if digits else '')
+
+# %% ../nbs/01_events.ipynb #8c040fc0
 TRADE_CONDITIONS = ('Regular Cash NextDay Seller YellowFlag IntermarketSweep OpeningPrints ClosingPrints '
     'ReOpeningPrints DerivativelyPriced FormT Sold StoppedStock ExtendedHours OutOfSequence Split Acquisition '
     'Bunched StockOption Distribution AveragePrice Cross PriceVariation Rule155 OfficialClose '
@@ -58,7 +82,7 @@ def has_condition(cond:np.ndarray, *flags) -> np.ndarray:
     "Vectorised: which rows of a condition column carry any of `flags`."
     return (np.asarray(cond, np.uint32) & np.uint32(encode_conditions(flags))) != 0
 
-# %% ../nbs/01_events.ipynb #8c040fc0
+# %% ../nbs/01_events.ipynb #a33c1cd0
 SCHEMA_VERSION = 5
 SYM, VENUE = 'U12', 'U4'
 DTYPES = {
@@ -167,7 +191,7 @@ def batch(kind:str, /, **cols) -> np.ndarray:
     for k, v in cols.items(): out[k] = v
     return out
 
-# %% ../nbs/01_events.ipynb #3050f077
+# %% ../nbs/01_events.ipynb #2c623393
 def split_by_symbol(b:np.ndarray):
     "`(symbol, rows)` per symbol in order of first appearance; rows keep their order."
     if not len(b): return
@@ -181,7 +205,7 @@ def split_by_symbol(b:np.ndarray):
     for k in np.argsort(first):
         yield str(u[k]), b[idx[ends[k] - counts[k]:ends[k]]]
 
-# %% ../nbs/01_events.ipynb #2c623393
+# %% ../nbs/01_events.ipynb #d2f7a3fb
 _RENAME = {'ts': 'timestamp', 'venue': 'exchange', 'cond': 'conditions'}
 _UNRENAME = {v: k for k, v in _RENAME.items()}
 
@@ -205,15 +229,52 @@ def to_dicts(b:np.ndarray, kind:str) -> list[dict]:
         out.append(d)
     return out
 
+def _shown(v) -> str:
+    "A JSON value as the message had it (`true`, not `True`), cut short."
+    try: s = json.dumps(v)
+    except (TypeError, ValueError): s = repr(v)
+    return s if len(s) <= 40 else s[:37] + '...'
+
+def _number(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+_HEXMASK, _ISO = re.compile(r'[0-9A-Fa-f]{0,8}'), re.compile(r'\d{4}-\d\d-\d\d')
+
+def _json_time(v) -> int:
+    try: t = to_ns(v) if _number(v) or (isinstance(v, str) and _ISO.match(v)) else None
+    except (ValueError, OverflowError): t = None
+    if t is None or not -2**63 <= t < 2**63: raise ValueError(f"expected a time: an ISO-8601 string or an epoch number, got {_shown(v)}")
+    return t
+
+def _json_cond(v) -> int:
+    if isinstance(v, str) and _HEXMASK.fullmatch(v): return int(v, 16) if v else 0
+    if isinstance(v, list) and all(isinstance(f, str) for f in v): return encode_conditions(v)
+    if _number(v) and v == int(v) and 0 <= v < 2**32: return int(v)
+    raise ValueError(f"expected conditions: a hex mask of up to 8 digits, a list of flag names or an integer, got {_shown(v)}")
+
+def _json_typed(v, ft:np.dtype):
+    "A value for a column of type `ft`: strings are strings that fit, numbers are numbers (never a bool), bools are bools."
+    if ft.kind == 'U':
+        if isinstance(v, str) and len(v) <= ft.itemsize // 4: return v
+        raise ValueError(f"expected a string of at most {ft.itemsize // 4} characters, got {_shown(v)}")
+    if ft.kind == 'b':
+        if isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)): return bool(v)
+        raise ValueError(f"expected true or false, got {_shown(v)}")
+    if ft.kind in 'iu':
+        info = np.iinfo(ft)
+        if _number(v) and v == v and abs(v) != float('inf') and v == int(v) and info.min <= v <= info.max: return int(v)
+        raise ValueError(f"expected an integer from {info.min} to {info.max}, got {_shown(v)}")
+    if _number(v): return float(v)
+    if isinstance(v, str) and _DECIMAL.fullmatch(v): return float(v)
+    raise ValueError(f"expected a number, got {_shown(v)}")
+
 def _from_json_value(name, v, dt):
-    if name in TIME_FIELDS: return to_ns(v)
+    if name in TIME_FIELDS: return _json_time(v)
     if name in PRICE_FIELDS:
-        return price_from_str(v) if isinstance(v, str) else price_from_float(v)
-    if name == 'cond':
-        if isinstance(v, str): return int(v, 16) if v else 0
-        if isinstance(v, (list, tuple)): return encode_conditions(v)
-        return int(v)
-    return v
+        if isinstance(v, str): return price_from_str(v)
+        if _number(v): return price_from_float(v)
+        raise ValueError(f"expected a price: a number or a decimal string, got {_shown(v)}")
+    if name == 'cond': return _json_cond(v)
+    return _json_typed(v, dt[name])
 
 def from_dicts(ds:list[dict], kind:str, source:str='<dicts>') -> np.ndarray:
     "A batch from seed-style dicts; a missing or malformed field raises `DataError` naming item and field."
@@ -223,6 +284,8 @@ def from_dicts(ds:list[dict], kind:str, source:str='<dicts>') -> np.ndarray:
     required = {'ts', 'symbol'} | ({'price', 'size'} if kind == 'trade' else set())
     for i, d in enumerate(ds):
         if 'forming_candle' in d:  # nested in the dict form, flat (fc_*) in the batch
+            if not isinstance(d['forming_candle'], dict):
+                raise DataError(source, f"expected an object, got {_shown(d['forming_candle'])}", line=i + 1, field='forming_candle')
             d = {**d, **{'fc_' + ('ts' if k == 'timestamp' else k): v for k, v in d['forming_candle'].items()}}
         for name in dt.names:
             key = _RENAME.get(name, name)
@@ -230,11 +293,10 @@ def from_dicts(ds:list[dict], kind:str, source:str='<dicts>') -> np.ndarray:
                 if name in required: raise DataError(source, 'missing required field', line=i + 1, field=key)
                 continue
             try: out[i][name] = _from_json_value(name, d[key], dt)
-            except (ValueError, TypeError, OverflowError) as e:
-                raise DataError(source, f"bad value {d[key]!r} ({e})", line=i + 1, field=key) from None
+            except (ValueError, TypeError, OverflowError) as e: raise DataError(source, str(e), line=i + 1, field=key) from None
     return out
 
-# %% ../nbs/01_events.ipynb #d2f7a3fb
+# %% ../nbs/01_events.ipynb #c85708a1
 def as_frame(b:np.ndarray, tz='America/New_York'):
     "A pandas DataFrame of a batch: prices in dollars, `time` in `tz`, flags decoded where present."
     import pandas as pd
@@ -243,7 +305,7 @@ def as_frame(b:np.ndarray, tz='America/New_York'):
     if 'ts' in df: df.insert(0, 'time', pd.to_datetime(df['ts'], utc=True).dt.tz_convert(tz))
     return df
 
-# %% ../nbs/01_events.ipynb #29793026
+# %% ../nbs/01_events.ipynb #f8a5b73f
 def from_frame(df, kind:str) -> np.ndarray:
     "The inverse of `as_frame`: a batch from a DataFrame with the dtype's columns (prices in dollars)."
     dt = DTYPES[kind]

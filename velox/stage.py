@@ -4,14 +4,15 @@
 
 # %% ../nbs/02_stage.ipynb #4f18a427
 from __future__ import annotations
-import pickle
-from collections import defaultdict
+import json, math, struct
+from collections import defaultdict, deque
 import numpy as np
-from .core import load_pickle
+from .core import VeloxError, load_pickle
 from .events import split_by_symbol
 
 # %% auto #0
-__all__ = ['Outputs', 'Stage', 'Chain']
+__all__ = ['Outputs', 'STATE_MAGIC', 'STATE_VERSION', 'MIGRATE', 'Stage', 'Chain', 'StateError', 'register_state', 'state_name',
+           'state_type', 'dump_state', 'is_pickle', 'load_state', 'migrate_snapshot']
 
 # %% ../nbs/02_stage.ipynb #c080a842
 Outputs = list  # list[tuple[str, np.ndarray]]
@@ -66,13 +67,15 @@ class Stage:
         for s in symbols: self.state.pop(s, None)
 
     def snapshot(self, symbols=None) -> bytes:
-        "Serialised state of `symbols` (all if None)."
+        "The state of `symbols` (all if None) as saved-state bytes (`dump_state`)."
         keep = self.state if symbols is None else {s: self.state[s] for s in symbols if s in self.state}
-        return pickle.dumps(keep, protocol=5)
+        return dump_state(keep)
 
     def restore(self, data:bytes):
         "Merge a snapshot's symbols into this stage's state."
-        self.state.update(load_pickle(data))
+        saved = load_state(data)
+        if not isinstance(saved, dict): raise StateError(f"{self.name}: a snapshot of per-symbol state is a dict, not a {type(saved).__name__}")
+        self.state.update(saved)
 
 # %% ../nbs/02_stage.ipynb #7b7f2539
 class Chain(Stage):
@@ -120,8 +123,262 @@ class Chain(Stage):
             out += avail
         return out
 
-    def snapshot(self, symbols=None) -> bytes: return pickle.dumps([s.snapshot(symbols) for s in self.stages])
+    def snapshot(self, symbols=None) -> bytes: return dump_state([s.snapshot(symbols) for s in self.stages])
     def forget(self, symbols):
         for s in self.stages: s.forget(symbols)
     def restore(self, data:bytes):
-        for s, d in zip(self.stages, load_pickle(data)): s.restore(d)
+        parts = load_state(data)
+        if not isinstance(parts, list) or len(parts) != len(self.stages):
+            raise StateError(f"{self.name}: a snapshot of {len(parts) if isinstance(parts, list) else 'no'} stages, not {len(self.stages)}")
+        for s, d in zip(self.stages, parts): s.restore(d)
+
+# %% ../nbs/02_stage.ipynb #ee6b1a25
+class StateError(VeloxError, ValueError):
+    "Saved state that cannot be written or read as data: says what and why (and, for an old pickle, how to migrate it)."
+
+STATE_MAGIC, STATE_VERSION = b'VXST', 1  # every saved state starts with these 5 bytes
+_TYPES: dict[str, type] = {}  # registered name -> class
+_NAMES: dict[type, str] = {}  # class -> registered name
+
+def register_state(cls:type, name:str|None=None) -> type:
+    "Let instances of `cls` be saved in state as `name` and their fields; returns `cls` (a decorator, too)."
+    where = (cls.__module__, cls.__qualname__)
+    name = name or (cls.__name__ if where[0].startswith('velox.') else '.'.join(where))  # a velox class: by its name alone
+    old = _TYPES.get(name)
+    if old is not None and (old.__module__, old.__qualname__) != where:
+        raise StateError(f"state type {name!r}: already registered for {old.__module__}.{old.__qualname__}; "
+                         f"register {'.'.join(where)} under another name")
+    _TYPES[name], _NAMES[cls] = cls, name
+    return cls
+
+def state_name(cls:type) -> str:
+    "The name instances of `cls` are saved under; a `StateError` if it is not a registered state type."
+    if cls not in _NAMES: raise StateError(f"{cls.__module__}.{cls.__qualname__} is not a registered state type (velox.stage.register_state)")
+    return _NAMES[cls]
+
+def state_type(name:str) -> type:
+    "The class registered as `name`; a `StateError` naming it if there is none."
+    cls = _TYPES.get(name) if isinstance(name, str) else None
+    if cls is None: raise StateError(f"saved state names type {name!r}, which is not a registered state type: refusing to load it")
+    return cls
+
+# %% ../nbs/02_stage.ipynb #64d1274c
+_Q, _D, _U = struct.Struct('<q'), struct.Struct('<d'), struct.Struct('<I')
+_DESCRS: dict = {}  # dtype -> its descr as JSON (writing)
+_DTYPES: dict = {}  # descr as JSON -> dtype (reading)
+
+def _descr(dt:np.dtype) -> bytes:
+    "A dtype as the JSON of its numpy descr (what `np.save` writes); object dtypes are refused."
+    b = _DESCRS.get(dt)
+    if b is None:
+        if dt.hasobject: raise StateError(f"cannot save an array or scalar of dtype {dt} in state: Python objects are not data")
+        b = _DESCRS[dt] = json.dumps(np.lib.format.dtype_to_descr(dt), separators=(',', ':')).encode()
+    return b
+
+def _as_descr(d):
+    "A descr read from JSON in numpy's form: a str, or a list of (name, format[, shape]) tuples."
+    if isinstance(d, str): return d
+    return [tuple([tuple(f[0]) if isinstance(f[0], list) else f[0], _as_descr(f[1]), *(tuple(s) for s in f[2:3])]) for f in d]
+
+def _dtype(raw:bytes) -> np.dtype:
+    dt = _DTYPES.get(raw)
+    if dt is None:
+        try: dt = np.lib.format.descr_to_dtype(_as_descr(json.loads(raw)))
+        except Exception as e:  # whatever numpy's parser says of a bad descr (ValueError, TypeError, SyntaxError, ...)
+            raise StateError(f"saved state holds an array of an unreadable dtype {raw[:60]!r} ({e})") from None
+        if dt.hasobject: raise StateError(f"saved state holds an array of dtype {dt}: Python objects are not data, refusing it")
+        if len(_DTYPES) < 4096: _DTYPES[raw] = dt
+    return dt
+
+def _int(out:bytearray, o:int):
+    if -2**63 <= o < 2**63: out += b'i' + _Q.pack(o); return
+    raw = o.to_bytes((o.bit_length() + 8) // 8, 'little', signed=True)
+    out += b'I' + _U.pack(len(raw)) + raw
+
+_ATOMS = {type(None): lambda out, o: out.extend(b'N'), bool: lambda out, o: out.extend(b'T' if o else b'F'), int: _int,
+          float: lambda out, o: out.extend(b'f' + _D.pack(o))}  # no identity: written as they are each time
+_SEQS = {list: (b'l', True), set: (b'S', True), deque: (b'q', True), tuple: (b't', False), frozenset: (b'z', False)}
+
+class _Writer:
+    "Writes plain data, arrays and registered objects; an object met again is written as a reference (`r`), as pickle does."
+    def __init__(self): self.out, self.memo, self.n = bytearray(STATE_MAGIC + bytes([STATE_VERSION])), {}, 0
+
+    def put(self, o):
+        t = type(o)
+        if t in _ATOMS: return _ATOMS[t](self.out, o)
+        m = self.memo.get(id(o))
+        if m is not None: self.out += b'r' + _U.pack(m[0]); return
+        f = _PUT.get(t)
+        if f is None and issubclass(t, np.generic): f = _PUT[t] = _Writer.scalar
+        if f is None and t in _NAMES: f = _Writer.obj
+        if f is None: raise StateError(f"cannot save a {t.__module__}.{t.__qualname__} in state: it is neither plain data "
+                                       f"nor a registered state type (velox.stage.register_state)")
+        f(self, o)
+
+    def keep(self, o): self.memo[id(o)] = (self.n, o); self.n += 1  # holds `o`: its id is not reused while writing
+    def blob(self, tag:bytes, raw:bytes, o): self.out += tag + _U.pack(len(raw)) + raw; self.keep(o)
+
+    def seq(self, o):
+        "list, set, deque: remembered before their items (one may hold itself); tuple, frozenset: after them."
+        tag, first = _SEQS[type(o)]
+        if first: self.keep(o)
+        self.out += tag + (_Q.pack(-1 if o.maxlen is None else o.maxlen) if tag == b'q' else b'') + _U.pack(len(o))
+        for x in o: self.put(x)
+        if not first: self.keep(o)
+
+    def dict(self, o):
+        self.keep(o); self.out += b'd' + _U.pack(len(o))
+        for k, v in o.items(): self.put(k); self.put(v)
+
+    def array(self, o):
+        self.keep(o)
+        d, fortran = _descr(o.dtype), o.ndim > 1 and o.flags.f_contiguous and not o.flags.c_contiguous
+        self.out += b'a' + _U.pack(len(d)) + d + bytes([fortran, o.ndim]) + b''.join(_Q.pack(n) for n in o.shape) + _Q.pack(o.nbytes)
+        c = o.T if fortran else o
+        self.out += memoryview(c.reshape(-1).view(np.uint8)) if c.flags.c_contiguous and o.dtype.itemsize else o.tobytes('F' if fortran else 'C')
+
+    def scalar(self, o):
+        d, raw = _descr(o.dtype), o.tobytes()[:o.dtype.itemsize]  # an empty np.str_ is '<U0' yet has 4 bytes
+        self.out += b'g' + _U.pack(len(d)) + d + _U.pack(len(raw)) + raw; self.keep(o)
+
+    def obj(self, o):
+        fields = getattr(o, '__dict__', None)
+        if fields is None: raise StateError(f"cannot save a {type(o).__qualname__} in state: it keeps no fields in __dict__")
+        self.out += b'o'; self.put(_NAMES[type(o)]); self.keep(o)  # after its name: it is made once the name is read
+        self.out += _U.pack(len(fields))
+        for k, v in fields.items(): self.put(k); self.put(v)
+
+_PUT = {str: lambda w, o: w.blob(b's', o.encode('utf-8', 'surrogatepass'), o), bytes: lambda w, o: w.blob(b'b', o, o),
+        dict: _Writer.dict, np.ndarray: _Writer.array, **{t: _Writer.seq for t in _SEQS}}
+
+def dump_state(obj) -> bytes:
+    "`obj` — plain data, numpy arrays and scalars, registered state types — as saved-state bytes (no pickle)."
+    w = _Writer()
+    try: w.put(obj)
+    except RecursionError: raise StateError("cannot save state nested this deeply") from None
+    return bytes(w.out)
+
+# %% ../nbs/02_stage.ipynb #c8a5dc96
+class _Reader:
+    "Reads what `_Writer` wrote: plain data, arrays, registered classes filled field by field (no constructor runs)."
+    def __init__(self, data): self.mv, self.pos, self.memo = memoryview(data).cast('B'), 5, []
+
+    def get(self):
+        tag = self.mv[self.pos]; self.pos += 1
+        f = _GET.get(tag)
+        if f is None: raise StateError(f"saved state is corrupt: unknown tag {bytes([tag])!r} at byte {self.pos - 1}")
+        return f(self)
+
+    def take(self, n:int) -> memoryview:
+        p = self.pos
+        if n > len(self.mv) - p: raise StateError(f"saved state is truncated: {n} bytes wanted at byte {p} of {len(self.mv)}")
+        self.pos = p + n
+        return self.mv[p:p + n]
+
+    def num(self, s=_U):
+        v = s.unpack_from(self.mv, self.pos)[0]  # past the end: struct.error, reported as truncated
+        self.pos += s.size
+        return v
+    def new(self, o): self.memo.append(o); return o
+
+    def count(self) -> int:
+        "A number of items: each takes a byte at least, so it cannot be more than the bytes left."
+        n = self.num()
+        if n > len(self.mv) - self.pos: raise StateError(f"saved state is truncated: {n} items claimed at byte {self.pos}")
+        return n
+
+    def ref(self):
+        i = self.num()
+        if i >= len(self.memo): raise StateError(f"saved state is corrupt: reference {i} to an object not read yet")
+        return self.memo[i]
+
+    def fill(self, box):
+        "A list, set or deque: remembered before its items, then filled."
+        n, add = self.count(), box.add if type(box) is set else box.append
+        self.memo.append(box)
+        for _ in range(n): add(self.get())
+        return box
+
+    def made(self, make):
+        "A tuple or frozenset: made from its items, then remembered."
+        n = self.count()
+        return self.new(make([self.get() for _ in range(n)]))
+
+    def deque(self):
+        m = self.num(_Q)
+        return self.fill(deque(maxlen=None if m < 0 else m))
+
+    def dict(self):
+        n, out = self.count(), self.new({})
+        for _ in range(n):
+            k = self.get()
+            out[k] = self.get()
+        return out
+
+    def array(self):
+        dt, (fortran, ndim) = _dtype(bytes(self.take(self.num()))), self.take(2)
+        shape = tuple(self.num(_Q) for _ in range(ndim))
+        nbytes, order = self.num(_Q), 'F' if fortran else 'C'
+        if min(shape, default=0) < 0 or nbytes != math.prod(shape) * dt.itemsize:
+            raise StateError(f"saved state is corrupt: an array of shape {shape} and dtype {dt} cannot hold {nbytes} bytes")
+        raw = self.take(nbytes)
+        return self.new(np.frombuffer(raw, dt).reshape(shape, order=order).copy(order='K') if nbytes else np.zeros(shape, dt, order=order))
+
+    def scalar(self):
+        dt = _dtype(bytes(self.take(self.num())))
+        raw = self.take(self.num())
+        if len(raw) != dt.itemsize: raise StateError(f"saved state is corrupt: a scalar of dtype {dt} in {len(raw)} bytes")
+        return self.new(np.frombuffer(raw, dt).copy()[0] if len(raw) else np.zeros((), dt)[()])
+
+    def obj(self):
+        name = self.get()
+        o = self.new(object.__new__(state_type(name)))  # an empty instance: no constructor, no code of the data's choosing
+        fields, n = o.__dict__, self.count()
+        for _ in range(n):
+            k = self.get()
+            if type(k) is not str: raise StateError(f"saved state is corrupt: a {name} field named {k!r}")
+            fields[k] = self.get()
+        return o
+
+_GET = {ord(t): f for t, f in {
+    'N': lambda r: None, 'T': lambda r: True, 'F': lambda r: False, 'i': lambda r: r.num(_Q), 'f': lambda r: r.num(_D),
+    'I': lambda r: int.from_bytes(r.take(r.num()), 'little', signed=True), 'r': _Reader.ref,
+    's': lambda r: r.new(str(r.take(r.num()), 'utf-8', 'surrogatepass')), 'b': lambda r: r.new(bytes(r.take(r.num()))),
+    'l': lambda r: r.fill([]), 'S': lambda r: r.fill(set()), 'q': _Reader.deque, 't': lambda r: r.made(tuple),
+    'z': lambda r: r.made(frozenset), 'd': _Reader.dict, 'a': _Reader.array, 'g': _Reader.scalar, 'o': _Reader.obj}.items()}
+
+# %% ../nbs/02_stage.ipynb #13fc79c8
+def is_pickle(data) -> bool:
+    "Does `data` look like a pickle (protocol 2 or later: what velox wrote before this format)?"
+    return len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5
+
+MIGRATE = ("convert it once, for data you trust: `velox hot migrate-checkpoints` (worker checkpoints in a hot store), "
+           "`velox models migrate --registry DIR` (a model registry), `velox.stage.migrate_snapshot(data)` (a snapshot's bytes)")
+
+def load_state(data, hint:str=MIGRATE):
+    "What `dump_state` wrote; a one-line `StateError` for anything else (a pickle: `hint` says how to migrate it)."
+    head = bytes(data[:5])
+    if head[:4] != STATE_MAGIC:
+        if is_pickle(data): raise StateError(f"saved state is a pickle (written by an older velox), which velox no longer loads: {hint}")
+        raise StateError(f"not velox saved state: it starts {head!r}, not {STATE_MAGIC!r}")
+    if len(head) < 5 or head[4] != STATE_VERSION:
+        raise StateError(f"saved state of format version {head[4:5].hex() or 'none'}: this velox reads version {STATE_VERSION}")
+    r = _Reader(data)
+    try: obj = r.get()
+    except StateError: raise
+    except RecursionError: raise StateError("saved state is nested too deeply") from None
+    except (struct.error, IndexError): raise StateError(f"saved state is truncated at byte {r.pos}") from None
+    except (TypeError, ValueError, AttributeError, OverflowError, MemoryError) as e:  # unhashable keys, bad text, ...
+        raise StateError(f"saved state is corrupt at byte {r.pos}: {e}") from None
+    if r.pos != len(r.mv): raise StateError(f"saved state is corrupt: {len(r.mv) - r.pos} bytes after its end")
+    return obj
+
+# %% ../nbs/02_stage.ipynb #ea2de523
+def migrate_snapshot(data:bytes) -> bytes:
+    """A stage snapshot an older velox pickled, in the saved-state format (a `Chain`'s stage by stage); other data
+    unchanged. It unpickles `data`: run it only on snapshots you trust (an operator's migration, never on load)."""
+    if not is_pickle(data): return bytes(data)
+    obj = load_pickle(data)
+    if isinstance(obj, list) and obj and all(isinstance(x, bytes) and is_pickle(x) for x in obj):  # a Chain's snapshots
+        obj = [migrate_snapshot(x) for x in obj]
+    return dump_state(obj)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math
 import numpy as np
-from ..core import NS, NY, local_ms
+from ..core import NS, NY, local_ms, zone_label
 from ..events import PRICE_SCALE, empty
 from .desk import ALERT_COLOURS, DOWN, UP, Panel, keep_last
 
@@ -39,13 +39,14 @@ def _py(v): return v.item() if hasattr(v, 'item') else v
 class Candles(Panel):
     "Candlestick chart of one symbol: timeframe switch, SMA/EMA/VWAP, volume and RSI panes, alerts and SMC zones."
     kinds = ('bar', 'print', 'indicator', 'alert', 'pattern')
-    def __init__(self, symbols=('IBM',), tf:str='1m', max_bars:int=2400, max_candles:int=600, width:int=900, height:int=380):
+    def __init__(self, symbols=('IBM',), tf:str='1m', max_bars:int=2400, max_candles:int=600, max_alerts:int=500,
+                 width:int=900, height:int=380):
         super().__init__()
         from bokeh.layouts import column, row
         from bokeh.models import ColumnDataSource, RadioButtonGroup, Select, Span
         from bokeh.plotting import figure
         if tf not in TFS: raise ValueError(f"timeframe {tf!r}: expected one of {list(TFS)}")
-        self.max_bars, self.max_candles, self.tf = max_bars, max_candles, tf
+        self.max_bars, self.max_candles, self.max_alerts, self.tf = max_bars, max_candles, max_alerts, tf
         self._clear()
         self.symbol = Select(options=list(symbols), value=symbols[0], title='symbol', width=110, name='chart_symbol')
         self.tf_switch = RadioButtonGroup(labels=list(TFS), active=list(TFS).index(tf), name='chart_tf')
@@ -65,7 +66,7 @@ class Candles(Panel):
         for f, c in (('sma', '#ff7f00'), ('ema', '#6a3d9a'), ('vwap', '#1f78b4')):
             p.line('x', f, source=self.lines, color=c, line_width=1.5, legend_label=f.upper(), name=f)
         p.scatter('x', 'price', source=self.marks, color='color', size='size', line_color='black', marker='triangle',
-                  legend_label='alerts', name='chart_alerts')
+                  legend_field='kind', name='chart_alerts')
         p.legend.location, p.legend.click_policy = 'top_left', 'hide'
         p.yaxis.axis_label = 'price ($)'
         vol = figure(x_axis_type='datetime', x_range=p.x_range, width=width, height=110, toolbar_location=None, name='volume')
@@ -74,6 +75,7 @@ class Candles(Panel):
         rsi.line('x', 'rsi', source=self.lines, color='#333333', name='rsi_line')
         for lvl in (30, 70): rsi.add_layout(Span(location=lvl, dimension='width', line_dash='dashed', line_color='#999999'))
         vol.yaxis.axis_label, rsi.yaxis.axis_label = 'volume', 'RSI'
+        for f in (p, vol, rsi): f.xaxis.axis_label = zone_label()
         from bokeh.models import NumeralTickFormatter
         vol.yaxis.formatter = NumeralTickFormatter(format='0a')
         self.fig, self.charts = p, column(p, vol, rsi)
@@ -112,7 +114,7 @@ class Candles(Panel):
                     r = part[(part['tf'] == tf) & part['closed']]
                     if len(r): self._ind[(s, tf)] = keep_last(self._ind.get((s, tf)), r, self.max_bars)
             elif kind == 'alert':
-                self._alerts[s] = keep_last(self._alerts.get(s), part, 500)
+                self._alerts[s] = keep_last(self._alerts.get(s), part, self.max_alerts)
                 self._seen[('alert', s)] = self._seen.get(('alert', s), 0) + len(part)
             elif kind == 'pattern':
                 z = part[np.isin(part['kind'], ZONES)]
@@ -130,12 +132,11 @@ class Candles(Panel):
         for src in (self.candles, self.lines, self.marks, self.zones): src.data = {c: [] for c in src.data}
         tf = TFS[list(TFS)[self.tf_switch.active]]
         self.bodies.glyph.width = self.vol_bars.glyph.width = tf * 700
-        self.fig.title.text = f"{self.symbol.value} · {list(TFS)[self.tf_switch.active]}"
         with self._lock: self._dirty, self._applied_at = True, 0.0
         self.refresh()
 
     def candle_rows(self, bars:np.ndarray|None, forming:dict|None, tf:int) -> np.ndarray:
-        "The candles to draw: closed 1m bars (+ the forming one) at timeframe `tf`."
+        "The candles to draw: closed 1m bars (+ the forming one) at timeframe `tf`, the last `max_candles` (`self.candles_total`: all of them)."
         from velox.market.bars import resample_bars
         b = bars if bars is not None else empty('bar')
         if forming is not None:
@@ -148,11 +149,19 @@ class Candles(Panel):
             b = resample_bars(b, tf)
             b['forming'][-1] = fl
         b = b[b['close'] > 0]
+        self.candles_total = len(b)
         return b[-self.max_candles:]
+
+    def title(self, symbol:str, tf:str, candles:int, candles_total:int, alerts:int, alerts_seen:int) -> str:
+        "What the chart shows, saying so where a bound cut: `IBM · 1m · last 600 of 961 candles · 1,233 alerts`."
+        said = lambda n, total, what: f"last {n:,} of {total:,} {what}" if n < total else f"{total:,} {what}"
+        return f"{symbol} · {tf} · {said(candles, candles_total, 'candles')} · {said(alerts, alerts_seen, 'alerts')}"
 
     def _apply(self, snap):
         sym, tf, bars, forming, ind, alerts, zones, n_alerts, n_zones = snap
         c = self.candle_rows(bars, forming, tf)
+        alerts = alerts if alerts is not None else empty('alert')
+        self.fig.title.text = self.title(sym, {v: k for k, v in TFS.items()}[tf], len(c), self.candles_total, len(alerts), n_alerts)
         up = c['close'] >= c['open']
         sync_source(self.candles, dict(x=local_ms(c['ts']) + tf * 500, open=c['open'] / PRICE_SCALE, high=c['high'] / PRICE_SCALE,
                                        low=c['low'] / PRICE_SCALE, close=c['close'] / PRICE_SCALE, volume=c['volume'],
@@ -163,7 +172,6 @@ class Candles(Panel):
             with np.errstate(invalid='ignore'):
                 sync_source(self.lines, dict(x=local_ms(ind['ts'] - tf * NS) + tf * 500, sma=ind['sma'], ema=ind['ema'],
                                              vwap=ind['vwap'], rsi=ind['rsi']), rollover=self.max_candles)
-        alerts = alerts if alerts is not None else empty('alert')
         zones = zones if zones is not None else empty('pattern')
         if self._drawn.get('alerts') != (sym, n_alerts):
             self._drawn['alerts'] = (sym, n_alerts)
@@ -195,14 +203,17 @@ def _closed_indicators(bars:np.ndarray) -> np.ndarray:
     return out
 
 def candle_chart(trades:np.ndarray, alerts:np.ndarray|None=None, symbol:str|None=None, tf:str='5m', width:int=900):
-    "A static candlestick chart (with SMA/EMA/VWAP, volume, RSI, alerts) of one symbol's trades."
+    """A static candlestick chart (with SMA/EMA/VWAP, volume, RSI, alerts) of one symbol's trades: every candle and
+    every alert of them (no bound), its data sources named by symbol (`candles:IBM`, `candle_alerts:IBM`)."""
     from velox.market.bars import resample_bars, trade_bars
     symbol = symbol or (str(trades['symbol'][0]) if len(trades) else '')
     trades = trades[trades['symbol'] == symbol]
-    c = Candles([symbol], tf=tf, width=width)
+    alerts = alerts[alerts['symbol'] == symbol] if alerts is not None and len(alerts) else empty('alert')
     bars = trade_bars(trades, '1m')
+    c = Candles([symbol], tf=tf, width=width, max_bars=len(bars) + 1, max_candles=len(bars) + 1, max_alerts=len(alerts) + 1)
     c.feed('bar', bars)
     c.feed('indicator', _closed_indicators(resample_bars(bars, TFS[tf])))
-    if alerts is not None and len(alerts): c.feed('alert', alerts[alerts['symbol'] == symbol])
+    c.feed('alert', alerts)
     c.refresh(force=True)
+    c.candles.name, c.marks.name = f'candles:{symbol}', f'candle_alerts:{symbol}'
     return c.charts

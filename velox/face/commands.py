@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, json, sys
 from pathlib import Path
 from ..core import ConfigError, VeloxError, read_mapping
-from .options import config_args, config_from_args, session_args
+from .options import COUNT, MEGABYTES, PORT, PORT_OR_ANY, SECONDS, config_args, config_from_args, ranged, session_args
 
 # %% auto #0
 __all__ = ['configure_run', 'configure_replay', 'configure_worker', 'configure_services', 'configure_topics', 'configure_data',
@@ -20,7 +20,8 @@ def configure_run(p):
     p.description = ('The main job. Embedded defaults need no services; --bus/--hot/--store point it at Kafka, Redis, ClickHouse.')
     session_args(p); config_args(p)
     p.add_argument('--params', metavar='FILE', help='detector parameters (YAML/JSON), e.g. saved by the tuning notebook')
-    p.add_argument('--report', metavar='FILE', help='where to write the HTML report (default <out-dir>/report-<date>.html)')
+    p.add_argument('--report', metavar='FILE', help='where to write the HTML report (default <out-dir>/report-<symbols>-<date>'
+                   '[-<start>-<end>].html, e.g. report-IBM_BAC-2013-10-08-1000-1030.html)')
     p.add_argument('--no-report', action='store_true', help='skip the HTML report')
     p.add_argument('--models', metavar='DIR', help='also trade: a model registry (velox models train) drives features -> '
                    'predictions -> ensemble signals -> risk-checked paper execution')
@@ -47,17 +48,17 @@ def configure_worker(p):
     p.add_argument('--params', metavar='FILE', help="the stage's parameters (YAML/JSON): detector parameters, feature periods, "
                    'execution accounts and limits, ...')
     p.add_argument('--until-end', action='store_true', help='stop once every partition this member owns has ended (finite replays end with markers)')
-    p.add_argument('--idle-timeout', type=float, metavar='S', help='stop once every symbol seen has ended and nothing arrived for S seconds')
-    p.add_argument('--max-runtime', type=float, metavar='S', help='stop after S seconds')
+    p.add_argument('--idle-timeout', type=SECONDS, metavar='S', help='stop once every symbol seen has ended and nothing arrived for S seconds')
+    p.add_argument('--max-runtime', type=SECONDS, metavar='S', help='stop after S seconds')
     p.add_argument('--stop-file', metavar='FILE', help='stop gracefully (flush, commit) when this file appears')
     p.add_argument('--status', metavar='FILE', help='keep a JSON status (assignment, counts) in this file')
     p.add_argument('--sink-store', action='store_true', help="also write the stage's results (alerts, orders, ...) to the --store history store")
     p.add_argument('--sink-hot', action='store_true', help='detect: also write L1 and ticks to the --hot store')
     p.add_argument('--checkpoints', metavar='DSN', help='shared store for per-symbol state snapshots (redis://…); '
                    'default: --hot when it is redis://. Without one, state does not move with partitions')
-    p.add_argument('--metrics-port', type=int, metavar='PORT', help='serve Prometheus /metrics, /health and /ready on this port (0 = any free port, see --status)')
-    p.add_argument('--max-records', type=int, default=500, metavar='N', help='messages per poll (default 500)')
-    p.add_argument('--idle-lane', type=float, metavar='S', help='live use: stop waiting for an input topic that has been '
+    p.add_argument('--metrics-port', type=PORT_OR_ANY, metavar='PORT', help='serve Prometheus /metrics, /health and /ready on this port (0 = any free port, see --status)')
+    p.add_argument('--max-records', type=COUNT, default=500, metavar='N', help='messages per poll (default 500)')
+    p.add_argument('--idle-lane', type=SECONDS, metavar='S', help='live use: stop waiting for an input topic that has been '
                    'silent S seconds (e.g. sparse signals holding quotes back); off by default so replays are exact')
     p.add_argument('--registry', metavar='DIR', help='the model registry (velox models train) for predict.<model> and ensemble')
     p.add_argument('--notebook', metavar='OUT.ipynb', help='run the worker notebook nbs/workers/<stage>.ipynb with papermill, saving the executed copy here')
@@ -66,8 +67,8 @@ def configure_worker(p):
 def configure_services(p):
     "Options of `velox services`."
     p.add_argument('action', choices=['up', 'down', 'status'])
-    p.add_argument('--kafka-port', type=int, default=19092, help='broker port (default 19092)')
-    p.add_argument('--redis-port', type=int, default=16379, help='redis-server port (default 16379)')
+    p.add_argument('--kafka-port', type=PORT, default=19092, help='broker port (default 19092)')
+    p.add_argument('--redis-port', type=PORT, default=16379, help='redis-server port (default 16379)')
     p.add_argument('--state-dir', help='pid files and logs (default <out-dir>/services)')
     config_args(p)
     p.set_defaults(func=cmd_services)
@@ -75,7 +76,8 @@ def configure_services(p):
 def configure_topics(p):
     "Options of `velox topics`."
     p.description = ('create: make every registry topic that is missing (idempotent); list: the topics on the bus; '
-                                   'describe: partitions on the cluster vs the registry, retention, compression, key.')
+                                   "describe: each topic's partitions, retention, compression and cleanup policy as the "
+                                   "broker reports them, the registry's value beside each that differs.")
     p.add_argument('action', choices=['create', 'list', 'describe'])
     p.add_argument('names', nargs='*', help='describe only these topics')
     p.add_argument('--models', default='', help='comma-separated model names: also predictions.<model> topics')
@@ -101,9 +103,10 @@ def configure_db(p):
 
 def configure_hot(p):
     "Options of `velox hot`."
-    p.add_argument('action', choices=['stats', 'clean'])
-    p.add_argument('--budget-mb', type=float, help='clean: evict the coldest symbols until memory is under this')
-    p.add_argument('--idle-s', type=float, help='clean: evict symbols not updated for this many seconds')
+    p.add_argument('action', choices=['stats', 'clean', 'migrate-checkpoints'],
+                   help="migrate-checkpoints: convert worker checkpoints an older velox pickled to data (only for a store you trust)")
+    p.add_argument('--budget-mb', type=MEGABYTES, help='clean: evict the coldest symbols until memory is under this')
+    p.add_argument('--idle-s', type=ranged(float, 0, None, 'a number of seconds, 0 or more'), help='clean: evict symbols not updated for this many seconds')
     p.add_argument('--symbols', default='', help='clean: evict these symbols (comma-separated)')
     p.add_argument('--dry-run', action='store_true', help='clean: show what would be evicted')
     config_args(p)
@@ -117,21 +120,20 @@ def configure_bench(p):
 
 # %% ../../nbs/face/00a_commands.ipynb #ab6265fa
 def cmd_run(a):
-    from velox.core import parse_day
     from velox.detect.params import load_params
-    from velox.face.report import write_report
+    from velox.face.report import report_path, write_report
     from velox.runtime.job import run
     cfg = config_from_args(a)
     summ, res = run(cfg, a.symbols.split(','), a.date, speed=a.speed, start=a.start, end=a.end,
                     max_messages=a.max_messages, params=load_params(a.params), progress=not a.no_progress, models=a.models,
                     execution=read_mapping(a.execution, 'execution file', 'a mapping of parameter: value') if a.execution else None)
     if not a.no_report:
-        summ.report = write_report(a.report or Path(cfg.out_dir) / f"report-{parse_day(a.date).isoformat()}.html", summ, res)
+        summ.report = write_report(a.report or report_path(cfg.out_dir, summ), summ, res)
     print(summ.text())
 
 def cmd_replay(a):
     import time
-    from velox.infra.connect import bus_from_dsn
+    from velox.infra.connect import bus_from_config
     from velox.feeds.recorded import Catalog
     from velox.runtime.stages import publish_replay
     from velox.core import clock_ns
@@ -143,7 +145,7 @@ def cmd_replay(a):
     r = Replay(srcs, speed=a.speed, start=clock_ns(iso, a.start, '--start') if a.start else None,
                end=clock_ns(iso, a.end, '--end') if a.end else None, max_messages=a.max_messages, progress=not a.no_progress)
     t0 = time.perf_counter()
-    n = publish_replay(bus_from_dsn(cfg.bus), r)
+    n = publish_replay(bus_from_config(cfg), r)
     dt = time.perf_counter() - t0
     print(f"replayed {n:,} events to {cfg.bus} in {dt:.2f} s ({n / dt:,.0f} events/s)")
 
@@ -173,15 +175,24 @@ def worker_notebook(stage:str) -> Path:
     except ConfigError as e: raise VeloxError(f"{e} (run from a velox checkout)") from None
 
 def run_worker_notebook(stage:str, out:str, **params):
-    "Execute `nbs/workers/<stage>.ipynb` with papermill, passing `params` to the parameters its cell declares."
+    "Execute `nbs/workers/<stage>.ipynb` with papermill, passing `params` to the parameters its cell declares (never a secret)."
     import papermill as pm
-    from velox.runtime.fleet import notebook_parameters
+    from velox.runtime.fleet import check_no_secrets, notebook_parameters
     nb = worker_notebook(stage)
     takes = notebook_parameters(nb)
-    params = {'stage': stage, **params}
-    pm.execute_notebook(str(nb), out, parameters={k: v for k, v in params.items() if v is not None and k in takes},
-                        progress_bar=False, log_output=False)
+    params = check_no_secrets({k: v for k, v in {'stage': stage, **params}.items() if v is not None and k in takes}, f"worker {stage}")
+    try: pm.execute_notebook(str(nb), out, parameters=params, progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as e:  # the notebook stopped on a velox error (a user mistake, a service away): one line
+        if e.ename in _velox_errors(): raise VeloxError(f"worker notebook {out}: {e.ename}: {e.evalue}") from None
+        raise
     print(f"worker notebook executed: {out}")
+
+def _velox_errors() -> set:
+    "Names of velox's own error classes (`VeloxError` and every subclass loaded)."
+    names, todo = set(), [VeloxError]
+    while todo:
+        c = todo.pop(); names.add(c.__name__); todo += c.__subclasses__()
+    return names
 
 def cmd_services(a):
     from velox.infra.services import services_up, services_down, services_status, default_state_dir
@@ -204,11 +215,7 @@ def cmd_topics(a):
     elif a.action == 'list':
         for t in bus.list_topics(): print(t)
     else:
-        rows = topics.describe(bus, a.names or None, models)
-        print(f"{'topic':<28} {'exists':<6} {'parts':>5} {'want':>4} {'key':<7} {'retention':>9} {'compression':<11} ok")
-        for r in rows:
-            print(f"{r['topic']:<28} {'yes' if r['exists'] else 'no':<6} {r['partitions'] or '-':>5} {r['expected']:>4} "
-                  f"{r['key']:<7} {r['retention_days']:>8g}d {r['compression']:<11} {'ok' if r['ok'] else 'MISMATCH' if r['exists'] else 'missing'}")
+        print(topics.describe_text(topics.describe(bus, a.names or None, models)))
 
 def cmd_db(a):
     from velox.infra.stores import db_migrate
@@ -216,9 +223,12 @@ def cmd_db(a):
     print(f"{r['store']}: schema version {r['version']}; applied now: " + (', '.join(f'{v} {n}' for v, n in r['applied']) or 'nothing (up to date)'))
 
 def cmd_hot(a):
-    from velox.infra.connect import hot_from_dsn
+    from velox.infra.connect import hot_from_config
     from velox.infra.hot import hot_stats, hot_clean
-    hot = hot_from_dsn(config_from_args(a).hot)
+    hot = hot_from_config(config_from_args(a))
+    if a.action == 'migrate-checkpoints':
+        from velox.runtime.checkpoints import migrate_checkpoints
+        return print(json.dumps({'converted': migrate_checkpoints(hot)}, indent=2))
     r = hot_stats(hot) if a.action == 'stats' else hot_clean(hot, budget_mb=a.budget_mb, idle_s=a.idle_s,
                                                               symbols=[s for s in a.symbols.split(',') if s], dry_run=a.dry_run)
     print(json.dumps(r, indent=2, default=str))

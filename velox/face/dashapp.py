@@ -4,8 +4,9 @@
 
 # %% ../../nbs/face/04_dashapp.ipynb #d6efa487
 from __future__ import annotations
-import threading, time, uuid
+import base64, hashlib, hmac, ipaddress, os, threading, time, uuid
 from functools import partial
+from ..core import ConfigError, redact
 from .candles import Candles
 from .desk import Panel, show_model
 from .market_panels import AlertsFeed, QuoteBoard, Tape, TapeStage
@@ -15,8 +16,8 @@ from .desk_ops import (DataBrowser, PositionsPanel, SystemMonitor, TopicViewer, 
 from ..stage import Chain
 
 # %% auto #0
-__all__ = ['BUS_TOPICS', 'Desk', 'desk_stage', 'BusFeed', 'catalog_table', 'build_desk', 'make_app', 'serve', 'configure_dash',
-           'cmd_dash']
+__all__ = ['BUS_TOPICS', 'Desk', 'desk_stage', 'BusFeed', 'catalog_table', 'build_desk', 'DashAuth', 'loopback', 'dash_auth',
+           'make_app', 'serve', 'configure_dash', 'cmd_dash']
 
 # %% ../../nbs/face/04_dashapp.ipynb #ee8d3a4d
 class Desk:
@@ -42,7 +43,7 @@ class Desk:
         for p in self.panels.values(): p.reset()
 
     def layout(self):
-        "The whole desk as one Bokeh layout: replay + L1 on top, chart beside tape and alerts, ops panels in tabs."
+        "The whole desk as one Bokeh layout: replay + L1 on top, chart beside tape and alerts, ops panels in tabs (1440 px wide)."
         from bokeh.layouts import column, row
         from bokeh.models import TabPanel, Tabs
         P = self.panels
@@ -93,7 +94,8 @@ def desk_stage(params:dict|None=None, detect:bool=True, smc:bool=True, nbbo:bool
     return Chain(*stages)
 
 # %% ../../nbs/face/04_dashapp.ipynb #dd4dc970
-BUS_TOPICS = {'market.nbbo': 'nbbo', 'market.trades': 'trade', 'alerts.darkpool': 'alert'}
+BUS_TOPICS = {'market.nbbo': 'nbbo', 'market.trades': 'trade', 'alerts.darkpool': 'alert',
+              'positions.updates': 'position', 'orders.fills': 'fill', 'risk.alerts': 'risk'}  # the last three: execution's
 
 class BusFeed:
     "Consume the market and alert topics of a bus into a desk (display stages run locally)."
@@ -125,7 +127,7 @@ class BusFeed:
             except Exception: continue  # a bad message: the workers route those to the DLQ, the desk skips it
             items.append((kind, b)); self.messages += 1
         for kind, b in items:
-            if kind in ('nbbo', 'alert'): self.desk.feed(kind, b)
+            if kind in ('nbbo', 'alert', 'position', 'fill', 'risk'): self.desk.feed(kind, b)
         for kind, b in self.stage.process_window([i for i in items if i[0] in self.stage.inputs]): self.desk.feed(kind, b)
         return sum(len(b) for _, b in items)
 
@@ -178,8 +180,9 @@ def build_desk(data_dir:str='replay/data', symbols=('IBM',), date:str='2013-10-0
              ([hot_probe(hot)] if hot is not None else []) + ([store_probe(store)] if store is not None else []) + \
              ([bus_probe(bus), lag_probe(bus)] if bus is not None else []) + ([worker_probe(status_dir)] if status_dir else [])
     ticks = tab[tab['format'] == 'lean_tick']
-    desk.panels = {'replay': ReplayPanel(driver, sorted(set(ticks['symbol']) | set(symbols)), sorted(set(ticks['date']) | {date})), 'board': QuoteBoard(), 'candles': Candles(symbols),
-                   'tape': Tape(), 'alerts': AlertsFeed(), 'monitor': SystemMonitor(probes), 'positions': PositionsPanel(positions),
+    desk.panels = {'replay': ReplayPanel(driver, sorted(set(ticks['symbol']) | set(symbols)), sorted(set(ticks['date']) | {date})), 'board': QuoteBoard(width=820), 'candles': Candles(symbols, width=800),
+                   'tape': Tape(width=600), 'alerts': AlertsFeed(width=600), 'monitor': SystemMonitor(probes, width=700),
+                   'positions': PositionsPanel(positions, width=900),
                    'data': DataBrowser(cat, store, table=tab)}
     if bus is not None:
         desk.panels['topics'] = TopicViewer(bus, 'alerts.darkpool')
@@ -188,6 +191,76 @@ def build_desk(data_dir:str='replay/data', symbols=('IBM',), date:str='2013-10-0
     return desk
 
 # %% ../../nbs/face/04_dashapp.ipynb #5509334f
+class DashAuth:
+    "Who may open the served desk: a request with the token, or the basic-auth user's password, or the cookie they earn."
+    COOKIE = 'velox_desk'
+
+    def __init__(self, token:str|None=None, user:str|None=None, password:str|None=None):
+        if token is not None and len(token) < 8: raise ConfigError("--token: expected at least 8 characters")
+        if user and not password: raise ConfigError(f"--basic-auth {user}: set the password in $VELOX_DASH_PASSWORD")
+        self.token, self.user, self.password = redact(token), user, redact(password)
+        self.passed = hashlib.sha256(os.urandom(32)).hexdigest()  # the cookie of a browser that has shown a secret
+
+    def allows(self, authorization:str='', token:str='', cookie:str='') -> bool:
+        "Whether a request with this `Authorization` header, `?token=` and cookie may in."
+        same = lambda a, b: bool(a and b) and hmac.compare_digest(a.encode(), b.encode())
+        if same(cookie, self.passed): return True
+        if self.token and (same(token, self.token) or same(authorization, f'Bearer {self.token}')): return True
+        if self.user and authorization.startswith('Basic '):
+            try: user, _, pw = base64.b64decode(authorization[6:], validate=True).decode().partition(':')
+            except ValueError: return False  # not base64, or not UTF-8
+            return same(user, self.user) and same(pw, self.password)
+        return False
+
+    def current_user(self, h) -> str|None:
+        "Bokeh's `get_user` for request handler `h`: who sent it, or None; a request that shows a secret gets the cookie."
+        cookie = h.get_cookie(self.COOKIE, '')
+        if not self.allows(h.request.headers.get('Authorization', ''), h.get_argument('token', ''), cookie): return None
+        from tornado.websocket import WebSocketHandler
+        if cookie != self.passed and not isinstance(h, WebSocketHandler):  # a websocket cannot set cookies once open
+            h.set_cookie(self.COOKIE, self.passed, httponly=True, samesite='Strict')
+        return self.user or 'token'
+
+    def how(self) -> str:
+        "How to get in, for the line `velox dash` prints (never the secret)."
+        return ' or '.join((['open it with ?token=<your token>'] if self.token else []) + ([f'sign in as {self.user}'] if self.user else []))
+
+    def provider(self):
+        "The Bokeh `AuthProvider` asking `current_user`, with a `/login` that answers 401."
+        from bokeh.server.auth_provider import AuthProvider
+        from tornado.web import RequestHandler
+        auth = self
+        class Login(RequestHandler):
+            def get(self):
+                if auth.current_user(self):
+                    nxt = self.get_argument('next', '/')
+                    return self.redirect(nxt if nxt.startswith('/') and not nxt.startswith('//') else '/')
+                self.set_status(401)
+                if auth.user: self.set_header('WWW-Authenticate', 'Basic realm="velox desk", charset="UTF-8"')
+                self.finish(f"velox desk: {auth.how()}\n")
+        class Provider(AuthProvider):
+            get_user = property(lambda _: auth.current_user)
+            login_url = property(lambda _: '/login')
+            login_handler = property(lambda _: Login)
+        return Provider()
+
+def loopback(host:str) -> bool:
+    "Whether `host` reaches only this machine (127.0.0.1, ::1, localhost); '' and 0.0.0.0 listen on every interface."
+    if host == 'localhost': return True
+    try: return ipaddress.ip_address(host).is_loopback
+    except ValueError: return False  # a host name: it may resolve to any interface
+
+def dash_auth(host:str, token:str|None=None, user:str|None=None, open_:bool=False, env:dict|None=None) -> DashAuth|None:
+    "The `DashAuth` of `velox dash`'s options (secrets from `env`); a non-loopback `host` without one is refused unless `open_`."
+    env = os.environ if env is None else env
+    token = token or env.get('VELOX_DASH_TOKEN') or None
+    if token or user: return DashAuth(token, user, env.get('VELOX_DASH_PASSWORD') if user else None)
+    if not loopback(host) and not open_:
+        raise ConfigError(f"--host {host}: anyone who can reach this machine could open the desk; give --token TOKEN (or "
+                          "$VELOX_DASH_TOKEN) or --basic-auth USER (password in $VELOX_DASH_PASSWORD), or --no-auth to serve it open")
+    return None
+
+# %% ../../nbs/face/04_dashapp.ipynb #54f6e685
 def _document(doc, opts:dict, period_ms:int, autostart:bool):
     desk = build_desk(**opts)
     doc.title = 'velox desk'
@@ -203,19 +276,21 @@ def make_app(period_ms:int=100, autostart:bool=False, **opts):
     from bokeh.application.handlers.function import FunctionHandler
     return Application(FunctionHandler(partial(_document, opts=opts, period_ms=period_ms, autostart=autostart)))
 
-def serve(port:int=5006, host:str='127.0.0.1', show:bool=False, period_ms:int=100, autostart:bool=False, **opts):
-    "Serve the desk at http://host:port/ until interrupted."
+def serve(port:int=5006, host:str='127.0.0.1', show:bool=False, period_ms:int=100, autostart:bool=False, auth:DashAuth|None=None,
+          **opts):
+    "Serve the desk at http://host:port/ until interrupted; with `auth`, only to requests it allows."
     from bokeh.server.server import Server
     origins = [f"{h}:{port}" for h in {host, 'localhost', '127.0.0.1'}]
+    extra = {'auth_provider': auth.provider()} if auth else {}
     server = Server({'/': make_app(period_ms, autostart, **opts)}, port=port, address=host, allow_websocket_origin=origins,
-                    check_unused_sessions_milliseconds=2000, unused_session_lifetime_milliseconds=5000)
+                    check_unused_sessions_milliseconds=2000, unused_session_lifetime_milliseconds=5000, **extra)
     if 'data_dir' in opts: catalog_table(opts['data_dir'])  # read before the first page asks
     server.start()
-    print(f"velox desk at http://{host}:{port}/", flush=True)
+    print(f"velox desk at http://{host}:{port}/" + (f" ({auth.how()})" if auth else ''), flush=True)
     if show: server.io_loop.add_callback(server.show, '/')
     server.io_loop.start()
 
-# %% ../../nbs/face/04_dashapp.ipynb #f224d524
+# %% ../../nbs/face/04_dashapp.ipynb #11e3fa54
 def _speed(v:str) -> str:
     v = str(v).lower().rstrip('x') if str(v).lower() != 'max' else 'max'
     if v in ('max', '0', '0.0'): return 'max'
@@ -226,15 +301,19 @@ def _speed(v:str) -> str:
 def configure_dash(p):
     "Options of `velox dash`."
     import argparse
-    from velox.face.options import config_args
+    from velox.face.options import PORT, config_args
     def speed(v):
         try: return _speed(v)
         except ValueError: raise argparse.ArgumentTypeError(f"{v!r}: expected one of {list(SPEEDS)}") from None
     p.add_argument('--symbols', default='IBM', help='comma-separated symbols (default IBM)')
     p.add_argument('--date', default='2013-10-08', help='trading day, YYYY-MM-DD (default 2013-10-08)')
     p.add_argument('--speed', type=speed, default='max', help='replay speed: max, 1x, 10x or 100x (default max)')
-    p.add_argument('--port', type=int, default=5006, help='HTTP port (default 5006)')
-    p.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1)')
+    p.add_argument('--port', type=PORT, default=5006, help='HTTP port (default 5006)')
+    p.add_argument('--host', default='127.0.0.1', help='address to listen on (default 127.0.0.1: this machine only; '
+                   'any other needs --token or --basic-auth)')
+    p.add_argument('--token', help='let in only requests with ?token=TOKEN or "Authorization: Bearer TOKEN" (default $VELOX_DASH_TOKEN)')
+    p.add_argument('--basic-auth', metavar='USER', help='let in only USER with the password in $VELOX_DASH_PASSWORD (HTTP basic auth)')
+    p.add_argument('--no-auth', action='store_true', help='serve a non-local --host without a token or password, on purpose')
     p.add_argument('--params', metavar='FILE', help='detector parameters (YAML/JSON), as for velox run')
     p.add_argument('--autostart', action='store_true', help='start the replay when a page opens')
     p.add_argument('--status-dir', metavar='DIR', help="workers' status files for the system monitor (velox launch: <dir>/status)")
@@ -247,7 +326,8 @@ def cmd_dash(a):
     from velox.core import parse_day
     from velox.detect.params import load_params
     cfg = config_from_args(a)
-    serve(a.port, a.host, show=a.show, autostart=a.autostart, data_dir=cfg.data_dir, symbols=a.symbols.split(','),
+    auth = dash_auth(a.host, a.token, a.basic_auth, a.no_auth)
+    serve(a.port, a.host, show=a.show, autostart=a.autostart, auth=auth, data_dir=cfg.data_dir, symbols=a.symbols.split(','),
           date=parse_day(a.date).isoformat(), speed=a.speed, bus=None if cfg.bus.startswith('memory') else cfg.bus,
           hot=cfg.hot if cfg.hot.startswith('redis') else None, store=a.store, params=load_params(a.params),
           status_dir=a.status_dir)

@@ -7,20 +7,24 @@ from __future__ import annotations
 import numpy as np
 from ..core import clock_text
 from ..detect.outside_nbbo import OFF_EXCHANGE, is_off_exchange
-from ..events import DTYPES, PRICE_SCALE, decode_conditions
+from ..events import DTYPES, PRICE_SCALE, decode_conditions, format_price
 from .desk import ALERT_COLOURS, DOWN, UP, Panel, keep_last, last_per_symbol, live_table
 from ..market.signing import QuoteMemory
 from ..stage import Stage
 
 # %% auto #0
-__all__ = ['TAPE_PRINT', 'TAPE_COLOURS', 'QuoteBoard', 'TapeStage', 'Tape', 'AlertsFeed']
+__all__ = ['TAPE_PRINT', 'TAPE_COLOURS', 'price_column', 'QuoteBoard', 'TapeStage', 'Tape', 'AlertsFeed']
 
 # %% ../../nbs/face/02b_market_panels.ipynb #326b35aa
 _COLS = ('symbol', 'bid', 'bid_size', 'bid_venue', 'ask', 'ask_size', 'ask_venue', 'spread', 'last', 'last_size', 'time')
+_PRICES = ('bid', 'ask', 'spread', 'last')
+_WIDTHS = {'symbol': 60, 'time': 110, 'cond': 110, 'kind': 90, 'flag': 75}  # relative column widths; others 60
 
-def _coloured(field:str):
-    from bokeh.models import NumberFormatter
-    return NumberFormatter(format='0.00', text_color=f'{field}_c', font_style='bold')
+def price_column(field:str, title:str|None=None, coloured:bool=False, width:int|None=None):
+    "A table column showing the text of price `field` (`<field>_text`, from `format_price`), right-aligned; `coloured`: by `<field>_c`."
+    from bokeh.models import StringFormatter, TableColumn
+    fmt = StringFormatter(text_align='right', **({'text_color': f'{field}_c', 'font_style': 'bold'} if coloured else {}))
+    return TableColumn(field=f'{field}_text', title=title or field, formatter=fmt, **({'width': width} if width else {}))
 
 class QuoteBoard(Panel):
     "L1 board: NBBO, spread and last print per symbol, changes colour-coded."
@@ -29,8 +33,10 @@ class QuoteBoard(Panel):
         super().__init__()
         from bokeh.models import ColumnDataSource, TableColumn
         self._clear()
-        self.source = ColumnDataSource({**{c: [] for c in _COLS}, **{c + '_c': [] for c in ('bid', 'ask', 'last')}}, name='l1_source')
-        cols = [TableColumn(field=c, title=c.replace('_', ' '), **({'formatter': _coloured(c)} if c in ('bid', 'ask', 'last') else {}))
+        self.source = ColumnDataSource({**{c: [] for c in _COLS}, **{c + '_c': [] for c in ('bid', 'ask', 'last')},
+                                        **{c + '_text': [] for c in _PRICES}}, name='l1_source')
+        cols = [price_column(c, coloured=c != 'spread', width=70) if c in _PRICES else
+                TableColumn(field=c, title=c.replace('_', ' ') + (' (New York)' if c == 'time' else ''), width=_WIDTHS.get(c, 60))
                 for c in _COLS]
         self.layout = live_table(self.source, cols, width=width, height=110, name='l1')
 
@@ -52,7 +58,11 @@ class QuoteBoard(Panel):
                  'bid_size': float(q['bid_size']) if q is not None else None, 'ask_size': float(q['ask_size']) if q is not None else None,
                  'bid_venue': str(q['bid_venue']) if q is not None else '', 'ask_venue': str(q['ask_venue']) if q is not None else '',
                  'last': t['price'] / PRICE_SCALE if t is not None else None, 'last_size': float(t['size']) if t is not None else None}
-            v['spread'] = round(v['ask'] - v['bid'], 4) if q is not None and q['bid'] > 0 and q['ask'] > 0 else None
+            v['spread'] = round(v['ask'] - v['bid'], 8) if q is not None and q['bid'] > 0 and q['ask'] > 0 else None
+            for f, raw in (('bid', q['bid'] if q is not None else None), ('ask', q['ask'] if q is not None else None),
+                           ('last', t['price'] if t is not None else None),
+                           ('spread', q['ask'] - q['bid'] if v['spread'] is not None else None)):
+                v[f + '_text'] = format_price(raw)
             ts = max(int(x['ts']) for x in (q, t) if x is not None)
             v['time'] = clock_text([ts])[0]
             old = self._shown.get(s, {})
@@ -100,10 +110,12 @@ class Tape(Panel):
         from bokeh.models import ColumnDataSource, StringFormatter, TableColumn
         self.rows, self._buf = rows, None
         self.cols = ('time', 'symbol', 'price', 'size', 'venue', 'side', 'cond', 'flag')
-        self.source = ColumnDataSource({c: [] for c in (*self.cols, 'bg')}, name='tape_source')
+        self.source = ColumnDataSource({c: [] for c in (*self.cols, 'price_text', 'bg')}, name='tape_source')
         fmt = StringFormatter(background_color='bg')
-        self.layout = live_table(self.source, [TableColumn(field=c, title=c, formatter=fmt) for c in self.cols],
-                                width=width, height=height, name='tape')
+        cols = [TableColumn(field='price_text' if c == 'price' else c, title='time (New York)' if c == 'time' else c, width=_WIDTHS.get(c, 60),
+                            formatter=StringFormatter(background_color='bg', text_align='right') if c == 'price' else fmt)
+                for c in self.cols]
+        self.layout = live_table(self.source, cols, width=width, height=height, name='tape')
 
     def _clear(self): self._buf = None
     def _take(self, kind, b): self._buf = keep_last(self._buf, b, self.rows)
@@ -114,6 +126,7 @@ class Tape(Panel):
         p = p[::-1]
         flags = list(zip(p['dark'].tolist(), p['outside'].tolist()))
         self.source.data = dict(time=clock_text(p['ts']), symbol=p['symbol'].tolist(), price=(p['price'] / PRICE_SCALE).tolist(),
+                                price_text=format_price(p['price']),
                                 size=p['size'].tolist(), venue=p['venue'].tolist(), side=[('', 'B', 'S')[s] for s in p['side'].tolist()],
                                 cond=[','.join(decode_conditions(c)) for c in p['cond'].tolist()],
                                 flag=[' '.join(n for n, f in zip(('dark', 'outside'), fl) if f) for fl in flags],
@@ -129,21 +142,24 @@ class AlertsFeed(Panel):
         from bokeh.models import CheckboxGroup, ColumnDataSource, Div, MultiChoice, Select, Slider, TableColumn
         self.rows, self.keep, self._buf = rows, keep, None
         self.cols = ('time', 'symbol', 'kind', 'price', 'size', 'venue', 'side', 'bps', 'conf', 'cond')
-        self.source = ColumnDataSource({c: [] for c in self.cols}, name='alerts_source')
-        self.kind_f = MultiChoice(options=list(ALERT_COLOURS), value=[], title='kinds (none = all)', width=300, name='alerts_kinds')
-        self.symbol_f = Select(options=['all'], value='all', title='symbol', width=100, name='alerts_symbol')
-        self.conf_f = Slider(start=0, end=1, step=0.05, value=0, title='min confidence', width=160, name='alerts_conf')
+        self.source = ColumnDataSource({c: [] for c in (*self.cols, 'price_text')}, name='alerts_source')
+        self.kind_f = MultiChoice(options=list(ALERT_COLOURS), value=[], title='kinds (none = all)', width=230, name='alerts_kinds')
+        self.symbol_f = Select(options=['all'], value='all', title='symbol', width=90, name='alerts_symbol')
+        self.conf_f = Slider(start=0, end=1, step=0.05, value=0, title='min confidence', width=130, name='alerts_conf')
         self.off_f = CheckboxGroup(labels=['off-exchange only'], active=[], name='alerts_off')
         for w, attr in ((self.kind_f, 'value'), (self.symbol_f, 'value'), (self.conf_f, 'value'), (self.off_f, 'active')):
             w.on_change(attr, lambda a, o, n: self._refilter())
         self.counts = Div(text='no alerts yet', name='alerts_counts')
         self.layout = column(row(self.kind_f, self.symbol_f, self.conf_f, self.off_f), self.counts,
-                             live_table(self.source, [TableColumn(field=c, title=c) for c in self.cols], width=width,
-                                       height=height, name='alerts'), name='alerts_panel')
+                             live_table(self.source, [price_column('price', width=65) if c == 'price' else
+                                                      TableColumn(field=c, title='time (New York)' if c == 'time' else c,
+                                                                  width=_WIDTHS.get(c, 50))
+                                                      for c in self.cols], width=width, height=height, name='alerts'),
+                             name='alerts_panel')
 
     def _clear(self): self._buf = None
     def _take(self, kind, b): self._buf = keep_last(self._buf, b, self.keep)
-    def _snapshot(self): return self._buf
+    def _snapshot(self): return self._buf, self.fed
     def _refilter(self):
         with self._lock: self._dirty, self._applied_at = True, 0.0
         self.refresh()
@@ -156,14 +172,17 @@ class AlertsFeed(Panel):
         if self.off_f.active: ok &= a['off_exchange']
         return a[ok]
 
-    def _apply(self, a):
-        if a is None: self.source.data = {c: [] for c in self.cols}; self.counts.text = 'no alerts yet'; return
+    def _apply(self, snap):
+        a, fed = snap
+        if a is None: self.source.data = {c: [] for c in self.source.data}; self.counts.text = 'no alerts yet'; return
         kinds, n = np.unique(a['kind'], return_counts=True)
         self.kind_f.options = sorted(set(self.kind_f.options) | set(kinds.tolist()))
         self.symbol_f.options = ['all', *sorted(set(a['symbol'].tolist()))]
-        self.counts.text = f"last {len(a):,} alerts: " + ', '.join(f"{k} {v:,}" for k, v in zip(kinds.tolist(), n.tolist()))
+        held = f"the last {len(a):,} of {fed:,} alerts" if len(a) < fed else f"{len(a):,} alerts"
+        self.counts.text = f"{held}: " + ', '.join(f"{k} {v:,}" for k, v in zip(kinds.tolist(), n.tolist()))
         f = self.filtered(a)[::-1][:self.rows]
         self.source.data = dict(time=clock_text(f['ts']), symbol=f['symbol'].tolist(), kind=f['kind'].tolist(),
-                                price=(f['price'] / PRICE_SCALE).tolist(), size=f['size'].tolist(), venue=f['venue'].tolist(),
+                                price=(f['price'] / PRICE_SCALE).tolist(), price_text=format_price(f['price']),
+                                size=f['size'].tolist(), venue=f['venue'].tolist(),
                                 side=[('', 'B', 'S')[s] for s in f['side'].tolist()], bps=np.round(f['distance_bps'], 2).tolist(),
                                 conf=np.round(f['confidence'], 2).tolist(), cond=[','.join(decode_conditions(c)) for c in f['cond'].tolist()])

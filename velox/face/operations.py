@@ -86,6 +86,7 @@ def status_text(st:dict) -> str:
         w = m.get('worker') or {}
         L.append(f"  {name:<14} {m['state']:<10} pid {m.get('pid') or '-':<8} kernel {m.get('kernel_pid') or '-':<8} restarts {m['restarts']:<3} "
                  f"events {w.get('events', '-'):<10} partitions {len(w.get('assignment') or [])}")
+        if m.get('error'): L.append(f"  {'':<14} failed: {m['error']}")  # its last run (the worker's status says `failed`)
     for name, j in st.get('jobs', {}).items():
         last = j.get('last') or {}
         L.append(f"  job {name:<10} next {j['next']}  runs {j['runs']}  last rc {last.get('rc', '-')}")

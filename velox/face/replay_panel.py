@@ -17,8 +17,9 @@ SPEEDS = {'1x': 1.0, '10x': 10.0, '100x': 100.0, 'max': 0.0}
 
 class SteeredReplay(Replay):
     "A `Replay` whose speed can change while it runs; the replay thread applies it before the next piece."
-    def __init__(self, sources, speed:float=0, **kw):
-        super().__init__(sources, speed, wall=WallClock(sleep=self._nap), **kw)
+    def __init__(self, sources, speed:float=0, wall:WallClock|None=None, **kw):
+        self._wall = wall or WallClock()
+        super().__init__(sources, speed, wall=WallClock(now=self._wall.now, sleep=self._nap), **kw)
         self._want = None
 
     def set_speed(self, speed:float):
@@ -27,12 +28,20 @@ class SteeredReplay(Replay):
         self._want = float(speed)
 
     def _nap(self, s:float):
-        if self._want is None: time.sleep(s)
+        if self._want is None: self._wall.sleep(s)
         elif self._anchor is not None: self._anchor = (self._anchor[0] - 1e9, self._anchor[1])  # end a wait at the old pace
+
+    late_s: float|None = None  # how late the last piece was released behind the schedule (wall s); None at max speed
 
     def _gate(self, piece) -> bool:
         if self._want is not None: self.speed, self._want, self._anchor = self._want, None, None  # pace from this piece on
-        return super()._gate(piece)
+        ok = super()._gate(piece)
+        a = self._anchor
+        if ok and self.speed and a is not None:
+            due = a[0] + (int(piece['ts'][0]) - a[1]) / 1e9 / self.speed  # the wall time this piece was scheduled for
+            self.late_s = max(0.0, self._clock() - due)
+        elif ok: self.late_s = None
+        return ok
 
 class ReplayDriver:
     "Replays catalog days through `make_stage()` in a thread; outputs go to `on_output(kind, batch)`."
@@ -89,7 +98,7 @@ class ReplayDriver:
         return not self.running
 
     def stats(self) -> dict:
-        "state, done, total, progress, events/s (last second), event time and its lag behind the wall clock."
+        "state, done, total, progress, events/s (last second), event time and its lag behind the replay's schedule (s)."
         r, now = self.replay, time.monotonic()
         if r is None: return {'state': 'ready', 'done': 0, 'total': 0, 'progress': 0.0, 'rate': 0.0, 'event_time': None, 'lag_s': None}
         self._marks = [m for m in self._marks if now - m[0] < 1.0] + [(now, r.done)]
@@ -98,9 +107,9 @@ class ReplayDriver:
         state = 'error' if self.error else ('paused' if r.state == 'paused' else 'running' if self.running else r.state)
         return {'state': state, 'done': r.done, 'total': r.total or 0, 'progress': r.done / r.total if r.total else 0.0,
                 'rate': 0.0 if state == 'paused' else rate, 'event_time': r.event_time,
-                'lag_s': time.time() - r.event_time / 1e9 if r.event_time else None}
+                'lag_s': getattr(r, 'late_s', None)}
 
-# %% ../../nbs/face/02a_replay_panel.ipynb #147aee8c
+# %% ../../nbs/face/02a_replay_panel.ipynb #97ca86f2
 class ReplayPanel(Panel):
     "Bokeh widgets driving a `ReplayDriver`: symbols, date, speed preset, start/pause/resume/stop, progress, events/s."
     def __init__(self, driver:ReplayDriver, symbols=None, dates=None):

@@ -202,6 +202,9 @@ def configure_models(p):
     pr.add_argument('name', help='model name, e.g. lr, gbt or ensemble')
     pr.add_argument('version', help='version to promote (see `velox models list`)')
     _registry_args(pr)
+    mg = sub.add_parser('migrate', help="convert the models an older velox pickled (<version>.pkl) to data files, in place",
+                        description='Same versions, PROMOTED unchanged. It unpickles those files: run it only on a registry you trust.')
+    _registry_args(mg)
     p.set_defaults(func=cmd_models)
 
 def _table(reg:ModelRegistry, names=None) -> str:
@@ -218,13 +221,16 @@ def _table(reg:ModelRegistry, names=None) -> str:
     return '\n'.join('  '.join(c.ljust(k) for c, k in zip(r, w)).rstrip() for r in lines)
 
 def cmd_models(a):
-    "`velox models train | list | promote`."
+    "`velox models train | list | promote | migrate`."
     from velox.core import Config
     cfg = Config.load(out_dir=a.out_dir, data_dir=getattr(a, 'data_dir', None))
     reg = ModelRegistry(a.registry or Path(cfg.out_dir) / 'models')
     if a.action == 'promote':
         reg.promote(a.name, a.version)
         print(f"{a.name}: {a.version} promoted in {reg.root}")
+    elif a.action == 'migrate':
+        done = reg.migrate()
+        print('\n'.join(f"{n}: {v} converted" for n, v in done) or f"nothing to convert in {reg.root}")
     elif a.action == 'list':
         if a.json: print(json.dumps({n: reg.versions(n) for n in reg.check().names()}, indent=1))
         elif not reg.check().names(): print(f"no models in {reg.root.absolute()}")

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from ..core import DataError, NY, day_start_ns, parse_day
 from ..events import PRICE_SCALE, batch, empty, from_dicts, price_from_str
+from .validate import Rows, check_batch, check_capture, check_encoding, check_members, check_not_empty
+from .validate import check_order, day_window, json_field, named_window, prices_from, times_from
 
 # %% auto #0
 __all__ = ['LEAN_MULT', 'LEAN_COLUMNS', 'read_bytes', 'parse_lean_csv', 'load_lean_ticks', 'lean_tick_csv', 'load_lean_minute',
@@ -21,15 +23,12 @@ __all__ = ['LEAN_MULT', 'LEAN_COLUMNS', 'read_bytes', 'parse_lean_csv', 'load_le
 LEAN_MULT = PRICE_SCALE // 10_000  # Lean prices are integer 1/10,000 $
 
 def read_bytes(path:str|Path) -> bytes:
-    "The data inside `path`: the first member of a zip, the gunzipped bytes of a `.gz`, or the file itself."
+    "The data inside `path`: the one member of a zip, the gunzipped bytes of a `.gz`, or the file itself."
     path = Path(path)
     if not path.exists(): raise DataError(path, "file not found")
     if path.suffix == '.zip':
         try:
-            with zipfile.ZipFile(path) as z:
-                names = z.namelist()
-                if not names: raise DataError(path, "empty zip archive: expected one CSV member")
-                return z.read(names[0])
+            with zipfile.ZipFile(path) as z: return z.read(check_members(z.namelist(), path))
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
             raise DataError(path, f"not a readable zip archive (truncated or corrupt?): {e}") from None
     if path.suffix == '.gz':
@@ -51,14 +50,14 @@ LEAN_COLUMNS = {
                           'ask_open', 'ask_high', 'ask_low', 'ask_close', 'ask_size'),
 }
 _TEXT = {'exchange': 'U4', 'condition': 'u4'}
-_HEX, _INT, _VENUE = re.compile(r'[0-9A-Fa-f]{1,8}'), re.compile(r'-?\d+'), re.compile(r'[^\s,]{1,4}')
+_HEX, _INT, _VENUE = re.compile(r'[0-9A-Fa-f]{1,8}'), re.compile(r'-?\d{1,19}'), re.compile(r'[!-+\--~]{1,4}')
 
 def _check_field(name:str, v:str) -> str|None:
     "What was expected of column `name`, or None if `v` is fine."
     if name == 'exchange': return None if _VENUE.fullmatch(v) else 'a venue code of 1-4 characters'
     if name == 'condition': return None if _HEX.fullmatch(v) else 'a hexadecimal condition mask'
     if name == 'suspicious': return None if v in ('0', '1') else '0 or 1'
-    return None if _INT.fullmatch(v) else 'an integer'
+    return None if _INT.fullmatch(v) and -2**63 <= int(v) < 2**63 else 'an integer (64-bit)'
 
 def _scan_lean(data:bytes, cols:tuple, source):
     "Raise `DataError` for the first line of `data` that is not a valid row of `cols`."
@@ -112,23 +111,34 @@ def _lean_symbol_day(path:Path, symbol, day) -> tuple[str, str]:
         day = m[1]
     return symbol.upper(), _iso_day(str(day))
 
-def _read_lean(path, resolution:str, symbol, day) -> tuple[str, dict, dict]:
-    "Parse a Lean zip: (kind, columns, the `ts` and `symbol` columns every Lean batch has)."
+_LEAN_NAMES = {'ts': 'time_ms', 'venue': 'exchange', 'cond': 'condition', 'bid': 'bid_price', 'ask': 'ask_price'}
+_FROM_LEAN = {v: k for k, v in _LEAN_NAMES.items()}
+
+def _read_lean(path, resolution:str, symbol, day) -> tuple[str, dict, dict, Rows]:
+    "Parse and check a Lean zip: (kind, columns, the `ts` and `symbol` columns every Lean batch has, its `Rows`)."
     path = Path(path)
-    kind = _lean_kind(path)
-    c = parse_lean_csv(read_bytes(path), LEAN_COLUMNS[resolution, kind], path)
+    kind, data = _lean_kind(path), read_bytes(path)
+    cols = LEAN_COLUMNS[resolution, kind]
+    check_not_empty(data, path, f"rows of {','.join(cols)}")
+    check_encoding(data, path, 'ASCII')
+    c = parse_lean_csv(data, cols, path)
     symbol, day = _lean_symbol_day(path, symbol, day)
-    return kind, c, dict(ts=day_start_ns(day) + c['time_ms'] * 1_000_000, symbol=np.full(len(c['time_ms']), symbol))
+    rows = Rows(str(path), names=_LEAN_NAMES, raw={_FROM_LEAN.get(n, n): v for n, v in c.items()})  # errors show Lean's values
+    ts = times_from(c['time_ms'], 1_000_000, day_start_ns(day), day_window(day), rows)
+    check_order(ts, rows)
+    return kind, c, dict(ts=ts, symbol=np.full(len(ts), symbol)), rows
 
 def load_lean_ticks(path:str|Path, symbol:str|None=None, day:str|None=None) -> np.ndarray:
     "A trade or (one-sided) quote batch from a Lean tick file, in recorded order."
-    kind, c, common = _read_lean(path, 'tick', symbol, day)
+    kind, c, common, rows = _read_lean(path, 'tick', symbol, day)
     common.update(venue=c['exchange'], cond=c['condition'], suspicious=c['suspicious'].astype(bool), seq=np.arange(len(c['time_ms'])))
-    if kind == 'trade': return batch('trade', price=c['price'] * LEAN_MULT, size=c['size'], **common)
-    return batch('quote', bid=c['bid_price'] * LEAN_MULT, bid_size=c['bid_size'], ask=c['ask_price'] * LEAN_MULT,
-                 ask_size=c['ask_size'], **common)
+    px = lambda col, fld: prices_from(c[col], LEAN_MULT, rows, fld)
+    if kind == 'trade': b = batch('trade', price=px('price', 'price'), size=c['size'], **common)
+    else: b = batch('quote', bid=px('bid_price', 'bid'), bid_size=c['bid_size'], ask=px('ask_price', 'ask'), ask_size=c['ask_size'], **common)
+    check_batch(kind, b, rows)
+    return b
 
-# %% ../../nbs/feeds/00_recorded.ipynb #db340c62
+# %% ../../nbs/feeds/00_recorded.ipynb #cf9cfeb3
 def _exact_div(a:np.ndarray, d:int, what:str) -> list:
     q, r = np.divmod(np.asarray(a, 'i8'), d)
     if r.any(): raise ValueError(f"{what} not a whole multiple of {d}; cannot write Lean CSV exactly")
@@ -151,63 +161,112 @@ def lean_tick_csv(batch:np.ndarray, kind:str, day:str|date) -> str:
     fmt = ','.join(['%d'] * (len(cols) - 3) + ['%s', '%s', '%d'])
     return '\n'.join(map(fmt.__mod__, zip(*cols)))
 
-# %% ../../nbs/feeds/00_recorded.ipynb #387331cd
+# %% ../../nbs/feeds/00_recorded.ipynb #8fd294e1
 def load_lean_minute(path:str|Path, symbol:str|None=None, day:str|None=None) -> np.ndarray:
     "A `bar` (from `_trade`) or `quote_bar` (from `_quote`) batch from a Lean minute file."
-    kind, c, common = _read_lean(path, 'minute', symbol, day)
-    cols = {k: (v if k.endswith(('size', 'volume')) else v * LEAN_MULT) for k, v in c.items() if k != 'time_ms'}
-    return batch('bar' if kind == 'trade' else 'quote_bar', **common, **cols)
+    kind, c, common, rows = _read_lean(path, 'minute', symbol, day)
+    cols = {k: (v if k.endswith(('size', 'volume')) else prices_from(v, LEAN_MULT, rows, k)) for k, v in c.items() if k != 'time_ms'}
+    kind = 'bar' if kind == 'trade' else 'quote_bar'
+    b = batch(kind, **common, **cols)
+    check_batch(kind, b, rows)
+    return b
 
-# %% ../../nbs/feeds/00_recorded.ipynb #1cd3f830
+# %% ../../nbs/feeds/00_recorded.ipynb #ef3dcc4d
 def _read_text(path:Path) -> str:
-    try: return read_bytes(path).decode('utf-8')
-    except UnicodeDecodeError as e: raise DataError(path, f"not UTF-8 text ({e})") from None
+    "A capture or JSON-lines file as text: not empty, UTF-8 (an error names the line of a bad byte)."
+    data = read_bytes(path)
+    check_not_empty(data, path)
+    return check_encoding(data, path, 'UTF-8')
+
+_STAMP = re.compile(r'\d{1,19}')
+_BN_NAMES = {'trade': {'price': 'p', 'size': 'q'}, 'quote': {'bid': 'b', 'bid_size': 'B', 'ask': 'a', 'ask_size': 'A'}, 'book': {}}
+_BN_COLS = {'trade': ('ts', 'symbol', 'price', 'size'), 'quote': ('ts', 'symbol', 'bid', 'bid_size', 'ask', 'ask_size'),
+            'book': ('ts', 'symbol', 'side', 'price', 'size', 'update_id')}
+
+def _qty(v) -> float:
+    try:
+        if v.__class__ is str: return float(v)  # 'nan' passes here and fails the size rules, with its line
+    except ValueError: pass
+    raise ValueError(f"expected a quantity as a decimal string, got {v!r}")
+
+def _update_id(v) -> int:
+    if v.__class__ is int and 0 <= v < 2**63: return v
+    raise ValueError(f"expected an update id (a whole number >= 0), got {v!r}")
+
+def _symbol(v) -> str:
+    if isinstance(v, str): return v.upper()
+    raise ValueError(f"expected a symbol string, got {v!r}")
+
+def _levels(v, price) -> list:
+    if isinstance(v, list) and all(isinstance(l, list) and len(l) == 2 for l in v): return [(price(p), _qty(q)) for p, q in v]
+    raise ValueError(f"expected a list of [price, quantity] pairs, got {str(v)[:40]}")
+
+def _explain(d:dict, path, i:int, err:Exception):
+    "Say what is wrong with a capture message the fast path refused: the line, the field and what was expected."
+    get = lambda key, conv: json_field(d, key, conv, path, i)
+    lv = lambda v: _levels(v, price_from_str)
+    if 's' in d: get('s', _symbol)
+    fields = {'trade': (('p', price_from_str), ('q', _qty)), 'depthUpdate': (('U', _update_id), ('u', _update_id), ('b', lv), ('a', lv))}.get(d.get('e'))
+    if fields is None and 'lastUpdateId' in d: fields = (('lastUpdateId', _update_id), ('bids', lv), ('asks', lv))
+    if fields is None and 'B' in d and 'A' in d: fields = (('b', price_from_str), ('B', _qty), ('a', price_from_str), ('A', _qty))
+    if fields is None: raise DataError(path, "expected a trade, depthUpdate, bookTicker or depth snapshot message", line=i)
+    for key, conv in fields: get(key, conv)
+    raise DataError(path, f"malformed message ({type(err).__name__}: {err})", line=i)
+
+def _capture_line(path, i:int, line:str) -> tuple[int, dict]:
+    "`(receive ns, message)` of line `i` of a capture."
+    head, _, body = line.partition(' ')
+    try: ts, msg = (int(head) if _STAMP.fullmatch(head) and int(head) < 2**63 else None), json.loads(body)
+    except ValueError: ts = None
+    if ts is None: raise DataError(path, "expected '<receive time ns> <JSON message>'", line=i)
+    d = msg.get('data', msg) if isinstance(msg, dict) else None
+    if not isinstance(d, dict): raise DataError(path, "expected a JSON object", line=i)
+    return ts, d
 
 def load_binance(path:str|Path, symbol:str|None=None, snapshot:bool=True) -> dict[str, np.ndarray]:
     "`trade`, `quote` (bookTicker) and `book` (depth levels) batches from a Binance stream capture."
     path = Path(path)
-    rows = {'trade': [], 'quote': [], 'book': []}
-    price = functools.lru_cache(maxsize=None)(price_from_str)
+    rows, lines = {k: [] for k in _BN_COLS}, {k: [] for k in _BN_COLS}
+    stamps, depth, snaps = [], [], []  # (line, receive ts) of every message, (symbol, U, u, ts, line) of depth updates, (symbol, ts) of snapshots
+    price = functools.lru_cache(maxsize=None)(price_from_str)  # refuses non-strings (a list: unhashable, also refused)
     default = (symbol or path.name.split('_')[0].split('.')[0]).upper()
     for i, line in enumerate(_read_text(path).split('\n'), 1):
         if not line.strip(): continue
-        head, _, body = line.partition(' ')
-        try: ts, msg = int(head), json.loads(body)
-        except ValueError: raise DataError(path, "expected '<receive time ns> <JSON message>'", line=i) from None
-        d = msg.get('data', msg) if isinstance(msg, dict) else None
-        if not isinstance(d, dict): raise DataError(path, "expected a JSON object", line=i)
-        sym = symbol.upper() if symbol else str(d.get('s', default)).upper()
-        try:
-            if d.get('e') == 'trade': rows['trade'].append((ts, sym, price(d['p']), float(d['q'])))
-            elif d.get('e') == 'depthUpdate':
-                for side, key in ((1, 'b'), (-1, 'a')):
-                    rows['book'] += [(ts, sym, side, price(p), float(qty), d['u']) for p, qty in d[key]]
-            elif 'lastUpdateId' in d:
-                if snapshot:
-                    for side, key in ((1, 'bids'), (-1, 'asks')):
-                        rows['book'] += [(ts, sym, side, price(p), float(qty), d['lastUpdateId']) for p, qty in d[key]]
+        ts, d = _capture_line(path, i, line)
+        stamps.append((i, ts))
+        try:  # the fast path: anything unexpected raises, and `_explain` finds the field
+            sym, e = symbol.upper() if symbol else d['s'].upper() if 's' in d else default, d.get('e')
+            if e == 'trade': rows['trade'].append((ts, sym, price(d['p']), _qty(d['q']))); lines['trade'].append(i)
+            elif e == 'depthUpdate' or 'lastUpdateId' in d:
+                update = e == 'depthUpdate'  # else a REST snapshot: its levels carry lastUpdateId
+                uid = _update_id(d['u'] if update else d['lastUpdateId'])
+                if update: depth.append((sym, _update_id(d['U']), uid, ts, i))
+                else: snaps.append((sym, ts))
+                for side, key in zip((1, -1), ('b', 'a') if update else ('bids', 'asks')) if update or snapshot else ():
+                    lv = [(ts, sym, side, price(p), _qty(q), uid) for p, q in d[key]]
+                    rows['book'] += lv; lines['book'] += [i] * len(lv)
             elif 'B' in d and 'A' in d:
-                rows['quote'].append((ts, sym, price(d['b']), float(d['B']), price(d['a']), float(d['A'])))
-        except KeyError as e: raise DataError(path, "missing field", line=i, field=e.args[0]) from None
-        except (ValueError, TypeError) as e: raise DataError(path, f"bad value ({e})", line=i) from None
-    names = {'trade': ('ts', 'symbol', 'price', 'size'), 'quote': ('ts', 'symbol', 'bid', 'bid_size', 'ask', 'ask_size'),
-             'book': ('ts', 'symbol', 'side', 'price', 'size', 'update_id')}
+                rows['quote'].append((ts, sym, price(d['b']), _qty(d['B']), price(d['a']), _qty(d['A']))); lines['quote'].append(i)
+            else: raise LookupError('unknown message')
+        except (LookupError, ValueError, TypeError, AttributeError) as err: _explain(d, path, i, err)
+    check_capture(path, stamps, depth, snaps)
     out = {}
     for kind, rs in rows.items():
-        b = batch(kind, **dict(zip(names[kind], map(list, zip(*rs))))) if rs else empty(kind)
+        b = batch(kind, **dict(zip(_BN_COLS[kind], map(list, zip(*rs))))) if rs else empty(kind)
         b['seq'] = np.arange(len(b))
         if kind != 'book': b['venue'] = 'BN'
+        check_batch(kind, b, Rows(str(path), lines=np.asarray(lines[kind], 'i8'), names=_BN_NAMES[kind]))
         out[kind] = b
     return out
 
-# %% ../../nbs/feeds/00_recorded.ipynb #ef3dcc4d
+# %% ../../nbs/feeds/00_recorded.ipynb #8b1b3c07
 def binance_snapshots(path:str|Path) -> list[tuple[int, int]]:
     "`(receive ts, lastUpdateId)` of each REST depth snapshot in a Binance capture."
     out = []
-    for line in read_bytes(Path(path)).decode('utf-8').split('\n'):
+    for i, line in enumerate(_read_text(Path(path)).split('\n'), 1):
         if '"lastUpdateId"' in line:
-            head, _, body = line.partition(' ')
-            out.append((int(head), int(json.loads(body)['lastUpdateId'])))
+            ts, d = _capture_line(path, i, line)
+            out.append((ts, json_field(d, 'lastUpdateId', _update_id, path, i)))
     return out
 
 def binance_depth(path:str|Path, symbol:str|None=None) -> np.ndarray:
@@ -215,7 +274,9 @@ def binance_depth(path:str|Path, symbol:str|None=None) -> np.ndarray:
     from velox.market.book import sequence_depth  # here, not at the top: loading files should not pay for numba
     return sequence_depth(load_binance(path, symbol)['book'], binance_snapshots(path))
 
-# %% ../../nbs/feeds/00_recorded.ipynb #80b18e85
+# %% ../../nbs/feeds/00_recorded.ipynb #b539ed94
+_JSON_NAMES = {'ts': 'timestamp', 'venue': 'exchange', 'cond': 'conditions'}
+
 def load_jsonl(path:str|Path) -> dict[str, np.ndarray]:
     "`trade` and `nbbo` batches from a JSON-lines tick file; a bad line raises `DataError` naming it."
     path = Path(path)
@@ -225,7 +286,6 @@ def load_jsonl(path:str|Path) -> dict[str, np.ndarray]:
         try: d = json.loads(line)
         except json.JSONDecodeError as e: raise DataError(path, f"not valid JSON ({e.msg}, column {e.colno})", line=i) from None
         if not isinstance(d, dict): raise DataError(path, "expected a JSON object", line=i)
-        if len(str(d.get('exchange', ''))) > 4: raise DataError(path, "expected a venue code of at most 4 characters", line=i, field='exchange')
         objs.append(d); where.append(i)
     quotes = [j for j, d in enumerate(objs) if d.get('bid') is not None and d.get('ask') is not None]
     keep = ('timestamp', 'symbol', 'bid', 'ask', 'bid_size', 'ask_size', 'bid_venue', 'ask_venue')
@@ -236,9 +296,13 @@ def load_jsonl(path:str|Path) -> dict[str, np.ndarray]:
     nb = parse([{k: objs[j][k] for k in keep if k in objs[j]} for j in quotes], 'nbbo', quotes)
     tr['seq'], nb['seq'] = np.arange(len(tr)), np.asarray(quotes, 'i8')
     tr['symbol'], nb['symbol'] = np.char.upper(tr['symbol']), np.char.upper(nb['symbol'])
+    rows, window = Rows(str(path), lines=np.asarray(where, 'i8'), names=_JSON_NAMES), named_window(path, r'(\d{8})', NY)
+    check_batch('trade', tr, rows, window)
+    check_order(tr['ts'], rows, by=tr['symbol'])
+    check_batch('nbbo', nb, rows.take(quotes), window)
     return {'trade': tr, 'nbbo': nb}
 
-# %% ../../nbs/feeds/00_recorded.ipynb #604bf32d
+# %% ../../nbs/feeds/00_recorded.ipynb #40f28653
 _MULTI = {'binance': load_binance, 'jsonl': load_jsonl}
 
 @functools.lru_cache(maxsize=8)
@@ -273,7 +337,7 @@ class Source:
             return data.count(b'\n') + (len(data) > 0 and not data.endswith(b'\n'))
         return len(self.load())
 
-# %% ../../nbs/feeds/00_recorded.ipynb #b539ed94
+# %% ../../nbs/feeds/00_recorded.ipynb #f05f3401
 _LEAN_KINDS = {'lean_tick': {'trade': 'trade', 'quote': 'quote'}, 'lean_minute': {'trade': 'bar', 'quote': 'quote_bar'}}
 
 class Catalog:

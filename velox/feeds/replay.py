@@ -8,6 +8,7 @@ import threading, time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 import numpy as np
+from ..stage import register_state
 
 # %% auto #0
 __all__ = ['KIND_RANK', 'source_order', 'Run', 'TemporalMerge', 'ArraySource', 'WallClock', 'Replay']
@@ -26,6 +27,7 @@ class Run:
     rank: int
     batch: np.ndarray
 
+@register_state  # a worker's checkpoint saves the merge its SymbolMerge holds (as data)
 class TemporalMerge:
     "Streaming k-way merge of `n` sources by `(ts, rank, row)`, fed in chunks."
     def __init__(self, n:int):
@@ -107,13 +109,24 @@ class Replay:
         self.speed, self.start, self.end, self.max_messages = speed, start, end, max_messages
         wall = wall or WallClock()
         self.progress, self.chunk_rows, self._sleep, self._clock = progress, chunk_rows, wall.sleep, wall.now
-        self._running, self._stopped = threading.Event(), threading.Event()
+        self._running, self._stopped, self._lock = threading.Event(), threading.Event(), threading.Lock()
         self._running.set()
+        self.held = threading.Event()  # set while a paused replay holds
         self.done, self.total, self.event_time = 0, None, None
-        self.state = 'ready'
+        self.state, self._started = 'ready', False
 
-    def pause(self): self._running.clear(); self.state = 'paused'
-    def resume(self): self._running.set(); self.state = 'running'
+    def pause(self):
+        "Hold delivery until `resume()`; a replay that has ended stays as it ended."
+        with self._lock:
+            if self.state in ('finished', 'stopped'): return
+            self._running.clear(); self.state = 'paused'
+
+    def resume(self):
+        "Deliver again after `pause()`; a replay that has ended stays as it ended."
+        with self._lock:
+            if self.state in ('finished', 'stopped'): return
+            self._running.set(); self.state = 'running' if self._started else 'ready'
+
     def stop(self): self._stopped.set(); self._running.set()
 
     def _window(self, b:np.ndarray) -> np.ndarray:
@@ -136,7 +149,9 @@ class Replay:
         if self.progress:
             from tqdm.auto import tqdm
             bar = tqdm(total=self.total, unit='ev', desc='replay')
-        self.state, self.done = 'running', 0
+        with self._lock:  # a replay paused before it started starts paused
+            self._started, self.done = True, 0
+            self.state = 'running' if self._running.is_set() else 'paused'
         merge, pos = TemporalMerge(len(data)), [0] * len(data)
         for r, d in enumerate(data):
             if not len(d): merge.close(r)
@@ -163,13 +178,14 @@ class Replay:
                     if window: yield window
                     if self.max_messages is not None and self.done >= self.max_messages: return
         finally:
-            self.state = 'stopped' if self._stopped.is_set() else 'finished'
+            with self._lock: self.state = 'stopped' if self._stopped.is_set() else 'finished'
+            self.held.clear()
             if bar is not None: bar.close()
 
     def _gate(self, piece) -> bool:
         "Block while paused; pace to wall time when speed > 0. False once stopped."
         if not self._running.is_set():
-            t0 = self._clock(); self._running.wait()
+            t0 = self._clock(); self.held.set(); self._running.wait(); self.held.clear()
             if self._anchor is not None: self._anchor = (self._anchor[0] + self._clock() - t0, self._anchor[1])
         if self._stopped.is_set(): return False
         if self.speed:

@@ -13,8 +13,9 @@ from .codecs import encode_frame, encode_json, max_frame_rows
 from .topics import topic_spec, dlq_topic
 
 # %% auto #0
-__all__ = ['EOS_HEADER', 'Message', 'murmur2', 'partition_for', 'range_assign', 'as_headers', 'MemoryBus', 'MemoryConsumer',
-           'publish', 'publish_eos', 'is_eos', 'send_to_dlq']
+__all__ = ['EOS_HEADER', 'DLQ_MAX_BYTES', 'DLQ_EXCERPT_BYTES', 'DLQ_REASON_CHARS', 'Message', 'murmur2', 'partition_for',
+           'key_bytes', 'key_problem', 'range_assign', 'as_headers', 'MemoryBus', 'MemoryConsumer', 'publish',
+           'publish_eos', 'is_eos', 'send_to_dlq']
 
 # %% ../../nbs/infra/00_bus.ipynb #d5688780
 @dataclass
@@ -44,9 +45,20 @@ def murmur2(data:bytes) -> int:
 
 def partition_for(key:str, n:int) -> int:
     "The partition Kafka's default partitioner picks for `key` among `n` partitions."
-    return (murmur2(key.encode('utf-8')) & 0x7fffffff) % n
+    return (murmur2(key_bytes(key)) & 0x7fffffff) % n
 
-# %% ../../nbs/infra/00_bus.ipynb #9f066ba1
+def key_bytes(key:str) -> bytes:
+    "The bytes of a message key on the wire (a key that was not UTF-8 there keeps its bytes: see below)."
+    return key.encode('utf-8', 'surrogateescape')
+
+def key_problem(key:str|None) -> str|None:
+    "Why a message key is unusable: its bytes are not UTF-8; None if it is fine."
+    if key is None: return None
+    try: key.encode('utf-8')
+    except UnicodeEncodeError: return f"message key {key_bytes(key)!r} is not UTF-8"
+    return None
+
+# %% ../../nbs/infra/00_bus.ipynb #7e061909
 def range_assign(subscriptions:dict[str, list[str]], partitions:dict[str, int]) -> dict[str, set[tuple[str, int]]]:
     "Kafka's RangeAssignor: per topic, members in id order take consecutive runs, the first ones one extra."
     out = {m: set() for m in subscriptions}
@@ -60,7 +72,7 @@ def range_assign(subscriptions:dict[str, list[str]], partitions:dict[str, int]) 
             start += k
     return out
 
-# %% ../../nbs/infra/00_bus.ipynb #7e061909
+# %% ../../nbs/infra/00_bus.ipynb #6e0fcf8e
 def as_headers(h:dict|None) -> dict[str, bytes]:
     "Message headers as `{name: bytes}` (str values UTF-8 encoded), as both buses store them."
     return {str(k): v.encode() if isinstance(v, str) else bytes(v) for k, v in (h or {}).items()}
@@ -125,7 +137,7 @@ class MemoryBus:
         g.generation += 1
         self._cv.notify_all()
 
-# %% ../../nbs/infra/00_bus.ipynb #6e0fcf8e
+# %% ../../nbs/infra/00_bus.ipynb #aae1dcdc
 class MemoryConsumer:
     "A member of a consumer group on a `MemoryBus`."
     def __init__(self, bus:MemoryBus, topics:list[str], group:str, client_id:str|None, from_beginning:bool):
@@ -198,7 +210,7 @@ class MemoryConsumer:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-# %% ../../nbs/infra/00_bus.ipynb #1fadb6e7
+# %% ../../nbs/infra/00_bus.ipynb #93d3a4f5
 EOS_HEADER = 'velox-eos'
 
 
@@ -229,9 +241,21 @@ def is_eos(msg:Message) -> bool:
     "Whether `msg` is an end-of-stream marker (of a symbol if it has a key, else of its partition)."
     return msg.headers.get(EOS_HEADER) == b'1'
 
-# %% ../../nbs/infra/00_bus.ipynb #bdfd9954
-def send_to_dlq(bus, msg:Message, reason:str) -> None:
-    "Produce `msg` to `dlq.<topic>` with `velox-error`, `velox-topic`, `velox-partition`, `velox-offset` headers."
-    headers = {**msg.headers, 'velox-error': reason.encode('utf-8'), 'velox-topic': msg.topic.encode(),
-               'velox-partition': str(msg.partition).encode(), 'velox-offset': str(msg.offset).encode()}
-    bus.produce(dlq_topic(msg.topic), msg.value, key=msg.key, headers=headers)
+# %% ../../nbs/infra/00_bus.ipynb #29d63380
+DLQ_MAX_BYTES = 900_000  # a dead letter larger than this (value and headers) goes as a reference and an excerpt
+DLQ_EXCERPT_BYTES = 65_536  # how much of an oversized message its reference carries
+DLQ_REASON_CHARS = 2_000
+
+def send_to_dlq(bus, msg:Message, reason:str, max_bytes:int=DLQ_MAX_BYTES, excerpt:int=DLQ_EXCERPT_BYTES) -> None:
+    """Produce `msg` to `dlq.<topic>` with `velox-error`, `velox-topic`, `velox-partition`, `velox-offset` headers;
+    one larger than `max_bytes` as a reference: those headers, `velox-size`, and its first `excerpt` bytes."""
+    reason = ' '.join(str(reason).split())[:DLQ_REASON_CHARS]
+    where = {'velox-error': reason.encode('utf-8', 'backslashreplace'), 'velox-topic': msg.topic.encode(),
+             'velox-partition': str(msg.partition).encode(), 'velox-offset': str(msg.offset).encode()}
+    own = sum(len(k) + len(v) for k, v in msg.headers.items())
+    value, headers = msg.value, {**msg.headers, **where}
+    if len(msg.value) + own > max_bytes:
+        value = msg.value[:excerpt]
+        headers = {**(msg.headers if own <= excerpt else {}), **where, 'velox-size': str(len(msg.value) + own).encode(),
+                   'velox-excerpt': str(len(value)).encode()}
+    bus.produce(dlq_topic(msg.topic), value, key=msg.key, headers=headers)

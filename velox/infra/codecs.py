@@ -8,6 +8,7 @@ import json, struct
 import numpy as np
 from ..core import DataError, VeloxError
 from ..events import DTYPES, SCHEMA_VERSION, from_dicts, to_dicts
+from ..feeds.validate import Rows, check_batch, plausible_window
 
 # %% auto #0
 __all__ = ['MAGIC', 'CodecError', 'encode_frame', 'decode_frame', 'frame_rows', 'max_frame_rows', 'encode_json', 'decode_message']
@@ -63,15 +64,25 @@ def encode_json(kind:str, batch:np.ndarray) -> list[bytes]:
     _check_kind(kind)
     return [json.dumps(d, separators=(',', ':')).encode() for d in to_dicts(batch, kind)]
 
+_JSON_NAMES = {'ts': 'timestamp', 'venue': 'exchange', 'cond': 'conditions'}
+
+def _valid(kind:str, b:np.ndarray, rows:Rows) -> tuple[str, np.ndarray]:
+    try: check_batch(kind, b, rows, plausible_window())
+    except DataError as e: raise CodecError(str(e)) from None
+    return kind, b
+
 def decode_message(value:bytes) -> tuple[str, np.ndarray]:
-    "`(kind, batch)` from a frame or a JSON event; `CodecError` says what is wrong."
+    "`(kind, batch)` from a frame or a JSON event, its rows validated; `CodecError` says what is wrong."
     if not value: raise CodecError("empty message (an end-of-stream marker? test is_eos first)")
-    if value[:4] == MAGIC: return decode_frame(value)
+    if value[:4] == MAGIC:
+        kind, b = decode_frame(value)
+        return _valid(kind, b, Rows(f'{kind} frame', unit='row'))
     try: obj = json.loads(value)
     except (UnicodeDecodeError, ValueError) as e:
         raise CodecError(f"neither a frame (starts {bytes(value[:4])!r}, expected {MAGIC!r}) nor valid JSON ({e})") from None
     if not isinstance(obj, dict): raise CodecError(f"JSON message is a {type(obj).__name__}; expected an object")
     if 'type' not in obj: raise CodecError(f"JSON message has no 'type' field; expected one of {list(DTYPES)}")
     kind = _check_kind(obj['type'])
-    try: return kind, from_dicts([obj], kind, source=f'JSON {kind} message')
-    except DataError as e: raise CodecError(str(e)) from None
+    try: b = from_dicts([obj], kind, source=f'JSON {kind} message')
+    except DataError as e: raise CodecError(str(e).replace(', line 1', '', 1)) from None  # one message: no line to name
+    return _valid(kind, b, Rows(f'JSON {kind} message', names=_JSON_NAMES, unit=''))

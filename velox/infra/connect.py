@@ -5,33 +5,37 @@
 # %% ../../nbs/infra/04c_connect.ipynb #35538f35
 from __future__ import annotations
 from urllib.parse import parse_qsl
-from ..core import ConfigError
+from ..core import CONNECT_TIMEOUT_S, ConfigError, check_dsn_secret, mask_dsn
 from .bus import MemoryBus
 from .hot import MemoryHot
 from .kafka_bus import KafkaBus, kafka_client_kw
 from .redis_hot import RedisHot
 
 # %% auto #0
-__all__ = ['bus_from_dsn', 'bus_from_config', 'hot_from_dsn']
+__all__ = ['bus_from_dsn', 'bus_from_config', 'hot_from_dsn', 'hot_from_config']
 
 # %% ../../nbs/infra/04c_connect.ipynb #868f035a
 def bus_from_dsn(dsn:str, **client_kw) -> MemoryBus | KafkaBus:
-    "A bus for `memory://` or `kafka://host:port[,host:port][?setting=value...]`."
-    scheme, sep, rest = dsn.partition('://')
+    "A bus for `memory://` or `kafka://host:port[,host:port][?setting=value...]` (no password in it)."
+    scheme, sep, rest = check_dsn_secret(dsn, 'bus DSN').partition('://')
     if sep and scheme == 'memory': return MemoryBus()
     if sep and scheme == 'kafka' and rest.split('?')[0]:
         hosts, _, query = rest.partition('?')
         kw = {k: int(v) if v.isdigit() else v for k, v in parse_qsl(query)}
-        return KafkaBus(hosts.rstrip('/'), **kw, **client_kw)
-    raise ConfigError(f"bus DSN {dsn!r}: expected memory:// or kafka://host:port[,host:port]")
+        return KafkaBus(hosts.rstrip('/'), **(kw | client_kw))
+    raise ConfigError(f"bus DSN {mask_dsn(dsn)!r}: expected memory:// or kafka://host:port[,host:port]")
 
 def bus_from_config(cfg) -> MemoryBus | KafkaBus:
     "The bus a `Config` names, with its security settings."
-    return bus_from_dsn(cfg.bus, **(kafka_client_kw(cfg) if cfg.bus.startswith('kafka') else {}))
+    return bus_from_dsn(cfg.bus, **(kafka_client_kw(cfg) | {'connect_timeout_s': cfg.connect_timeout_s} if cfg.bus.startswith('kafka') else {}))
 
 # %% ../../nbs/infra/04c_connect.ipynb #6774c572
-def hot_from_dsn(dsn:str) -> MemoryHot|RedisHot:
-    "A hot store for `memory://` or `redis://host:port/db`."
-    if dsn.startswith('memory://'): return MemoryHot()
-    if dsn.startswith(('redis://', 'rediss://', 'unix://')): return RedisHot(dsn)
-    raise ConfigError(f"hot store DSN {dsn!r}: expected memory:// or redis://host:port/db")
+def hot_from_dsn(dsn:str, connect_timeout_s:float=CONNECT_TIMEOUT_S) -> MemoryHot|RedisHot:
+    "A hot store for `memory://` or `redis://host:port/db` (no password in it)."
+    if check_dsn_secret(dsn, 'hot store DSN').startswith('memory://'): return MemoryHot()
+    if dsn.startswith(('redis://', 'rediss://', 'unix://')): return RedisHot(dsn, connect_timeout_s)
+    raise ConfigError(f"hot store DSN {mask_dsn(dsn)!r}: expected memory:// or redis://host:port/db")
+
+def hot_from_config(cfg) -> MemoryHot|RedisHot:
+    "The hot store a `Config` names, waiting at most its `connect_timeout_s` for Redis."
+    return hot_from_dsn(cfg.hot, cfg.connect_timeout_s)

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 import numpy as np
-from ..core import NY, Config, day_start_ns, parse_day
+from ..core import NY, Config, DataError, day_start_ns, parse_day
 from ..feeds.recorded import Catalog
 from .stores import Store, table_for
 
 # %% auto #0
-__all__ = ['ImportReport', 'select_sources', 'import_recorded', 'data_import', 'StoreSource']
+__all__ = ['ImportReport', 'select_sources', 'validate_sources', 'import_recorded', 'store_sources', 'data_import', 'StoreSource']
 
 # %% ../../nbs/infra/02a_datamgr.ipynb #269a6170
 @dataclass
@@ -47,15 +47,32 @@ def select_sources(catalog:Catalog, symbols=None, days=None, kinds=None, fmt:str
     return [s for s in catalog.sources() if (fmt is None or s.fmt == fmt) and (syms is None or s.symbol in syms)
             and (ds is None or s.day in ds) and (ks is None or s.kind in ks)]
 
+def _bar(progress:bool, srcs:list, desc:str):
+    if not progress: return None
+    from tqdm.auto import tqdm
+    return tqdm(total=sum(s.rows for s in srcs), unit='row', desc=desc)
+
+def validate_sources(srcs:list, progress:bool=True) -> int:
+    "Read every source (its loader validates it); the first bad one raises its `DataError`. The number of rows."
+    bar, n = _bar(progress, srcs, 'validate'), 0
+    try:
+        for s in srcs:
+            n += (k := len(s.load()))
+            if bar is not None: bar.update(k)
+    finally:
+        if bar is not None: bar.close()
+    return n
+
 def import_recorded(store:Store, catalog:Catalog, symbols=None, days=None, kinds=None, fmt:str|None='lean_tick',
                     progress:bool=True, chunk_rows:int=200_000) -> ImportReport:
-    "Load recorded streams into `store` (chunked, with a progress bar), then validate each: rows, order, duplicates."
+    "Validate the selected recorded streams, then (all valid) load them into `store` and check each: rows, order, duplicates."
     srcs = select_sources(catalog, symbols, days, kinds, fmt)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=sum(s.rows for s in srcs), unit='row', desc='import')
-    rep = ImportReport()
+    validate_sources(srcs, progress)  # all or nothing: a bad source stops the import before anything is stored
+    return store_sources(store, srcs, progress, chunk_rows)
+
+def store_sources(store:Store, srcs:list, progress:bool=True, chunk_rows:int=200_000) -> ImportReport:
+    "Load validated sources into `store` (chunked, with a progress bar) and report what the store holds of each."
+    bar, rep = _bar(progress, srcs, 'import'), ImportReport()
     try:
         for s in srcs:
             b = s.load()
@@ -75,12 +92,17 @@ def import_recorded(store:Store, catalog:Catalog, symbols=None, days=None, kinds
     return rep
 
 def data_import(cfg:Config|None=None, symbols=None, days=None, kinds=None, fmt:str|None='lean_tick', progress:bool=True) -> ImportReport:
-    "`velox data import`: migrate the configured store, import from `cfg.data_dir`, return the report."
+    "`velox data import`: validate the selected sources of `cfg.data_dir`, then migrate the configured store and import them."
     cfg = cfg or Config.load()
+    srcs = select_sources(Catalog(cfg.data_dir), symbols, days, kinds, fmt)
+    if not srcs:
+        asked = ', '.join(f"{k}={v}" for k, v in dict(symbols=symbols, days=days, kinds=kinds, format=fmt).items() if v)
+        raise DataError(cfg.data_dir, f"no recorded sources match {asked or 'the selection'}: nothing to import (see `velox data list`)")
+    validate_sources(srcs, progress)  # before the store is even opened: a bad source leaves it untouched
     with Store(cfg.store_dsn) as st:
-        return import_recorded(st.migrate(), Catalog(cfg.data_dir), symbols, days, kinds, fmt, progress)
+        return store_sources(st.migrate(), srcs, progress)
 
-# %% ../../nbs/infra/02a_datamgr.ipynb #2d885306
+# %% ../../nbs/infra/02a_datamgr.ipynb #0a98f102
 @dataclass
 class StoreSource:
     "A stored day of one symbol's `kind` events, as a replay source."

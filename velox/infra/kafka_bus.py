@@ -5,9 +5,9 @@
 # %% ../../nbs/infra/00b_kafka_bus.ipynb #36a592f9
 from __future__ import annotations
 import os, threading, time
-from ..core import ConfigError, VeloxError, get_logger, redact
-from .bus import Message, as_headers
-from .topics import topic_spec
+from ..core import CONNECT_TIMEOUT_S, ConfigError, ServiceError, VeloxError, get_logger, mask_dsn, redact
+from .bus import Message, as_headers, key_bytes
+from .topics import broker_config, topic_spec
 
 # %% auto #0
 __all__ = ['KafkaBus', 'KafkaConsumerAdapter', 'kafka_client_kw']
@@ -19,21 +19,35 @@ def _only(cls, kw:dict) -> dict:
 class KafkaBus:
     "The bus interface over a Kafka cluster (kafka-python)."
     def __init__(self, bootstrap:str, session_timeout_ms:int=10_000, heartbeat_interval_ms:int=3_000,
-                 replication_factor:int=1, **client_kw):
+                 replication_factor:int=1, connect_timeout_s:float=CONNECT_TIMEOUT_S, **client_kw):
         try: import kafka  # noqa: F401
         except ImportError:
             raise VeloxError("KafkaBus needs kafka-python: pip install 'velox[services]'") from None
         self.bootstrap, self.replication_factor, self.client_kw = bootstrap, replication_factor, client_kw
+        self.connect_timeout_s = connect_timeout_s
         self.group_kw = dict(session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=heartbeat_interval_ms)
         self._producer = self._admin = self._probe = None
         self._known, self._errors, self._lock = set(), [], threading.Lock()
 
     def __repr__(self): return f"KafkaBus({self.bootstrap!r})"
 
+    def client(self, cls, *args, **kw):
+        "A kafka-python client `cls` (producer, consumer, admin) on this cluster, its bootstrap bounded by `connect_timeout_s`."
+        from kafka.errors import KafkaConnectionError, KafkaTimeoutError, SaslAuthenticationFailedError
+        wait_ms = int(self.client_kw.get('bootstrap_timeout_ms', self.connect_timeout_s * 1000))
+        kw = dict(bootstrap_servers=self.bootstrap, bootstrap_timeout_ms=wait_ms) | _only(cls, self.client_kw) | kw
+        dsn = mask_dsn(f"kafka://{self.bootstrap}")
+        try: return cls(*args, **kw)
+        except (KafkaTimeoutError, KafkaConnectionError):
+            raise ServiceError(f"{dsn}: no broker answered within {wait_ms / 1000:g} s (check the address, or start one: "
+                               "velox services up)") from None
+        except SaslAuthenticationFailedError:
+            raise ServiceError(f"{dsn}: the broker refused the login (check kafka_sasl_username, kafka_sasl_mechanism "
+                               "and $VELOX_KAFKA_PASSWORD)") from None
+
     def _admin_client(self):
         from kafka import KafkaAdminClient
-        if self._admin is None:
-            self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, **_only(KafkaAdminClient, self.client_kw))
+        if self._admin is None: self._admin = self.client(KafkaAdminClient)
         return self._admin
 
     def create_topics(self, names_or_specs) -> None:
@@ -44,14 +58,20 @@ class KafkaBus:
         with self._lock:
             for t in map(topic_spec, names_or_specs):
                 if t.name in self._known: continue
-                comp = t.compression if t.compression in ('lz4', 'zstd', 'gzip', 'snappy') else 'producer'
-                cfg = {'retention.ms': str(t.retention_ms), 'compression.type': comp}
+                cfg = broker_config(t)
                 try: self._admin_client().create_topics([NewTopic(t.name, t.partitions, self.replication_factor, topic_configs=cfg)])
                 except TopicAlreadyExistsError: pass
                 self._known.add(t.name)
 
     def list_topics(self) -> list[str]:
         return sorted(self._admin_client().list_topics())
+
+    def topic_configs(self, names) -> dict[str, dict[str, str]]:
+        "Each topic's settings as the broker describes them (DescribeConfigs, every source): `{topic: {key: value}}`."
+        from kafka.admin import ConfigResource, ConfigResourceType
+        res = [ConfigResource(ConfigResourceType.TOPIC, n) for n in names]
+        got = self._admin_client().describe_configs(res, config_filter='all').get('topic', {})
+        return {n: {k: c['value'] for k, c in got.get(n, {}).items()} for n in names}
 
     def partitions(self, topic:str) -> int|None:
         "The topic's partition count on the cluster, or None if it does not exist."
@@ -64,13 +84,13 @@ class KafkaBus:
             except ImportError: comp = None
             else: comp = 'lz4'
             kw = dict(acks='all', linger_ms=5, compression_type=comp) | _only(KafkaProducer, self.client_kw)
-            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap, **kw)
+            self._producer = self.client(KafkaProducer, **kw)
         return self._producer
 
     def produce(self, topic:str, value:bytes, key:str|None=None, headers:dict|None=None, partition:int|None=None) -> None:
         "Send a message (asynchronously; `flush` waits and raises the first delivery error)."
         if topic not in self._known: self.create_topics(topic)
-        fut = self._prod().send(topic, value=bytes(value), key=None if key is None else key.encode('utf-8'),
+        fut = self._prod().send(topic, value=bytes(value), key=None if key is None else key_bytes(key),
                                 headers=list(as_headers(headers).items()) or None, partition=partition)
         fut.add_errback(self._errors.append)
 
@@ -86,8 +106,7 @@ class KafkaBus:
         from kafka import KafkaConsumer, TopicPartition
         with self._lock:
             if self._probe is None:
-                self._probe = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                            fetch_max_wait_ms=10, **_only(KafkaConsumer, self.client_kw))
+                self._probe = self.client(KafkaConsumer, enable_auto_commit=False, fetch_max_wait_ms=10)
             tp = TopicPartition(topic, partition)
             self._probe.assign([tp])
             self._probe.seek_to_beginning(tp)
@@ -126,12 +145,12 @@ class KafkaConsumerAdapter:
                    enable_auto_commit=False, auto_offset_reset='earliest' if from_beginning else 'latest',
                    partition_assignment_strategy=[RangePartitionAssignor], **bus.group_kw)
         cfg |= _only(KafkaConsumer, bus.client_kw) | kw
-        self.topics, self.group, self._c = topics, group, KafkaConsumer(*topics, **cfg)
+        self.topics, self.group, self._c = topics, group, bus.client(KafkaConsumer, *topics, **cfg)
 
     def poll(self, timeout_ms:int=500, max_records:int=500) -> list[Message]:
         "Up to `max_records` messages, waiting up to `timeout_ms` (joining the group on first use)."
         recs = self._c.poll(timeout_ms=timeout_ms, max_records=max_records)
-        return [Message(r.topic, r.partition, r.offset, None if r.key is None else r.key.decode('utf-8'),
+        return [Message(r.topic, r.partition, r.offset, None if r.key is None else r.key.decode('utf-8', 'surrogateescape'),
                         r.value if r.value is not None else b'', dict(r.headers or ()))
                 for rs in recs.values() for r in rs]
 
@@ -183,7 +202,7 @@ class KafkaConsumerAdapter:
     def __enter__(self): return self
     def __exit__(self, *exc): self.close()
 
-# %% ../../nbs/infra/00b_kafka_bus.ipynb #8b579c61
+# %% ../../nbs/infra/00b_kafka_bus.ipynb #9cee1340
 def kafka_client_kw(cfg, env=None) -> dict:
     "kafka-python connection settings from a `Config` (secrets from the environment)."
     env = os.environ if env is None else env

@@ -4,13 +4,35 @@
 
 # %% ../../nbs/infra/04a_redis_hot.ipynb #f00a9579
 from __future__ import annotations
-import json, time
+import json, os, time
+from ..core import CONNECT_TIMEOUT_S, ServiceError, check_dsn_secret, mask_dsn, redact
 from .hot import SYMBOL_KEYS, TFS, TOUCH, HotStore, Subscription, encode_value, print_order, touch_scores
 
 # %% auto #0
-__all__ = ['RedisHot']
+__all__ = ['redis_client', 'RedisHot']
 
 # %% ../../nbs/infra/04a_redis_hot.ipynb #77f967a7
+def redis_client(url:str, connect_timeout_s:float=CONNECT_TIMEOUT_S, env:dict|None=None):
+    "A redis-py client for `url` (password from `$VELOX_REDIS_PASSWORD`), checked with a PING bounded by `connect_timeout_s`."
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    check_dsn_secret(url, 'hot store DSN')
+    env = os.environ if env is None else env
+    kw = dict(password=redact(env.get('VELOX_REDIS_PASSWORD')) or None, socket_connect_timeout=connect_timeout_s)
+    probe, dsn = redis.Redis.from_url(url, socket_timeout=connect_timeout_s, retry=Retry(NoBackoff(), 0), **kw), mask_dsn(url)
+    try: probe.ping()
+    except redis.AuthenticationError as e:
+        raise ServiceError(f"{dsn}: Redis refused the login ({e}); check $VELOX_REDIS_PASSWORD") from None
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        raise ServiceError(f"{dsn}: no Redis server answered within {connect_timeout_s:g} s ({str(e).rstrip('.')}); "
+                           "check the address, or start one: velox services up") from None
+    except redis.RedisError as e:
+        raise ServiceError(f"{dsn}: the server did not answer as Redis does ({type(e).__name__}: {e}); is this a Redis port?") from None
+    finally: probe.close()
+    return redis.Redis.from_url(url, **kw)
+
+# %% ../../nbs/infra/04a_redis_hot.ipynb #afd5e374
 _LENS_LUA = """
 local out = {}
 for i, k in ipairs(KEYS) do
@@ -41,9 +63,8 @@ return n
 
 class RedisHot(HotStore):
     "Hot state in Redis (`redis://host:port/db`); same keys and values as `MemoryHot`."
-    def __init__(self, url:str):
-        import redis
-        self.url, self.r = url, redis.Redis.from_url(url)
+    def __init__(self, url:str, connect_timeout_s:float=CONNECT_TIMEOUT_S):
+        self.url, self.r = url, redis_client(url, connect_timeout_s)
         self._push_script, self._lens_script = self.r.register_script(_PUSH_LUA), self.r.register_script(_LENS_LUA)
 
     def _hset_many(self, maps:dict, symbols=(), replace:bool=False, tfs=()):

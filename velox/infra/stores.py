@@ -4,11 +4,11 @@
 
 # %% ../../nbs/infra/02_stores.ipynb #0331fae6
 from __future__ import annotations
-import os
+import logging, math, os, re
 from dataclasses import dataclass
 from urllib.parse import urlparse
 import numpy as np
-from ..core import Config, ConfigError, DataError, VeloxError, redact
+from ..core import CONNECT_TIMEOUT_S, Config, ConfigError, DataError, ServiceError, VeloxError, check_dsn_secret, mask_dsn, redact
 from ..events import DTYPES
 
 # %% auto #0
@@ -82,13 +82,31 @@ MIGRATIONS_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32,
 
 # %% ../../nbs/infra/02_stores.ipynb #6ba530a7
 def _http_args(dsn:str) -> dict:
-    u = urlparse(dsn)
-    if u.password: raise ConfigError(f"store DSN {u.scheme}://{u.username}:***@{u.hostname}: put the password in $VELOX_STORE_PASSWORD, not the DSN")
+    u = urlparse(check_dsn_secret(dsn, 'store DSN'))
     return {'host': u.hostname or 'localhost', 'port': u.port or (8443 if u.scheme == 'https' else 8123),
             'username': u.username or 'default', 'password': redact(os.environ.get('VELOX_STORE_PASSWORD', '')),
             'database': u.path.strip('/') or 'default', 'secure': u.scheme == 'https'}
 
-def _connect(dsn:str):
+def _server(dsn:str, connect_timeout_s:float):
+    "A client of the ClickHouse server at `dsn`, or a `ServiceError` saying why there is none."
+    import clickhouse_connect
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+    args, quiet, shown = _http_args(dsn), logging.getLogger('clickhouse_connect'), mask_dsn(dsn)
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # it logs every failed attempt; the error below says it once
+    try: return clickhouse_connect.get_client(**args, connect_timeout=max(1, math.ceil(connect_timeout_s)))
+    except OperationalError as e:
+        why = m[1] if (m := re.search(r'\[Errno -?\d+\] ([^"\')]+)', str(e))) else 'no answer'
+        raise ServiceError(f"{shown}: no ClickHouse server answered within {connect_timeout_s:g} s ({why}); "
+                           "check the address and port") from None
+    except DatabaseError as e:
+        if 'Code: 516' in str(e) or 'Authentication failed' in str(e):
+            raise ServiceError(f"{shown}: ClickHouse refused the login of user {args['username']!r}; check the user in "
+                               "the DSN and $VELOX_STORE_PASSWORD") from None
+        raise ServiceError(f"{shown}: the server did not answer as ClickHouse does ({str(e).splitlines()[0][:200]})") from None
+    finally: quiet.setLevel(level)
+
+def _connect(dsn:str, connect_timeout_s:float=CONNECT_TIMEOUT_S):
     import clickhouse_connect
     if dsn.startswith('chdb://'):
         path = dsn[len('chdb://'):]
@@ -100,13 +118,14 @@ def _connect(dsn:str):
                 raise VeloxError(f"{dsn}: chDB opens one directory per process and another is open here (or another "
                                  f"process holds this one); close the other Store first ({e})") from None
             raise
-    if dsn.startswith(('http://', 'https://')): return clickhouse_connect.get_client(**_http_args(dsn))
-    raise ConfigError(f"store DSN {dsn!r}: expected chdb:///abs/dir or http(s)://user@host:port/db")
+    if dsn.startswith(('http://', 'https://')): return _server(dsn, connect_timeout_s)
+    raise ConfigError(f"store DSN {mask_dsn(dsn)!r}: expected chdb:///abs/dir or http(s)://user@host:port/db")
 
 # %% ../../nbs/infra/02_stores.ipynb #c49df2dd
 class Store:
     "History store over clickhouse-connect: `chdb:///abs/dir` (embedded) or `http(s)://user@host:port/db`."
-    def __init__(self, dsn:str): self.dsn, self.client, self._tables, self.newly_applied = dsn, _connect(dsn), set(), []
+    def __init__(self, dsn:str, connect_timeout_s:float=CONNECT_TIMEOUT_S):
+        self.dsn, self.client, self._tables, self.newly_applied = dsn, _connect(dsn, connect_timeout_s), set(), []
 
     def applied_migrations(self) -> list[tuple[int, str]]:
         "(version, name) of the migrations recorded in `schema_migrations`."
@@ -191,13 +210,13 @@ class Store:
 def db_migrate(cfg:Config|None=None) -> dict:
     "`velox db migrate`: apply the missing migrations to the configured store; what ran and the version now."
     cfg = cfg or Config.load()
-    with Store(cfg.store_dsn) as st:
+    with Store(cfg.store_dsn, cfg.connect_timeout_s) as st:
         st.migrate()
         applied = st.applied_migrations()
     return {'store': cfg.store_dsn, 'applied': st.newly_applied, 'version': applied[-1][0] if applied else 0,
             'migrations': applied}
 
-# %% ../../nbs/infra/02_stores.ipynb #6d884d95
+# %% ../../nbs/infra/02_stores.ipynb #815b15a6
 def stored_days(store:Store, kinds=('trade', 'quote', 'nbbo', 'book', 'bar', 'alert'), tz:str='America/New_York'):
     "What the store holds: a DataFrame of symbol, date (in `tz`), kind, rows."
     import pandas as pd

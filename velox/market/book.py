@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 from ..events import batch, empty
-from ..stage import Stage
+from ..stage import Stage, register_state
 
 # %% auto #0
 __all__ = ['NO_BID', 'NO_ASK', 'LEVEL', 'TOP', 'infer_tick', 'BookQueries', 'top_features', 'L2Book', 'message_ends',
@@ -312,6 +312,8 @@ class L2Book(BookQueries):
     def __repr__(self):
         (b, bs), (a, az) = self.best_bid(), self.best_ask()
         return f"L2Book(tick={self.tick}, bid={bs}@{b}, ask={az}@{a}, {self.stats})"
+
+register_state(L2Book)  # a `BookStage` keeps one per symbol: its snapshots hold the arrays, never code
 
 def message_ends(b:np.ndarray) -> np.ndarray:
     "Rows that end a depth message (the next row has another `(ts, update_id)`, or there is none)."

@@ -13,7 +13,7 @@ from .bars import BarStage, LEAN, PrintRule, bar_start, resample_bars, tf_second
 from ..core import NS, Session
 from ..events import PRICE_SCALE, empty
 from .indicators import EWM, MACD, RSI, Bollinger, RollingStat, VWAP
-from ..stage import Stage
+from ..stage import Stage, register_state
 
 # %% auto #0
 __all__ = ['FIELDS', 'IndicatorParams', 'Indicators', 'SeedFeatures', 'FeatureStage']
@@ -49,6 +49,8 @@ class Indicators:
                     macd_signal=sig, macd_hist=hist, bb_upper=up, bb_mid=mid, bb_lower=lo,
                     vwap=self.vwap.update((high + low + close) / 3, volume),
                     momentum=close - self.mom[0] if len(self.mom) == self.mom.maxlen else math.nan, zscore=self.z.z)
+
+register_state(Indicators)  # a `FeatureStage` keeps one per symbol and timeframe
 
 # %% ../../nbs/market/04_features.ipynb #ae8bde5d
 @numba.njit(cache=True)

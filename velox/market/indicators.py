@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from .kernels import SSQ_BUDGET, check_alpha, check_period, check_window
+from ..stage import register_state
 
 # %% auto #0
 __all__ = ['RollingStat', 'EWM', 'RSI', 'MACD', 'Bollinger', 'VWAP']
@@ -164,3 +165,6 @@ class VWAP:
                 self.sv, self.cv = _two_sum(self.sv, self.cv, -ov)
         tot = self.sv + self.cv
         return math.nan if (w is not None and self.k < w) or tot <= 0 else (self.spv + self.cpv) / tot
+
+# %% ../../nbs/market/03b_indicators.ipynb #9845591d
+for _cls in (RollingStat, EWM, RSI, MACD, Bollinger, VWAP): register_state(_cls)  # stages keep them in their state

@@ -4,16 +4,18 @@
 
 # %% ../../nbs/runtime/01b_checkpoints.ipynb #3b07ab0e
 from __future__ import annotations
-import pickle
 from collections import defaultdict
 from dataclasses import dataclass, field
 from ..core import load_pickle
+from ..stage import StateError, dump_state, is_pickle, load_state, migrate_snapshot, register_state
+from .merge import SymbolMerge
 
 # %% auto #0
-__all__ = ['ALL', 'Snapshot', 'Checkpoints', 'Progress']
+__all__ = ['ALL', 'Snapshot', 'Checkpoints', 'migrate_checkpoints', 'Progress']
 
 # %% ../../nbs/runtime/01b_checkpoints.ipynb #ee48a100
 ALL = '*'  # the key of a checkpoint holding a global-state stage's whole state
+register_state(SymbolMerge)
 
 @dataclass
 class Snapshot:
@@ -30,6 +32,10 @@ class Snapshot:
 
     @classmethod
     def from_payload(cls, key:str, d:dict) -> Snapshot:
+        need = ('stage', 'merges' if key == ALL else 'merge', 'flushed', 'upto')
+        merges = (d.get('merges') if key == ALL else {key: d.get('merge')}) if isinstance(d, dict) else None
+        if not isinstance(merges, dict) or any(k not in d for k in need) or not all(isinstance(m, SymbolMerge) for m in merges.values()):
+            raise StateError(f"checkpoint {key!r}: not a snapshot (expected {', '.join(need)}, with SymbolMerges)")
         if key == ALL: return cls(d['stage'], dict(d['merges']), set(d['flushed']), d['upto'])
         return cls(d['stage'], {key: d['merge']}, {key} if d['flushed'] else set(), d['upto'])
 
@@ -45,14 +51,30 @@ class Checkpoints:
 
     def load(self, key:str) -> Snapshot|None:
         data = self.hot.get_snapshot(f"{self.prefix}:{key}")
-        return Snapshot.from_payload(key, load_pickle(data)) if data else None
+        if not data: return None
+        return Snapshot.from_payload(key, load_state(data, f"checkpoint {self.prefix}:{key}: run `velox hot migrate-checkpoints` "
+                                                           "once (it converts the store's pickled checkpoints; for a store you trust)"))
 
     def save(self, key:str, snap:Snapshot) -> bool:
         "Store `snap` unless the stored snapshot covers later offsets; True if written."
         old = self.load(key)
         if old and old.covers_later(snap): return False
-        self.hot.put_snapshot(f"{self.prefix}:{key}", pickle.dumps(snap.payload(key), protocol=5))
+        self.hot.put_snapshot(f"{self.prefix}:{key}", dump_state(snap.payload(key)))
         return True
+
+def migrate_checkpoints(hot, pattern:str='ckpt:*') -> list[str]:
+    """Convert the checkpoints an older velox pickled into `hot` (keys `pattern`) to the saved-state format, in place;
+    their keys. It unpickles them: run it (`velox hot migrate-checkpoints`) only on a store whose writers you trust."""
+    done = []
+    for k in hot.keys(f'snap:{pattern}'):
+        key, data = k[len('snap:'):], hot.get_snapshot(k[len('snap:'):])
+        if not data or not is_pickle(data): continue
+        d = load_pickle(data)
+        if not isinstance(d, dict) or not isinstance(d.get('stage'), bytes): raise StateError(f"{key}: a pickle, but not a checkpoint; left as it is")
+        new = dump_state({**d, 'stage': migrate_snapshot(d['stage'])})
+        Snapshot.from_payload(key.rsplit(':', 1)[-1], load_state(new))  # reads back as a snapshot before it replaces the old one
+        hot.put_snapshot(key, new); done.append(key)
+    return done
 
 # %% ../../nbs/runtime/01b_checkpoints.ipynb #34405d7e
 @dataclass

@@ -8,11 +8,11 @@ import hashlib, json, shlex, shutil, subprocess, sys
 from dataclasses import dataclass, field, asdict
 from datetime import datetime, timedelta
 from pathlib import Path
-from ..core import ConfigError, atomic_write, read_mapping
+from ..core import ConfigError, atomic_write, check_dsn_secret, mask_dsn, read_mapping
 
 # %% auto #0
-__all__ = ['Job', 'velox_command', 'parse_schedule', 'StageRun', 'FleetSpec', 'check_members', 'file_sha256', 'code_version',
-           'notebook_parameters', 'notebook_complete', 'write_json', 'read_json']
+__all__ = ['Job', 'velox_command', 'parse_schedule', 'StageRun', 'FleetSpec', 'check_members', 'check_no_secrets', 'file_sha256',
+           'code_version', 'notebook_parameters', 'notebook_complete', 'write_json', 'read_json']
 
 # %% ../../nbs/runtime/04a_fleet.ipynb #df7a819d
 @dataclass
@@ -53,7 +53,8 @@ def parse_schedule(lines) -> list[Job]:
     for line in lines:
         words = shlex.split(line, comments=True)
         if not words: continue
-        if len(words) < 3: raise ConfigError(f"schedule line {line!r}: expected NAME WHEN COMMAND...")
+        if len(words) < 3: raise ConfigError(f"schedule line {mask_dsn(line)!r}: expected NAME WHEN COMMAND...")
+        for w in (w for w in words if '://' in w): check_dsn_secret(w, f"schedule job {words[0]!r}: word")
         at, every = _when(words[1], line)
         if any(j.name == words[0] for j in jobs): raise ConfigError(f"schedule: job name {words[0]!r} used twice")
         jobs.append(Job(words[0], at, every, words[2:]))
@@ -85,13 +86,15 @@ class FleetSpec:
         known = {'stages', 'params', 'restart', 'schedule', 'root', 'stop_timeout_s'}
         bad = set(d) - known
         if bad: raise ConfigError(f"{source}: unknown key(s) {sorted(bad)}; expected {sorted(known)}")
+        check_no_secrets(d.get('params') or {}, f"{source}: params")
         stages = {}
         for name, v in (d.get('stages') or {}).items():
             if isinstance(v, int): v = {'count': v}
             if not isinstance(v, dict): raise ConfigError(f"{source}: stage {name!r}: expected a count or a mapping")
             extra = set(v) - {'count', 'params', 'notebook'}
             if extra: raise ConfigError(f"{source}: stage {name!r}: unknown key(s) {sorted(extra)}; expected count, params, notebook")
-            stages[name] = StageRun(int(v.get('count', 1)), dict(v.get('params') or {}), v.get('notebook'))
+            own = check_no_secrets(dict(v.get('params') or {}), f"{source}: stage {name!r}")
+            stages[name] = StageRun(int(v.get('count', 1)), own, v.get('notebook'))
         r = d.get('restart') or {}
         bad = set(r) - {'policy', 'backoff_s', 'max_backoff_s', 'stable_s'}
         if bad: raise ConfigError(f"{source}: restart: unknown key(s) {sorted(bad)}")
@@ -129,7 +132,7 @@ class FleetSpec:
         if sr and sr.notebook: return Path(self.root) / sr.notebook
         import velox
         for base in (Path(self.root), Path(velox.__file__).resolve().parent.parent):  # the checkout velox runs from
-            for name in dict.fromkeys((stage, stage.split('.')[0])):  # predict.lr runs nbs/workers/predict.ipynb
+            for name in ('custom',) if ':' in stage else dict.fromkeys((stage, stage.split('.')[0])):  # my.module:name runs custom.ipynb; predict.lr runs predict.ipynb
                 p = base / 'nbs' / 'workers' / f'{name}.ipynb'
                 if p.exists(): return p
         raise ConfigError(f"no worker notebook for stage {stage!r}: expected nbs/workers/{stage}.ipynb under {self.root}")
@@ -148,7 +151,25 @@ def check_members(stage:str, count:int):
     if top and count > top:
         raise ConfigError(f"stage {stage} runs as at most {top} member(s) (its state spans symbols), not {count}")
 
-# %% ../../nbs/runtime/04a_fleet.ipynb #74e06985
+# %% ../../nbs/runtime/04a_fleet.ipynb #dde6e409
+def _strings(v):
+    if isinstance(v, str): yield v
+    elif isinstance(v, dict):
+        for x in (*v.keys(), *v.values()): yield from _strings(x)
+    elif isinstance(v, (list, tuple)):
+        for x in v: yield from _strings(x)
+
+def check_no_secrets(params:dict, where:str) -> dict:
+    "`params` for a papermill run, or a `ConfigError` (naming `where` and the parameter) if one could carry a secret."
+    for k, v in params.items():
+        if any(w in str(k).lower() for w in ('password', 'secret', 'token')):
+            raise ConfigError(f"{where}: parameter {k!r}: secrets come from the environment only (e.g. $VELOX_STORE_PASSWORD), "
+                              "never a parameter (papermill saves parameters into the notebook)")
+        for x in _strings(v):
+            if '://' in x: check_dsn_secret(x, f"{where}: parameter {k!r} =")
+    return params
+
+# %% ../../nbs/runtime/04a_fleet.ipynb #7067c303
 def file_sha256(path:str|Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -201,7 +222,7 @@ def notebook_complete(path:str|Path) -> tuple[bool, str]:
         return False, 'the last cell has no result (its kernel died?)'
     return True, 'complete'
 
-# %% ../../nbs/runtime/04a_fleet.ipynb #7067c303
+# %% ../../nbs/runtime/04a_fleet.ipynb #4173b6c9
 def write_json(path:Path, obj):
     "Write `obj` as JSON to `path` atomically."
     atomic_write(path, json.dumps(obj, indent=1, default=str))

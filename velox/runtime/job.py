@@ -8,8 +8,9 @@ import threading, time, uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from ..core import Config, ConfigError, clock_ns, parse_day
+from ..core import NY, Config, ConfigError, clock_ns, clock_text, day_start_ns, parse_day, to_ns, zone_label
 from ..detect.outside_nbbo import summarize_alerts
+from ..events import DTYPES, format_price, price_from_float
 from ..detect.params import detect_stage
 from ..feeds.recorded import Catalog
 from ..feeds.replay import Replay
@@ -23,12 +24,57 @@ from .stages import DETECT_INPUTS, DETECT_OUTPUTS, publish_replay, trading_stage
 from .worker import RunOptions, Worker, WorkerSettings
 
 # %% auto #0
-__all__ = ['TRADING_KINDS', 'Summary', 'summarize_trading', 'run']
+__all__ = ['TRADING_KINDS', 'run_window', 'window_text', 'Tally', 'stored_by_run', 'Summary', 'l1_line', 'summarize_trading',
+           'run']
 
 # %% ../../nbs/runtime/03_job.ipynb #48de2641
+def run_window(day:str, start:str|None=None, end:str|None=None, tz=NY) -> tuple[int, int]:
+    "[start, end) of a run in epoch ns: the `tz` day of `day`, or the part of it from `start` to `end` (HH:MM[:SS] local)."
+    d = parse_day(day)
+    lo_day, hi_day = day_start_ns(d, tz), day_start_ns(d.fromordinal(d.toordinal() + 1), tz)
+    lo = clock_ns(d, start, '--start', tz) if start else lo_day
+    hi = clock_ns(d, end, '--end', tz) if end else hi_day
+    if hi <= lo:
+        raise ConfigError(f"--end {end or '24:00'} is not after --start {start or '00:00'} ({tz.key} time on {d}): "
+                          "the window would be empty")
+    return lo, hi
+
+def window_text(start:str|None, end:str|None) -> str:
+    "How a summary, a report's title and its file name say the window: '10:00–10:30', or '' for the whole day."
+    return '' if not (start or end) else f"{start or '00:00'}–{end or '24:00'}"
+
+# %% ../../nbs/runtime/03_job.ipynb #85743096
+class Tally:
+    "A sink that counts the rows of each kind a run writes, the time span they cover, and keeps the kinds in `keep`."
+    def __init__(self, keep=('trade',)):
+        self.keep, self.rows, self.kept, self.first, self.last = tuple(keep), {}, {}, None, None
+
+    def write(self, kind:str, b:np.ndarray):
+        if not len(b): return
+        self.rows[kind] = self.rows.get(kind, 0) + len(b)
+        if kind in self.keep: self.kept.setdefault(kind, []).append(b)
+        lo, hi = int(b['ts'].min()), int(b['ts'].max())
+        self.first = lo if self.first is None else min(self.first, lo)
+        self.last = hi if self.last is None else max(self.last, hi)
+
+    def flush(self): pass
+
+    def batch(self, kind:str) -> np.ndarray|None:
+        "Every row of a kept `kind`, in the order written (None if none came)."
+        parts = self.kept.get(kind)
+        return np.concatenate(parts) if parts else None
+
+def stored_by_run(store:Store, kind:str, symbols, span:tuple[int, int], ids=None) -> int:
+    """Rows of `kind` the store holds for `symbols` in `span` ([lo, hi) ns); with `ids`, the rows in `span` with one of
+    them, whatever their symbol (an account-wide risk event has none)."""
+    lo, hi = span
+    if ids is None: return sum(store.count(kind, s, lo, hi) for s in symbols)
+    return int(np.isin(store.read(kind, None, lo, hi)['id'], np.asarray(ids)).sum())
+
+# %% ../../nbs/runtime/03_job.ipynb #4f97bb04
 @dataclass
 class Summary:
-    "What a run did: counts, breakdowns, rates, where the report is."
+    "What a run did: counts, breakdowns, rates, where the report is. Times are the exchange's (`tz`)."
     symbols: list
     day: str
     events: dict = field(default_factory=dict)
@@ -38,33 +84,51 @@ class Summary:
     l1: dict = field(default_factory=dict)
     elapsed: float = 0.0
     rate: float = 0.0
-    mode: str = 'in-process'
+    mode: str = 'in-process replay'
     report: str | None = None
     trading: dict = field(default_factory=dict)
+    start: str | None = None  # the window, HH:MM[:SS] exchange time; None: from the day's start / to its end
+    end: str | None = None
+    span: tuple | None = None  # [lo, hi) epoch ns: the time the run covered (the window, or the day)
+    tz: str = NY.key
+    max_messages: int | None = None
+
+    @property
+    def window(self) -> str: return window_text(self.start, self.end)
 
     def text(self) -> str:
         "A plain-text table for the terminal."
-        L = [f"velox run · {', '.join(self.symbols)} · {self.day} · {self.mode}", '']
+        where = f"{self.day} {self.window}".strip() + (f" (first {self.max_messages:,} events)" if self.max_messages else '')
+        L = [f"velox run · {', '.join(self.symbols)} · {where} · {self.mode}", f"  times are {zone_label(self.tz)}", '']
         L += [f"  events replayed   {sum(self.events.values()):>12,}   " + ', '.join(f"{k} {v:,}" for k, v in self.events.items())]
         L += [f"  NBBO updates      {self.nbbo.get('updates', 0):>12,}   locked {self.nbbo.get('locked', 0):,}, crossed {self.nbbo.get('crossed', 0):,}"]
         a = self.alerts
         L += [f"  alerts            {a.get('total', 0):>12,}   " + ', '.join(f"{k} {v:,}" for k, v in a.get('by_kind', {}).items())]
         L += [f"  outside-NBBO      {a.get('outside_nbbo', 0):>12,}   off-exchange {a.get('off_exchange', 0):,}, explained by conditions {a.get('explained', 0):,}"]
         for title, key in (('by symbol', 'by_symbol'), ('by venue', 'by_venue'), ('by condition', 'by_condition')):
-            items = list(a.get(key, {}).items())[:8]
+            items = list(a.get(key, {}).items())  # all of them: the report's charts show the same
             if items: L.append(f"    {title:<14}  " + ', '.join(f"{k} {v:,}" for k, v in items))
+        if a.get('by_condition'): L.append("    (a print with several conditions counts once under each)")
         t = self.trading
         if t:
             L += [f"  signals           {sum(t['signals'].values()):>12,}   " + ', '.join(f"{k} {v:,}" for k, v in t['signals'].items())]
             L += [f"  orders            {sum(t['orders'].values()):>12,}   " + ', '.join(f"{k} {v:,}" for k, v in t['orders'].items())]
             L += [f"  fills             {t['fills']:>12,}   risk events {t['risk']:,}"]
             for book, pnl in t['pnl'].items(): L.append(f"    PnL {book:<22} {pnl:>12,.2f} $ (after fees, marked at the last mid)")
-        if self.stored: L.append("  stored rows       " + ', '.join(f"{k} {v:,}" for k, v in self.stored.items()))
+        if self.stored: L.append("  stored rows       " + ', '.join(f"{k} {v:,}" for k, v in self.stored.items())
+                                 + " (this run's: its symbols and span; kinds with ids by id)")
         for s, l1 in self.l1.items():
-            if l1: L.append(f"  L1 {s:<6}         bid {l1.get('bid')} x ask {l1.get('ask')} at {l1.get('timestamp')}")
+            if l1: L.append(f"  L1 {s:<6}         bid {l1['bid']} x ask {l1['ask']} at {l1['time']}" + ('' if l1['in_run'] else ' (before this run)'))
         L += [f"  elapsed           {self.elapsed:>12.2f} s   {self.rate:,.0f} events/s"]
         if self.report: L.append(f"  report            {self.report}")
         return '\n'.join(L)
+
+def l1_line(l1:dict|None, span:tuple[int, int]) -> dict|None:
+    "The hot store's L1 of a symbol as the summary shows it: prices as printed, the time in exchange time, whether it is this run's."
+    if not l1: return None
+    ts = to_ns(l1['timestamp'])
+    return {'bid': format_price(price_from_float(l1['bid'])), 'ask': format_price(price_from_float(l1['ask'])),
+            'time': clock_text([ts])[0], 'in_run': span[0] <= ts < span[1]}
 
 TRADING_KINDS = ('prediction', 'signal', 'order', 'fill', 'position', 'risk', 'performance')
 
@@ -83,22 +147,24 @@ def summarize_trading(out:dict) -> dict:
 def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', speed:float=0, start:str|None=None,
         end:str|None=None, max_messages:int|None=None, params:dict|None=None, progress:bool=True,
         models:str|Path|None=None, execution:dict|None=None) -> tuple[Summary, RunResult]:
-    """Replay `symbols` on `day` through the detect pipeline into the stores; returns (summary, result), the result
-    naming the sources it replayed (for the report, `velox.face.report.write_report`). With a model
-    registry `models`, also trade: features -> predictions -> ensemble signals -> paper execution (`execution`:
-    its parameters, see `execution_stage`)."""
+    """Replay `symbols` on `day` (or its window `start`-`end`, HH:MM exchange time) through the detect pipeline into
+    the stores; returns (summary, result). The result's outputs hold the NBBO and alerts and also the trades replayed
+    ('trade'), for the report (`velox.face.report.write_report`). With a model registry `models`, also trade:
+    features -> predictions -> ensemble signals -> paper execution (`execution`: its parameters, see `execution_stage`)."""
     cfg = cfg or Config.load()
-    cat = Catalog(cfg.data_dir)
     iso = parse_day(day).isoformat()
+    lo, hi = run_window(iso, start, end)  # refuse a bad window before loading anything
+    windowed = bool(start or end)
+    cat = Catalog(cfg.data_dir)
     symbols = [s.upper() for s in symbols]
     srcs = [s for sym in symbols for s in cat.find(sym, iso)]
-    win = [clock_ns(iso, t, f'--{n}') if t else None for t, n in ((start, 'start'), (end, 'end'))]
-    replay = Replay(srcs, speed=speed, start=win[0], end=win[1], max_messages=max_messages, progress=progress)
+    replay = Replay(srcs, speed=speed, start=lo if windowed else None, end=hi if windowed else None,
+                    max_messages=max_messages, progress=progress)
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
-    store, hot = Store(cfg.store_dsn).migrate(), hot_from_dsn(cfg.hot)
+    store, hot, tally = Store(cfg.store_dsn, cfg.connect_timeout_s).migrate(), hot_from_dsn(cfg.hot, cfg.connect_timeout_s), Tally()
     # while the store is unreachable, batches spool to an append-only file and drain in order when it returns
     kinds = ('trade', 'alert', *(TRADING_KINDS if models is not None else ()))
-    sinks = [StoreSink(store, kinds=kinds, spool=Path(cfg.out_dir) / 'spool' / 'store.spool'), HotSink(hot)]
+    sinks = [StoreSink(store, kinds=kinds, spool=Path(cfg.out_dir) / 'spool' / 'store.spool'), HotSink(hot), tally]
     t0 = time.perf_counter()
     if models is not None:
         if not cfg.bus.startswith('memory'): raise ConfigError("velox run --models runs in process: use the fleet (velox fleet) on a broker")
@@ -108,16 +174,24 @@ def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', spee
     else:
         res, mode = _run_on_bus(cfg, replay, params, sinks), f'bus {cfg.bus}'
     elapsed = time.perf_counter() - t0
+    if max_messages is not None: lo, hi = (tally.first, tally.last + 1) if tally.first is not None else (lo, lo)  # cut short
+    elif not windowed and tally.first is not None: lo, hi = min(lo, tally.first), max(hi, tally.last + 1)  # data past midnight
+    trades = tally.batch('trade')
+    if trades is not None: res.outputs['trade'] = trades
     nb, al = res.outputs.get('nbbo'), res.outputs.get('alert')
     states = np.bincount(market_state(nb), minlength=4) if nb is not None else np.zeros(4, int)
-    summ = Summary(symbols, iso, mode=mode, elapsed=elapsed, rate=replay.done / elapsed if elapsed else 0.0)
-    summ.events = {k: int(sum(len(s.load()) for s in replay.sources if s.kind == k)) for k in ('quote', 'trade')} \
-        if max_messages is None and start is None and end is None else {'in the window': replay.done}
+    summ = Summary(symbols, iso, mode=mode, elapsed=elapsed, rate=replay.done / elapsed if elapsed else 0.0, start=start, end=end,
+                   span=(lo, hi), max_messages=max_messages)
+    summ.events = {k: tally.rows.get(k, 0) for k in ('quote', 'trade')}
     summ.nbbo = {'updates': 0 if nb is None else len(nb), 'locked': int(states[LOCKED]), 'crossed': int(states[CROSSED])}
     summ.alerts = summarize_alerts(al)
-    summ.stored = {t: store.count(t) for t in kinds}
+    ids = lambda k: res.outputs[k]['id'] if k in res.outputs else []
+    # outputs may be stamped at the window's end (a bar closing at --end): count those by id over all the run wrote
+    out_span = (lo, hi) if tally.first is None else (min(lo, tally.first), max(hi, tally.last + 1))
+    summ.stored = {k: stored_by_run(store, k, symbols, out_span, ids(k)) if 'id' in DTYPES[k].names else
+                      stored_by_run(store, k, symbols, (lo, hi)) for k in kinds}
     if models is not None: summ.trading = summarize_trading(res.outputs)
-    summ.l1 = {s: hot.get_l1(s) for s in symbols}
+    summ.l1 = {s: l1_line(hot.get_l1(s), (lo, hi)) for s in symbols}
     res.sources = srcs
     store.close(); hot.close()
     return summ, res

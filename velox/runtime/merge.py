@@ -63,14 +63,34 @@ class SymbolMerge:
         now = time.time()
         return [now - h > idle_s and not b for h, b in zip(self.heard, self.merge.bufs)]
 
-    def pop(self, ordered:bool, idle_s:float|None=None) -> tuple[list, list]:
-        """Released `(kind, batch)` items, and the `(tp, offset)` of messages now fully released. `idle_s`: do not
-        wait for an input silent that long (live: sparse signals must not hold the quotes back)."""
-        items, done = [], []
+    def pop(self, ordered:bool, idle_s:float|None=None) -> tuple[list, list, list]:
+        """Released `(kind, batch)` items; the `(tp, offset)` of messages now fully released; and per item, the
+        messages its rows came from, in row order: `[(tp, offset, rows), ...]`. `idle_s`: do not wait for an input
+        silent that long (live: sparse signals must not hold the quotes back)."""
+        items, done, origins = [], [], []
         for run in self.merge.pop(ordered, None if idle_s is None else self.idle(idle_s)):
             items.append((self.kind_of[self.topics[run.rank]], run.batch))
-            n, q = len(run.batch), self.held[run.rank]
+            n, q, segs = len(run.batch), self.held[run.rank], []
             while n:
                 take = min(n, q[0][0]); q[0][0] -= take; n -= take
+                segs.append((q[0][1], q[0][2], take))
                 if not q[0][0]: done.append(tuple(q.popleft()[1:]))
-        return items, done
+            origins.append(segs)
+        return items, done, origins
+
+    def drop(self, tp, offset:int) -> np.ndarray|None:
+        "Take the rows of message `offset` of partition `tp` that are still held out of the merge; them (None if none)."
+        for r, q in enumerate(self.held):
+            start = 0
+            for i, (n, t, o) in enumerate(q):
+                if (tuple(t), o) == (tuple(tp), offset): return self._cut(r, i, start, n)
+                start += n
+        return None
+
+    def _cut(self, r:int, i:int, start:int, n:int) -> np.ndarray:
+        "Take rows `start`..`start + n` (held entry `i`) out of source `r`'s buffer; them."
+        b, k = (np.concatenate(x) for x in (self.merge.bufs[r], self.merge.keys[r]))
+        keep = np.r_[0:start, start + n:len(b)]
+        self.merge.bufs[r], self.merge.keys[r] = ([b[keep]], [k[keep]]) if len(keep) else ([], [])
+        del self.held[r][i]
+        return b[start:start + n]

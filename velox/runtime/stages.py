@@ -4,6 +4,7 @@
 
 # %% ../../nbs/runtime/02_stages.ipynb #71b8294f
 from __future__ import annotations
+import importlib
 from dataclasses import dataclass, replace
 from ..core import Config, ConfigError, read_mapping
 from ..detect.params import detect_stage, load_params
@@ -18,7 +19,7 @@ from ..stage import Chain, Stage
 __all__ = ['DETECT_INPUTS', 'DETECT_OUTPUTS', 'STAGES', 'EXECUTION_KEYS', 'MODELS', 'PAPER', 'EXECUTION_OUTPUTS',
            'PERSIST_TOPICS', 'publish_replay', 'StageSpec', 'register_stage', 'PersistStage', 'features_stage',
            'execution_stage', 'predict_stage', 'predict_spec', 'ensemble_stage', 'ensemble_inputs', 'trading_stage',
-           'stage_worker']
+           'user_stage', 'default_topics', 'stage_spec', 'stage_worker']
 
 # %% ../../nbs/runtime/02_stages.ipynb #0848245f
 DETECT_INPUTS = {KIND_TOPICS['quote']: 'quote', KIND_TOPICS['trade']: 'trade'}
@@ -165,10 +166,38 @@ def _stage_params(stage:str, params) -> dict:
     d = read_mapping(params, 'parameter file', 'a mapping of parameter: value')
     return d.get(stage, d.get(stage.split('.')[0], d))  # its section (predict.lr, or predict for every model), or all
 
+def user_stage(ref:str) -> StageSpec:
+    """Your own stage, `'module:name'`: `name` in the importable `module` is a `StageSpec`, or a function
+    `(params) -> Stage` whose stage reads and writes the default topics of its kinds (`KIND_TOPICS`)."""
+    mod, _, attr = ref.partition(':')
+    try: obj = getattr(importlib.import_module(mod), attr)
+    except ImportError as e: raise ConfigError(f"stage {ref!r}: cannot import {mod!r} ({e})") from None
+    except AttributeError: raise ConfigError(f"stage {ref!r}: module {mod!r} has no {attr!r}") from None
+    if isinstance(obj, StageSpec): return obj
+    if not callable(obj): raise ConfigError(f"stage {ref!r}: {attr!r} is neither a StageSpec nor a function (params) -> Stage")
+    return StageSpec(ref, obj, None, None)  # topics: from the stage it builds (`default_topics`)
+
+def default_topics(ref:str, st:Stage) -> dict:
+    "`inputs` and `outputs` of stage `st` on the default topics of its kinds (an input it makes itself is no input)."
+    ins = [k for k in st.inputs if k not in st.outputs]
+    missing = [f"{io} kind {k!r}" for io, ks in (('input', ins), ('output', st.outputs)) for k in ks if k not in KIND_TOPICS]
+    if missing: raise ConfigError(f"stage {ref!r}: no default topic for {', '.join(missing)} (there are for {sorted(KIND_TOPICS)}); "
+                                  "name a StageSpec with its topics instead")
+    return {'inputs': {KIND_TOPICS[k]: k for k in ins}, 'outputs': {k: KIND_TOPICS[k] for k in st.outputs}}
+
+def stage_spec(stage:str) -> StageSpec:
+    "The registered stage `stage` (any `predict.<model>`), or your own (`'module:name'`, see `user_stage`)."
+    if stage not in STAGES and stage.startswith('predict.') and stage[len('predict.'):].isidentifier():
+        register_stage(predict_spec(stage[len('predict.'):]))  # any model of the registry
+    if stage in STAGES: return STAGES[stage]
+    if ':' in stage: return user_stage(stage)
+    raise ConfigError(f"unknown stage {stage!r}; expected one of {sorted(STAGES)}, or your own as 'module:name'")
+
 def stage_worker(stage:str, bus='memory://', group:str|None=None, params:str|dict|None=None, overrides:dict|None=None,
                  topics:list|None=None, store:str|None=None, hot:str|None=None, checkpoints:str|None=None,
                  settings:WorkerSettings=WorkerSettings(), options:RunOptions=RunOptions(handle_signals=True)) -> dict:
-    """Run registered `stage` as a member of consumer group `group` (default `velox-<stage>`) until `options` say stop;
+    """Run `stage` (registered, or your own: `'module:name'`) as a member of consumer group `group` (default `velox-<stage>`,
+    `velox-module.name`) until `options` say stop;
     its stats. `params`: a parameter file (or mapping); `overrides`: parameters over the file's (e.g. the model registry
     a worker notebook is given); `topics`: only these of the stage's input topics (persist: which topics to store);
     `store`: a history store the stage's `store_kinds` also go to; `hot`: a hot store for L1 and ticks (detect);
@@ -176,24 +205,22 @@ def stage_worker(stage:str, bus='memory://', group:str|None=None, params:str|dic
     from velox.infra.stores import Store
     from velox.infra.sinks import StoreSink, HotSink
     from velox.infra.connect import hot_from_dsn
-    if stage not in STAGES and stage.startswith('predict.') and stage[len('predict.'):].isidentifier():
-        register_stage(predict_spec(stage[len('predict.'):]))  # any model of the registry
-    if stage not in STAGES: raise ConfigError(f"unknown stage {stage!r}; expected one of {sorted(STAGES)}")
-    spec = STAGES[stage]
+    spec = stage_spec(stage)
     sp = {**_stage_params(stage, params), **(overrides or {})}
+    st = spec.make(sp)
+    if spec.inputs is None: spec = replace(spec, **default_topics(stage, st))
     inputs = dict(spec.inputs_for(sp) if spec.inputs_for else spec.inputs)
     if topics:
         bad = [t for t in topics if t not in inputs]
         if bad: raise ConfigError(f"stage {stage}: topics {bad} are not among its inputs {list(inputs)}")
         inputs = {t: inputs[t] for t in topics}
-    st = spec.make(sp)
     if isinstance(st, PersistStage): st = PersistStage(tuple(dict.fromkeys(inputs.values())))
     if stage == 'persist' and not store: raise ConfigError("the persist stage needs a store (store='chdb:///abs/dir' or http://…)")
     b = bus_from_config(Config.load(bus=bus)) if isinstance(bus, str) else bus
     sinks = []
     if store and spec.store_kinds: sinks.append(StoreSink(Store(store).migrate(), kinds=spec.store_kinds))
     if hot and stage == 'detect': sinks.append(HotSink(hot_from_dsn(hot)))
-    w = Worker(st, b, inputs, spec.outputs, group or f'velox-{stage}', replace(settings, arrival_order=settings.arrival_order or spec.arrival_order),
+    w = Worker(st, b, inputs, spec.outputs, group or f"velox-{stage.replace(':', '.')}", replace(settings, arrival_order=settings.arrival_order or spec.arrival_order),
                sinks=sinks, checkpoints=hot_from_dsn(checkpoints) if checkpoints else None)
     stats = w.run(options)
     for s in sinks: s.close()

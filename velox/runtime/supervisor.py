@@ -11,7 +11,8 @@ from pathlib import Path
 from ..core import ConfigError, get_logger
 from ..infra.services import child_pids, pid_alive, signal_pid
 from .fleet import (
-    FleetSpec, Job, code_version, file_sha256, notebook_complete, notebook_parameters, parse_schedule, read_json, velox_command, write_json)
+    FleetSpec, Job, check_no_secrets, code_version, file_sha256, notebook_complete, notebook_parameters, parse_schedule, read_json,
+    velox_command, write_json)
 
 # %% auto #0
 __all__ = ['JobRun', 'Scheduler', 'Member', 'Supervisor']
@@ -98,6 +99,7 @@ class Member:
     started_mono: float = 0.0
     stop_sent_mono: float = 0.0
     escalated: int = 0
+    error: str | None = None  # why its last run failed, in one line (None once a run ends well)
     proc: object = field(default=None, repr=False)
 
     @property
@@ -140,8 +142,8 @@ class Supervisor:
         p = self.spec.parameters(m.stage, takes)
         p.update({k: v for k, v in self.files(m).items() if k in takes})
         if 'client_id' in takes: p['client_id'] = m.name
-        if 'stage' in takes: p['stage'] = m.stage  # one notebook for several stages (predict.<model>)
-        return p
+        if 'stage' in takes: p.setdefault('stage', m.stage)  # one notebook for several stages (predict.<model>, custom)
+        return check_no_secrets(p, m.name)  # papermill saves them into the notebook: never a secret (see fleet)
 
     # -- a member's life ---------------------------------------------------------------------------
     def _record(self, event:str, m:Member, **kw):
@@ -203,7 +205,9 @@ class Supervisor:
         complete, why = notebook_complete(m.run['output'])
         if rc != 0: complete, why = False, f'papermill exited with status {rc}; {why}'
         ran = time.monotonic() - m.started_mono
-        self._record('end', m, ended=_now(), rc=rc, complete=complete, why=why, seconds=round(ran, 3))
+        if rc != 0 and not m.stop_requested: m.error = self._failed(m, why)
+        elif rc == 0: m.error = None
+        self._record('end', m, ended=_now(), rc=rc, complete=complete, why=why, seconds=round(ran, 3), error=m.error)
         m.proc, m.pid, m.kernel_pid = None, None, None
         if m.stop_requested: m.state = 'stopped'
         elif rc == 0 and self.spec.policy == 'on-failure': m.state = 'completed'
@@ -211,6 +215,15 @@ class Supervisor:
             delay = self.backoff(m, rc, ran)
             m.state, m.next_start = 'backoff', time.monotonic() + delay
             self.log.warning("%s exited with status %s after %.1f s (%s); restarting in %.1f s", m.name, rc, ran, why, delay)
+
+    def _failed(self, m:Member, why:str) -> str:
+        "`m`'s run failed: its status file says `failed` with the error (a worker whose process died could not); the error."
+        path = Path(self.files(m)['status_path'])
+        st = read_json(path)
+        if isinstance(st, dict) and st.get('state') == 'failed' and st.get('error'): return st['error']
+        err = f"the worker process died ({why})"
+        write_json(path, {**(st if isinstance(st, dict) else {}), 'state': 'failed', 'error': err})
+        return err
 
     def watch(self, m:Member):
         "Follow a running member: find its kernel, escalate an ignored stop, handle its exit."

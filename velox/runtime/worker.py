@@ -9,62 +9,22 @@ from collections import defaultdict
 from dataclasses import dataclass, field, asdict
 import numpy as np
 from ..core import atomic_write, get_logger
-from ..infra.bus import is_eos, publish, send_to_dlq
+from ..infra.bus import is_eos, key_problem, publish, send_to_dlq
 from ..infra.codecs import CodecError, decode_message
 from ..infra.resilience import GuardedSink, SinkUnavailable, CircuitBreaker, retry, is_transient
 from ..infra.topics import topic_spec
 from .checkpoints import ALL, Checkpoints, Progress, Snapshot
 from .downstream import Ends, end_marker, end_partitions, end_symbols, route
 from .merge import SymbolMerge
+from .poison import Guard, InFlight, held_floor, one_line, rows_message, window_symbols
 from .runners import Collector
+from .settings import RunOptions, WorkerSettings, WorkerStats
 from ..stage import Stage
 
 # %% auto #0
-__all__ = ['WorkerSettings', 'RunOptions', 'WorkerStats', 'Ownership', 'Worker']
+__all__ = ['Ownership', 'Worker']
 
-# %% ../../nbs/runtime/01_worker.ipynb #fa20cb9c
-@dataclass(frozen=True)
-class WorkerSettings:
-    "How a worker consumes, produces and checkpoints."
-    codec: str = 'frame'  # how outputs are encoded: 'frame' (Arrow IPC) or 'json'
-    client_id: str|None = None  # the member's name in its group (broker, logs, metrics); None: the client's default
-    poll_ms: int = 200  # how long one poll waits for messages
-    max_records: int = 500  # at most this many messages per poll
-    collect: tuple = ()  # output kinds also kept in memory, in `Worker.collected` (notebooks, tests, the main job)
-    checkpoint_every_s: float = 1.0  # checkpoint (flush, snapshot, commit) this often, and when stopping
-    max_buffered_rows: int = 2_000_000  # pause a partition whose merges hold more rows (one input racing ahead)
-    sink_attempts: int = 3  # tries of a sink write before the store counts as down
-    idle_lane_s: float|None = None  # live: stop waiting for an input silent this long (s); None: always wait (exact replays)
-    arrival_order: bool = False  # release rows as they arrive, without the event-time merge (stages that need no order)
-
-@dataclass(frozen=True)
-class RunOptions:
-    "When `Worker.run` stops, and how it reports while it runs."
-    until_end: bool = False  # stop once every partition it owns has ended (finite replays)
-    idle_timeout_s: float|None = None  # stop once every symbol it saw ended and nothing came for this long
-    max_runtime_s: float|None = None  # stop after this long
-    stop_file: str|None = None  # stop when this file appears
-    status_path: str|None = None  # keep a JSON status (`WorkerStats`) here, rewritten every loop
-    handle_signals: bool = False  # stop on SIGTERM/SIGINT (in the main thread only)
-    metrics_port: int|None = None  # serve Prometheus /metrics, /health, /ready here (0: any free port)
-
-# %% ../../nbs/runtime/01_worker.ipynb #5c835d0d
-@dataclass
-class WorkerStats:
-    "Counters a worker reports."
-    consumed: int = 0
-    events: int = 0
-    produced: dict = field(default_factory=dict)
-    dead_letters: int = 0
-    commits: int = 0
-    skipped: int = 0
-    restored: int = 0
-    sink_failures: int = 0
-    assignment: list = field(default_factory=list)
-    paused: list = field(default_factory=list)
-    state: str = 'starting'
-    metrics_port: int | None = None
-
+# %% ../../nbs/runtime/01_worker.ipynb #7a6d7827
 @dataclass
 class Ownership:
     "What a member owns, where each symbol arrives, and what it paused."
@@ -77,7 +37,7 @@ class Ownership:
         for s in symbols: self.symbol_tps.pop(s, None)
         self.backpressured.difference_update(tps)
 
-# %% ../../nbs/runtime/01_worker.ipynb #87d35d83
+# %% ../../nbs/runtime/01_worker.ipynb #5c835d0d
 class Worker:
     "Consume `inputs` ({topic: kind}), run `stage`, produce `outputs` ({kind: topic}), checkpoint."
     def __init__(self, stage:Stage, bus, inputs:dict, outputs:dict, group:str, settings:WorkerSettings=WorkerSettings(),
@@ -91,6 +51,7 @@ class Worker:
         self.stats, self.collected, self.log = WorkerStats(), Collector(settings.collect or ()), get_logger('worker')
         self.merges, self.consumer, self.metrics = {}, None, None
         self.progress, self.owned, self.ends = Progress(), Ownership(), Ends()
+        self.guard, self.flight, self._polled = Guard(stage), None, []  # the way in to the stage's state; see velox.runtime.poison
         self._stop, self._last_ckpt, self._beat, self._last_event_ts = threading.Event(), time.monotonic(), time.monotonic(), None
 
     def stop(self): self._stop.set()
@@ -115,7 +76,7 @@ class Worker:
         "The merge in the symbol's snapshot, with the stage's state and the offsets it covers restored; None if none."
         snap = self.checkpoints.load(sym) if self.checkpoints and not self._global else None
         if not snap: return None
-        self.stage.restore(snap.stage)
+        self.guard.restore(snap.stage)
         self.progress.inside[sym] = snap.upto; self.ends.flushed |= snap.flushed
         self.stats.restored += 1
         return snap.merges[sym]
@@ -125,7 +86,7 @@ class Worker:
         snap = self.checkpoints.load(ALL) if self.checkpoints else None
         self.progress.inside_all = snap.upto if snap else {}
         if snap:
-            self.stage.restore(snap.stage)
+            self.guard.restore(snap.stage)
             self.merges.update(snap.merges); self.ends.flushed |= snap.flushed
             self.stats.restored += 1
 
@@ -147,7 +108,7 @@ class Worker:
         if now == self.owned.assigned: return
         lost = self.owned.assigned - now
         syms = [s for s, tps in self.owned.symbol_tps.items() if tps & lost]
-        for s in syms: self.merges.pop(s, None); self.stage.forget([s])
+        for s in syms: self.merges.pop(s, None); self.guard.forget([s])
         for part in (self.progress, self.owned, self.ends): part.forget(syms, lost)
         self.owned.assigned = now
         self.stats.assignment = sorted(map(list, now))
@@ -158,17 +119,24 @@ class Worker:
         t0 = time.perf_counter()
         msgs = self.consumer.poll(timeout_ms=self.settings.poll_ms, max_records=self.settings.max_records)
         self._sync_assignment()
-        touched = {s for s in map(self._take_in, msgs) if s is not None}
-        events = self._release(touched)
+        careful = self.flight is not None and self.flight.careful  # the last run died: one message at a time
+        events = sum(map(self._cycle, [[m] for m in msgs] or [[]] if careful else [msgs]))
         if self.ends.all_ended(self.owned.assigned) and self.ends.announced != self.owned.assigned \
                 and all(sm.closed for sm in self.merges.values()):
             self.ends.announced = frozenset(self.owned.assigned); self._announce_end()
+        if self.flight: self.flight.end()
         self.stats.events += events
         if self.metrics and msgs:
             self.metrics.events.labels(self.metrics.worker).inc(events)
             self.metrics.latency.labels(self.metrics.worker).observe(time.perf_counter() - t0)
         self._backpressure()
         return len(msgs)
+
+    def _cycle(self, msgs:list) -> int:
+        "Take `msgs` in and run the stage on what they release, recording them in flight first; the events released."
+        self._polled = [((m.topic, m.partition), m.offset) for m in msgs]
+        if self.flight: self.flight.begin(self._polled, None if self.flight.careful else self.progress.next)  # a step: all it may release
+        return self._release({s for s in map(self._take_in, msgs) if s is not None})
 
     def _take_in(self, m) -> str|None:
         "Take one message in; the merge it touched (a symbol; '' for rows without one), if any."
@@ -177,6 +145,9 @@ class Worker:
         if m.offset < self.progress.next.get(tp, -1): self.stats.skipped += 1; return None  # re-delivered; already held
         self.stats.consumed += 1
         if self.metrics: self.metrics.consumed.labels(self.metrics.worker, m.topic).inc()
+        if self._refused(m) is not None:
+            self.progress.next[tp] = m.offset + 1
+            return None
         if is_eos(m) and m.key is None:  # the partition (or one producer of it) ended
             ended = self.ends.partition_marker(tp, m.value)
             self.progress.next[tp] = m.offset if ended else m.offset + 1  # ended: commit *at* the marker, a later owner reads it too
@@ -204,6 +175,14 @@ class Worker:
         self.owned.symbol_tps[sym].add(tp); self.progress.held[tp].add(m.offset)
         return sym
 
+    def _refused(self, m) -> str|None:
+        "Why `m` is dead-lettered now (key not UTF-8; died on too often: `velox.runtime.poison`); '': before; None: take it."
+        mid, fl = ((m.topic, m.partition), m.offset), self.flight
+        if fl and mid in fl.buried: return ''
+        why = (fl and fl.doomed(mid)) or key_problem(m.key)
+        if why: self._dead_letter(m, why)
+        return why
+
     def _decode(self, m) -> np.ndarray|None:
         "The rows of a message; None (and the message dead-lettered) if it is malformed."
         kind = self.inputs[m.topic]
@@ -213,11 +192,14 @@ class Worker:
             if len(b) and m.key is not None and not (b['symbol'] == m.key).all():
                 raise CodecError(f"rows for symbols {sorted(set(b['symbol'].tolist()))} under key {m.key!r}")
             return b
-        except CodecError as e:
-            self._dead_letter(m, str(e)); return None
+        except Exception as e:  # whatever the bytes make a decoder do, it is the message's fault
+            self._dead_letter(m, str(e) if isinstance(e, CodecError) else f"undecodable: {one_line(e)}"); return None
 
     def _dead_letter(self, m, reason:str):
+        "Send `m` to its dead-letter topic; one the worker died on is flushed out and never processed again."
         retry(lambda: send_to_dlq(self.bus, m, reason), what='dead letter')
+        mid = ((m.topic, m.partition), m.offset)
+        if self.flight and self.flight.doomed(mid): retry(self.bus.flush, what='dead letter'); self.flight.bury(mid)
         self.stats.dead_letters += 1
         if self.metrics: self.metrics.dead_letters.labels(self.metrics.worker, m.topic).inc()
         self.log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset, reason)
@@ -225,29 +207,36 @@ class Worker:
     def _release(self, touched:set) -> int:
         "Run the stage on what the touched merges release, flush the symbols that ended; the number of events."
         if self.settings.idle_lane_s is not None: touched |= {s for s, sm in self.merges.items() if sm.holding}
-        events, ended = 0, []
-        for sym in sorted(touched):
-            events += self._release_symbol(sym)
+        ordered = not self.stage.windowed or (self.flight is not None and self.flight.careful)  # careful: rows in merge order
+        pops, events, ended = {s: self.merges[s].pop(ordered, self.settings.idle_lane_s) for s in sorted(touched)}, 0, []
+        for sym, (items, done, origins) in pops.items():
+            events += self._release_symbol(sym, items, done, origins)
             if self._flush_if_ended(sym): ended.append(sym)
             self.progress.dirty.add(sym)
         if ended and not self._global: end_symbols(self.bus, self.outputs, ended)
         return events
 
-    def _release_symbol(self, sym:str) -> int:
-        sm = self.merges[sym]
-        items, done = sm.pop(ordered=not self.stage.windowed, idle_s=self.settings.idle_lane_s)
+    def _release_symbol(self, sym:str, items:list, done:list, origins:list) -> int:
+        "Run the stage (guarded: see `velox.runtime.poison`) on a symbol's released rows; dead-letter what it could not take."
         for tp, off in done: self.progress.held[tp].discard(off)
+        syms = None if self._global else [sym] if sym else window_symbols(items)
+        out, items, dropped = self.guard.release(items, origins, syms, self.flight)
+        for d in dropped:  # its rows still held go too
+            (topic, p), off = d.mid
+            rest = self.merges[sym].drop((topic, p), off); self.progress.held[(topic, p)].discard(off)
+            if d.reason: self._dead_letter(rows_message(d.mid, self.inputs[topic], sym or None, [b for _, b in d.rows] + [rest]), d.reason)
         n = sum(len(b) for _, b in items)
         if n: self._last_event_ts = max(int(b['ts'][-1]) for _, b in items)
         for s in self.sinks:  # sinks see the inputs too, as in the replay runner
             for k, b in items: s.write(k, b)
-        self._emit(self.stage.process_window(items))
+        self._emit(out)
         return n
 
     def _flush_if_ended(self, sym:str) -> bool:
         "The symbol's finite stream ended: the stage releases what it holds for it (once). True if it did now."
         if not (self.merges[sym].closed and sym and sym not in self.ends.flushed): return False
-        self.ends.flushed.add(sym); self._emit(self.stage.flush([sym]))
+        if self.flight: self.flight.begin(self._polled)  # the end marker is what is in flight now
+        self.ends.flushed.add(sym); self._emit(self.guard.flush([sym]))
         return True
 
     def _emit(self, items):
@@ -266,7 +255,7 @@ class Worker:
     def _announce_end(self):
         "Every input owned ended: a global stage finishes (reports its books); each output partition learns what this member covered."
         if self._global:
-            self._emit(self.stage.flush())
+            self._emit(self.guard.flush())
             end_symbols(self.bus, self.outputs, [s for s in self.merges if s])
         end_partitions(self.bus, self.outputs, end_marker(self.group, self.inputs, self.owned.assigned))
         self.log.info("every input partition ended; told %d output topic(s)", len(self.outputs))
@@ -301,6 +290,7 @@ class Worker:
         if self.progress.next and self.consumer.commit(self.progress.commit_point(self.checkpoints is not None)):
             self.stats.commits += 1
             if self.metrics: self.metrics.checkpoints.labels(self.metrics.worker).inc()
+            if self.flight: self.flight.prune(held_floor(self.merges.values(), self.progress.next), self.owned.assigned)
         self._last_ckpt = time.monotonic()
         return True
 
@@ -331,18 +321,33 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT): signal.signal(sig, lambda *_: self.stop())
         srv = self._serve_metrics(o.metrics_port) if o.metrics_port is not None else None
         if self.consumer is None: self.connect()
+        self._open_flight(o)
         self.stats.state = 'running'
-        try: self._loop(o)
-        finally:
+        try:
+            self._loop(o)
             self.stats.state = 'stopping'
             for _ in range(20):  # a final checkpoint; if a store is still down, nothing is committed (safe)
                 if self.checkpoint(): break
                 time.sleep(0.25)
-            self.consumer.close()
-            if srv: srv.shutdown()
             self.stats.state = 'stopped'
-            if o.status_path: self._write_status(o.status_path)
+        except BaseException as e:  # and no final checkpoint: the step it failed in may be half done
+            self.stats.state, self.stats.error = 'failed', one_line(e)
+            self.log.exception("worker failed: %s", self.stats.error)
+            raise
+        finally: self._close(srv, o)
         return self.stats
+
+    def _open_flight(self, o:RunOptions):
+        "This member's in-flight records (in the checkpoint store, else beside its status file), and what the last run died with."
+        ck = self.checkpoints
+        self.flight = InFlight.at(ck and ck.hot, ck.prefix if ck else '', o.status_path, self.settings.client_id, self.settings.max_deaths)
+        died = self.flight.start() if self.flight else []
+        if died: self.log.warning("the last run died with %d message(s) in flight (from %s); taking them one at a time", len(died), died[0])
+
+    def _close(self, srv, o:RunOptions):
+        self.consumer.close()
+        if srv: srv.shutdown()
+        if o.status_path: self._write_status(o.status_path)
 
     def _loop(self, o:RunOptions):
         t0, last = time.monotonic(), None

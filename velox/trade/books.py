@@ -7,12 +7,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from ..core import NS
+from ..stage import register_state
 from .risk import RiskState, Sizer
 
 # %% auto #0
 __all__ = ['DAY_NS', 'MINUTE_NS', 'Book', 'books_for', 'Marks']
 
 # %% ../../nbs/trade/04c_books.ipynb #95531eaa
+@register_state  # in the execution stage's state (saved as data), like Marks
 @dataclass
 class Book:
     "An (account, strategy)'s positions, guardrails and sizer."
@@ -29,6 +31,7 @@ def books_for(accounts) -> dict:
 # %% ../../nbs/trade/04c_books.ipynb #0aa59dba
 DAY_NS, MINUTE_NS = 86400 * NS, 60 * NS  # event-time days and minutes: ts // DAY_NS is a UTC day
 
+@register_state
 @dataclass
 class Marks:
     "The market as the dealer last saw it."

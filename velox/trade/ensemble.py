@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from ..core import NS, event_id
 from ..events import PRICE_SCALE, empty
-from ..stage import Stage
+from ..stage import Stage, register_state
 from .models import LogisticModel, indicator_features
 
 # %% auto #0
@@ -17,6 +17,7 @@ __all__ = ['TIER_THRESHOLDS', 'Isotonic', 'Platt', 'brier', 'tier_of', 'Ensemble
            'reliability']
 
 # %% ../../nbs/trade/01_ensemble.ipynb #f3c117c1
+@register_state  # a calibrator is part of a saved combiner (velox.trade.predict.Combiner), like Platt
 class Isotonic:
     "Monotone calibration by pool-adjacent-violators."
     def fit(self, p, y):
@@ -31,6 +32,7 @@ class Isotonic:
         return self
     def predict(self, p): return self.v[np.searchsorted(self.x, p, 'left').clip(max=len(self.v) - 1)]
 
+@register_state
 class Platt:
     "Logistic calibration of the prediction's logit."
     def fit(self, p, y):

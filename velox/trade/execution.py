@@ -4,11 +4,10 @@
 
 # %% ../../nbs/trade/04_execution.ipynb #95f71a78
 from __future__ import annotations
-import pickle
 from dataclasses import dataclass, field
 import numpy as np
-from ..core import NS, Session, load_pickle
-from ..stage import Stage
+from ..core import NS, Session
+from ..stage import Stage, StateError, load_state, dump_state, register_state
 from .broker import Broker, PaperBroker
 from .books import DAY_NS, MINUTE_NS, Book, Marks, books_for
 from .dealing import Dealer, DealerSettings, Flight, Outbox
@@ -20,6 +19,7 @@ __all__ = ['RANK', 'Release', 'ExecutionState', 'ExecutionStage']
 # %% ../../nbs/trade/04_execution.ipynb #197050d0
 RANK = {'nbbo': 0, 'risk': 1, 'signal': 2}  # at one ts: the quote, then an operator command, then a signal
 
+@register_state  # saved as data in the stage's snapshots, like ExecutionState
 @dataclass
 class Release:
     "Inputs held back until event time has passed them on every live symbol."
@@ -76,6 +76,7 @@ class Release:
         return ts[order].tolist(), sym[order].tolist(), part[order].tolist(), row[order].tolist()
 
 # %% ../../nbs/trade/04_execution.ipynb #a40e37ff
+@register_state
 @dataclass
 class ExecutionState:
     "All an execution stage remembers."
@@ -138,10 +139,12 @@ class ExecutionStage(Stage):
         h = rel.horizon(self.lateness)
         return [] if h is None else self._release(h)
 
-    def snapshot(self, symbols=None) -> bytes: return pickle.dumps(self.state, protocol=5)
+    def snapshot(self, symbols=None) -> bytes: return dump_state(self.state)
     def restore(self, data:bytes):
-        saved = load_pickle(data)
-        self._use(ExecutionState.from_legacy(*saved) if isinstance(saved, tuple) else saved)
+        saved = load_state(data)
+        if isinstance(saved, tuple): saved = ExecutionState.from_legacy(*saved)  # migrated from before the layers release
+        if not isinstance(saved, ExecutionState): raise StateError(f"{self.name}: a snapshot of a {type(saved).__name__}, not an ExecutionState")
+        self._use(saved)
     def forget(self, symbols): pass  # account state is not per symbol: it stays with this worker
 
     def _release(self, horizon:int) -> list:

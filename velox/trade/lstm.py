@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from ..core import ConfigError, DataError
 from .models import Model
+from ..stage import register_state
 
 # %% auto #0
 __all__ = ['windows', 'lstm_loss', 'LSTMParams', 'LSTMModel']
@@ -78,6 +79,7 @@ class LSTMParams:
         if int(self.lookback) != self.lookback or self.lookback < 1 or self.hidden < 1 or self.epochs < 1 or self.batch < 1:
             raise ConfigError(f"LSTMModel lookback, hidden, epochs, batch = {self.lookback}, {self.hidden}, {self.epochs}, {self.batch}: expected integers >= 1")
 
+@register_state
 class LSTMModel(Model):
     "An LSTM classifier of P(up) over the last `lookback` feature rows of one symbol; fitted by PyTorch (extra `seq`) or numpy."
     name = 'lstm'

@@ -4,14 +4,16 @@
 
 # %% ../../nbs/trade/00_models.ipynb #12b32c28
 from __future__ import annotations
-import hashlib, math, pickle
+import hashlib, math
 from pathlib import Path
 import numpy as np
-from ..core import NS, load_pickle
+from ..core import NS, atomic_write, load_pickle
 from ..events import PRICE_SCALE
+from ..stage import StateError, dump_state, load_state, register_state, state_name, state_type
 
 # %% auto #0
-__all__ = ['FEATURES', 'indicator_features', 'forward_labels', 'walk_forward', 'Model', 'LogisticModel', 'GBTModel']
+__all__ = ['FEATURES', 'indicator_features', 'forward_labels', 'walk_forward', 'Model', 'load_pickled_model', 'LogisticModel',
+           'GBTModel']
 
 # %% ../../nbs/trade/00_models.ipynb #4de549cd
 FEATURES = ('rsi', 'macd_hist_bps', 'ema_gap_bps', 'vwap_gap_bps', 'zscore', 'momentum_bps', 'bb_pos', 'mtf_align')
@@ -70,17 +72,34 @@ class Model:
         return f"{self.name}-{h.hexdigest()}"
 
     def save(self, path) -> Path:
+        "Write the model as data: its state-type name, fitted parameters and version (atomically)."
         p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(pickle.dumps({'class': type(self), 'params': self.params(), 'version': self.version}))
-        return p
+        return atomic_write(p, dump_state({'class': state_name(type(self)), 'params': self.params(), 'version': self.version}))
 
     @staticmethod
     def load(path) -> Model:
-        d = load_pickle(Path(path).read_bytes())
-        m = d['class'].__new__(d['class']); m.__dict__.update(d['params'])
-        if m.version != d['version']: raise ValueError(f"{path}: content hash mismatch")
+        "A model `save` wrote; a pickle (an older velox's `.pkl`) is refused with the command that converts it."
+        d = load_state(Path(path).read_bytes(), f"convert its registry once with `velox models migrate --registry DIR` ({path})")
+        if not (isinstance(d, dict) and {'class', 'params', 'version'} <= set(d) and isinstance(d['params'], dict)):
+            raise StateError(f"{path}: not a saved model (expected its class, params and version)")
+        return Model.filled(state_type(d['class']), d['params'], d['version'], path)
+
+    @staticmethod
+    def filled(cls:type, params:dict, version:str, where) -> Model:
+        "A `cls` holding fitted `params` (no constructor runs), checked against the `version` saved with them."
+        if not (isinstance(cls, type) and issubclass(cls, Model)): raise StateError(f"{where}: a {cls.__name__} is not a model")
+        if not all(isinstance(k, str) for k in params): raise StateError(f"{where}: parameter names must be str")
+        m = object.__new__(cls); m.__dict__.update(params)
+        if m.version != version: raise ValueError(f"{where}: content hash mismatch")
         return m
 
+def load_pickled_model(path) -> Model:
+    "A model an older velox pickled. It unpickles: only for files you trust, in an operator's `velox models migrate`."
+    d = load_pickle(Path(path).read_bytes())
+    return Model.filled(d['class'], d['params'], d['version'], path)
+
+
+@register_state
 class LogisticModel(Model):
     "L2-regularised logistic regression by Newton's method."
     name = 'lr'
@@ -102,6 +121,7 @@ class LogisticModel(Model):
     def predict_proba(self, X):  # a row-wise sum, not a BLAS product: a row's value must not depend on the batch it came in
         return _sigmoid(self.w[0] + (((X - self.mu) / self.sd) * self.w[1:]).sum(1))
 
+@register_state
 class GBTModel(Model):
     "Gradient-boosted trees (logistic loss) on quantile-binned features."
     name = 'gbt'

@@ -6,6 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass
 from ..events import PRICE_SCALE
+from ..stage import register_state
 
 # %% auto #0
 __all__ = ['STATUSES', 'Order', 'Position']
@@ -13,6 +14,7 @@ __all__ = ['STATUSES', 'Order', 'Position']
 # %% ../../nbs/trade/04a_orders.ipynb #74e4528f
 STATUSES = ('PLACED', 'PARTIALLY_FILLED', 'FILLED', 'CANCELLED', 'REJECTED')
 
+@register_state  # kept in the execution stage's state (saved as data)
 @dataclass
 class Order:
     "One order of an (account, strategy) and how far it got."
@@ -39,6 +41,7 @@ class Order:
     def remaining(self) -> float: return self.qty - self.filled
 
 # %% ../../nbs/trade/04a_orders.ipynb #8305ff9c
+@register_state
 @dataclass
 class Position:
     "An (account, strategy)'s position in one symbol."

@@ -4,13 +4,13 @@
 
 # %% ../../nbs/trade/05_performance.ipynb #0d174473
 from __future__ import annotations
-import math, pickle
+import math
 from collections import deque
 from dataclasses import dataclass, field
 import numpy as np
-from ..core import NS, Session, day_start_ns, event_id, load_pickle, local_datetime64
+from ..core import NS, Session, day_start_ns, event_id, local_datetime64
 from ..events import DTYPES, PRICE_SCALE
-from ..stage import Stage
+from ..stage import Stage, StateError, dump_state, load_state
 from .ensemble import TIER_THRESHOLDS
 
 # %% auto #0
@@ -65,8 +65,12 @@ class PerformanceStage(Stage):
         st['done'] = True
         return [('performance', np.array(self._emit(st['next']), DTYPES['performance']))]
 
-    def snapshot(self, symbols=None) -> bytes: return pickle.dumps(self.state, protocol=5)
-    def restore(self, data:bytes): self.state = load_pickle(data)
+    def snapshot(self, symbols=None) -> bytes: return dump_state(self.state)
+    def restore(self, data:bytes):
+        saved = load_state(data)
+        if not isinstance(saved, dict) or set(saved) != set(self.state):
+            raise StateError(f"{self.name}: a snapshot of {sorted(saved) if isinstance(saved, dict) else type(saved).__name__}, not of {sorted(self.state)}")
+        self.state = saved
     def forget(self, symbols): pass  # the state is per (account, strategy), not per symbol: it stays with this worker
 
     def _advance(self, ts:int) -> list:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 from ..core import NS, ConfigError, event_id, legacy_dumps
 from ..events import empty
-from ..stage import Stage
+from ..stage import Stage, register_state
 from .ensemble import Ensemble, SignalRules, brier
 from .models import Model, indicator_features
 from .registry import ModelRegistry, as_registry, version_of
@@ -21,6 +21,7 @@ _log = logging.getLogger('velox.trade.predict')
 __all__ = ['Combiner', 'PredictionParams', 'PredictionStage', 'EnsembleStage', 'Inverted']
 
 # %% ../../nbs/trade/02a_predict.ipynb #da81645d
+@register_state
 class Combiner(Model):
     "Weights per model name and a calibrator, taken from a fitted `Ensemble`: P(up) from the models' predictions."
     name = 'ensemble'
@@ -203,6 +204,7 @@ class EnsembleStage(Stage):
         return [('signal', self.rules.signals(symbol, rows, raw, comb.calibrate(raw), st, live.version, comb.model_weights))]
 
 # %% ../../nbs/trade/02a_predict.ipynb #f76efd0c
+@register_state
 class Inverted(Model):
     "A broken model for drills: `1 - p` of another, sharpened `k` times in logit (what a flipped sign would do)."
     name = 'inverted'

@@ -8,6 +8,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, fields
 from ..core import ConfigError
+from ..stage import register_state
 
 # %% auto #0
 __all__ = ['INF', 'RULES', 'Limits', 'RiskState', 'kelly_fraction', 'Sizer', 'Strategy', 'Account', 'accounts_from']
@@ -16,6 +17,7 @@ __all__ = ['INF', 'RULES', 'Limits', 'RiskState', 'kelly_fraction', 'Sizer', 'St
 INF = math.inf
 RULES = ('kill_switch', 'daily_loss', 'drawdown', 'max_position', 'gross_exposure', 'order_rate')
 
+@register_state  # in the execution stage's state (saved as data), like RiskState and Sizer
 @dataclass(frozen=True)
 class Limits:
     "Risk limits of one scope (an account, or one strategy in it)."
@@ -35,6 +37,7 @@ class Limits:
             if not (v >= 0): raise ValueError(f"{k} = {v!r}: expected a number >= 0")
 
 # %% ../../nbs/trade/03_risk.ipynb #e8cd20c5
+@register_state
 class RiskState:
     "The guardrails of one scope and what they remember."
     def __init__(self, limits:Limits=Limits()):
@@ -95,6 +98,7 @@ def kelly_fraction(p:float, b:float) -> float:
     if not (0 <= p <= 1) or not b > 0: return 0.0
     return p - (1 - p) / b
 
+@register_state
 @dataclass(frozen=True)
 class Sizer:
     "How many shares a signal without a size trades."

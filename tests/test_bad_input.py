@@ -1,0 +1,343 @@
+"""Bad input, on purpose, through the doors a user has: recorded files of every format, messages on the bus, config
+files, command-line flags and services that do not answer. One table per door; each row names the substrings its
+one-line message must hold (the file, the line, the field or setting, and what was expected), and every row is checked
+the same way: the exit status, no traceback, and nothing stored, written or lost.
+
+The recorded-file rows corrupt a copy of a real file of replay/data in one place; the message rows mix one bad message
+into a real window of quotes and trades on the bus and compare the worker's alerts with `run_frame` on the good rows."""
+import gzip, json, os, subprocess, sys, zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from velox.core import NS, clock_ns
+from velox.detect.params import detect_stage
+from velox.feeds.recorded import Catalog
+from velox.infra.bus import MemoryBus, is_eos, publish, publish_eos
+from velox.infra.codecs import decode_message, encode_frame, encode_json
+from velox.infra.topics import dlq_topic
+from velox.runtime.runners import run_frame
+from velox.runtime.stages import DETECT_INPUTS, DETECT_OUTPUTS
+from velox.runtime.worker import RunOptions, Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / 'replay' / 'data'
+TICK = DATA / 'lean/equity/usa/tick'
+PLANTED = 'vx-planted-b4d1nput'  # a password set in the environment of every run below: it must appear nowhere
+
+
+# --- running the command line ------------------------------------------------------------------------------------
+
+def velox(*args, cwd, env=None):
+    "The `velox` command in a subprocess, with a clean VELOX_* environment plus `env` and the planted passwords."
+    base = {k: v for k, v in os.environ.items() if not k.startswith('VELOX_')}
+    secrets = {'VELOX_STORE_PASSWORD': PLANTED, 'VELOX_KAFKA_PASSWORD': PLANTED, 'VELOX_REDIS_PASSWORD': PLANTED}
+    return subprocess.run([sys.executable, '-m', 'velox.face.cli', *args], cwd=cwd, capture_output=True, text=True,
+                          env={**base, **secrets, 'VELOX_CONNECT_TIMEOUT_S': '1', **(env or {})}, timeout=300)
+
+
+def stored_rows(out: Path) -> int:
+    "Rows of every table of the embedded store under `out` (0 if there is none), counted by a separate process."
+    chdb = out / 'chdb'
+    if not chdb.exists(): return 0
+    code = ("import sys; from velox.infra.stores import Store, TABLES\n"
+            "with Store('chdb://' + sys.argv[1]) as st: print(sum(st.count(k) for k in TABLES))")
+    r = subprocess.run([sys.executable, '-c', code, str(chdb)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return int(r.stdout.strip().splitlines()[-1])
+
+
+def check_refused(r, out: Path, needles, code=2):
+    "Exit status `code`, one line `velox: error: ...` holding every needle, no traceback, no password, nothing kept."
+    assert r.returncode == code, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert 'Traceback' not in r.stdout + r.stderr, r.stderr
+    assert r.stderr.startswith('velox: error: ') and r.stderr.count('\n') == 1, r.stderr
+    for n in needles: assert n in r.stderr, (n, r.stderr)
+    assert PLANTED not in r.stdout + r.stderr
+    assert stored_rows(out) == 0, 'something was stored'
+    assert not list(out.glob('report-*.html')) if out.exists() else True, 'a report was written'
+
+
+# --- recorded files: corrupted copies of the real ones -----------------------------------------------------------
+
+def lean_copy(data: Path, src: Path, edit):
+    "Copy the Lean zip `src` into the data folder `data` (same layout), its text lines passed through `edit(lines)`."
+    with zipfile.ZipFile(src) as z: member, text = z.namelist()[0], z.read(z.namelist()[0]).decode('ascii')
+    lines = text.split('\n'); edit(lines)
+    dst = data / src.relative_to(DATA); dst.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dst, 'w', zipfile.ZIP_DEFLATED) as z: z.writestr(member, '\n'.join(lines).encode('latin-1'))
+    return dst
+
+
+def field_to(line:int, col:int, value):
+    "An edit setting column `col` of line `line` (1-based) to `value` (a function of the old value, or a string)."
+    def edit(lines):
+        f = lines[line - 1].split(','); f[col] = value(f[col]) if callable(value) else value; lines[line - 1] = ','.join(f)
+    return edit
+
+
+def swap_times(line:int):
+    "An edit that moves line `line`'s time one second before the line above it."
+    def edit(lines):
+        f = lines[line - 1].split(','); f[0] = str(int(lines[line - 2].split(',')[0]) - 1000); lines[line - 1] = ','.join(f)
+    return edit
+
+
+IBM_T, IBM_Q = TICK / 'ibm/20131008_trade.zip', TICK / 'ibm/20131008_quote.zip'
+SPY_BARS = DATA / 'lean/equity/usa/minute/spy/20131008_trade.zip'
+BTC = DATA / 'binance/btcusdt_20240808_spot.gz'
+
+
+def two_members(data):
+    dst = lean_copy(data, IBM_T, lambda lines: None)
+    with zipfile.ZipFile(dst, 'a') as z: z.writestr('extra.csv', b'1,2,3\n')
+    return dst
+
+
+def empty_zip(data):
+    dst = data / IBM_T.relative_to(DATA); dst.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dst, 'w') as z: z.writestr('20131008_ibm_Trade_Tick.csv', b'')
+    return dst
+
+
+def not_a_zip(data):
+    dst = data / IBM_T.relative_to(DATA); dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(b'this is not a zip archive\n')
+    return dst
+
+
+def non_ascii(data):
+    def edit(lines): lines[99] = lines[99][:5] + '\u00e9' + lines[99][6:]
+    return lean_copy(data, IBM_T, edit)
+
+
+def capture(data, edit):
+    "A copy of the BTCUSDT capture with its lines passed through `edit(lines)` (a list of JSON strings)."
+    lines = gzip.decompress(BTC.read_bytes()).decode().splitlines()
+    edit(lines)
+    dst = data / 'binance' / BTC.name; dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(gzip.compress(('\n'.join(lines) + '\n').encode()))
+    return dst
+
+
+def first(lines, e):
+    return next(i for i, l in enumerate(lines) if f'"e":"{e}"' in l.replace(' ', '') or f'"e": "{e}"' in l)
+
+
+def capture_edit(e, **changes):
+    "Change fields of the first message of type `e` (a dotted path into its JSON)."
+    def edit(lines):
+        i = first(lines, e); m = json.loads(lines[i]); d = m.get('data', m)
+        for k, v in changes.items(): d[k] = v
+        lines[i] = json.dumps(m)
+    return edit
+
+
+def jsonl(data, change=None, name='ibm_20131008.jsonl'):
+    "A JSON-lines file of 40 real IBM trades of 2013-10-08; `change(objs)` edits them."
+    tr = Catalog(DATA).find('IBM', '2013-10-08', kinds=('trade',))[0].load()[:40]
+    objs = [{'type': 'trade', 'symbol': 'IBM', 'timestamp': int(t['ts']) // 10**6, 'price': float(t['price']) / 1e8,
+             'size': float(t['size']), 'exchange': str(t['venue'])} for t in tr]
+    if change: change(objs)
+    dst = data / name; dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(''.join(json.dumps(o) + '\n' for o in objs))
+    return dst
+
+
+def set7(**kv):
+    def change(objs): objs[6].update(kv)
+    return change
+
+
+@dataclass
+class FileCase:
+    id: str
+    make: object  # (data folder) -> the bad file it wrote
+    fmt: str  # what `velox data import --format` reads
+    needles: tuple  # besides the file's path, which every message names
+    line: int | None = None  # the line the message must name
+
+
+FILES = [
+    FileCase('lean price 10**15', lambda d: lean_copy(d, IBM_T, field_to(100, 1, str(10**15))), 'lean_tick',
+             ("field 'price'", 'expected a price > 0', 'got 1000000000000000'), 100),
+    FileCase('lean negative price', lambda d: lean_copy(d, IBM_T, field_to(100, 1, lambda v: '-' + v)), 'lean_tick',
+             ("field 'price'", 'expected a price > 0'), 100),
+    FileCase('lean negative size', lambda d: lean_copy(d, IBM_T, field_to(100, 2, '-100')), 'lean_tick',
+             ("field 'quantity'", 'expected a size > 0', 'got -100'), 100),
+    FileCase('lean zero size', lambda d: lean_copy(d, IBM_T, field_to(100, 2, '0')), 'lean_tick',
+             ("field 'quantity'", 'expected a size > 0', 'got 0'), 100),
+    FileCase('lean time 999999999999 ms', lambda d: lean_copy(d, IBM_T, field_to(100, 0, '999999999999')), 'lean_tick',
+             ("field 'time_ms'", '999999999999'), 100),
+    FileCase('lean time going backwards', lambda d: lean_copy(d, IBM_T, swap_times(101)), 'lean_tick',
+             ("field 'time_ms'", 'line 100'), 101),
+    FileCase('lean zip with two members', two_members, 'lean_tick', ('two', 'extra.csv')),
+    FileCase('lean truncated row', lambda d: lean_copy(d, IBM_T, lambda l: l.__setitem__(99, ','.join(l[99].split(',')[:3]))),
+             'lean_tick', ('expected',), 100),
+    FileCase('lean non-ascii byte', non_ascii, 'lean_tick', ('column',), 100),
+    FileCase('lean empty file', empty_zip, 'lean_tick', ('empty',)),
+    FileCase('lean not a zip', not_a_zip, 'lean_tick', ('zip',)),
+    FileCase('lean quote size without price', lambda d: lean_copy(d, IBM_Q, field_to(100, 1, '0')), 'lean_tick', ('bid',), 100),
+    FileCase('lean minute bar low above high', lambda d: lean_copy(d, SPY_BARS, field_to(100, 3, lambda v: str(int(v) * 2))),
+             'lean_minute', ('low',), 100),
+    FileCase('binance price true', lambda d: capture(d, capture_edit('trade', p=True)), 'binance', ("'p'", 'true')),
+    FileCase('binance negative quantity', lambda d: capture(d, capture_edit('trade', q='-1.0')), 'binance', ("'q'", '-1.0')),
+    FileCase('binance unknown message', lambda d: capture(d, lambda l: l.insert(5, json.dumps({'e': 'mystery', 'x': 1}))),
+             'binance', ('mystery',)),
+    FileCase('binance not json', lambda d: capture(d, lambda l: l.insert(5, '{not json')), 'binance', ('JSON',), 6),
+    FileCase('jsonl price true', lambda d: jsonl(d, set7(price=True)), 'jsonl', ("field 'price'", 'true'), 7),
+    FileCase('jsonl negative size', lambda d: jsonl(d, set7(size=-5)), 'jsonl', ("field 'size'", '-5'), 7),
+    FileCase('jsonl numeric symbol', lambda d: jsonl(d, set7(symbol=123)), 'jsonl', ("field 'symbol'", '123'), 7),
+    FileCase('jsonl price 1e15', lambda d: jsonl(d, set7(price=1e15)), 'jsonl', ("field 'price'",), 7),
+    FileCase('jsonl time 999999999999 ms', lambda d: jsonl(d, set7(timestamp=999999999999)), 'jsonl', ("field 'timestamp'",), 7),
+    FileCase('jsonl missing price', lambda d: jsonl(d, lambda o: o[6].pop('price')), 'jsonl', ("field 'price'", 'missing'), 7),
+]
+
+
+@pytest.mark.parametrize('case', FILES, ids=[c.id for c in FILES])
+def test_a_bad_recorded_file_stops_the_import_in_one_line_and_stores_nothing(tmp_path, case):
+    data, out = tmp_path / 'data', tmp_path / 'out'
+    bad = case.make(data)
+    lean_copy(data, IBM_Q if 'quote' not in case.id else IBM_T, lambda l: None)  # a good file beside it: not stored either
+    r = velox('data', 'import', '--format', case.fmt, '--data-dir', str(data), '--out-dir', str(out), '--no-progress', cwd=tmp_path)
+    check_refused(r, out, (str(bad), *case.needles, *([f'line {case.line}'] if case.line else [])))
+
+
+def test_the_same_bad_file_stops_velox_run_before_anything_is_stored(tmp_path):
+    data, out = tmp_path / 'data', tmp_path / 'out'
+    bad = lean_copy(data, IBM_T, field_to(100, 0, '999999999999'))
+    lean_copy(data, IBM_Q, lambda l: None)
+    r = velox('run', '--symbols', 'IBM', '--date', '2013-10-08', '--data-dir', str(data), '--out-dir', str(out), '--no-progress',
+              cwd=tmp_path)
+    check_refused(r, out, (str(bad), 'line 100', "field 'time_ms'"))
+
+
+# --- config files, flags and services ----------------------------------------------------------------------------
+
+@dataclass
+class CliCase:
+    id: str
+    args: tuple
+    needles: tuple
+    config: str | bytes | None = None  # written to <tmp>/velox.yaml and passed as --config
+    env: dict = field(default_factory=dict)
+
+
+RUN = ('run', '--data-dir', str(DATA), '--symbols', 'IBM', '--no-progress')
+CLI = [
+    CliCase('config log_level verbose', RUN, ('velox.yaml', 'line 1', "'log_level'", 'verbose', 'expected one of'), 'log_level: verbose\n'),
+    CliCase('config out_dir a list', RUN, ('velox.yaml', "'out_dir'", 'not a list'), 'out_dir: [a, b]\n'),
+    CliCase('config unknown key', RUN, ('velox.yaml', "unknown key 'colour'", 'expected one of'), 'colour: blue\n'),
+    CliCase('config not utf-8', RUN, ('velox.yaml', 'not UTF-8'), 'data_dir: "caf\xe9"\n'.encode('latin-1')),
+    CliCase('config bad yaml', RUN, ('velox.yaml', 'YAML'), 'bus: [unclosed\n'),
+    CliCase('config a secret key', RUN, ('velox.yaml', "'store_password'", 'environment'), f'store_password: {PLANTED}\n'),
+    CliCase('config bad bus scheme', RUN, ('velox.yaml', "'bus'", 'kafka://'), 'bus: amqp://x\n'),
+    CliCase('config timeout not a number', RUN, ('velox.yaml', "'connect_timeout_s'"), 'connect_timeout_s: soon\n'),
+    CliCase('env bad log level', RUN, ('VELOX_LOG_LEVEL', 'verbose'), env={'VELOX_LOG_LEVEL': 'verbose'}),
+    CliCase('missing config file', (*RUN, '--config', 'nowhere.yaml'), ('nowhere.yaml', 'not found')),
+    CliCase('speed 1000', (*RUN, '--speed', '1000'), ('--speed', '1000', '0.1 to 100')),
+    CliCase('speed not a number', (*RUN, '--speed', 'fast'), ('--speed', 'fast')),
+    CliCase('max messages negative', (*RUN, '--max-messages', '-5'), ('--max-messages', '-5')),
+    CliCase('start after end', (*RUN, '--start', '10:30', '--end', '10:00'), ('--end 10:00', 'not after --start 10:30')),
+    CliCase('start not a time', (*RUN, '--start', '25:00'), ('--start', '25:00', 'HH:MM')),
+    CliCase('date not a date', ('run', '--data-dir', str(DATA), '--date', '2013-13-45', '--no-progress'), ('2013-13-45', 'YYYY-MM-DD')),
+    CliCase('symbol not recorded', ('run', '--data-dir', str(DATA), '--symbols', 'XYZ', '--no-progress'), ('XYZ',)),
+    CliCase('day not recorded', ('run', '--data-dir', str(DATA), '--symbols', 'IBM', '--date', '2013-12-25', '--no-progress'), ('2013-12-25',)),
+    CliCase('data dir missing', ('run', '--data-dir', 'no/such/dir', '--no-progress'), ('no/such/dir', 'not found')),
+    CliCase('params unknown key', (*RUN, '--params', 'params.yaml'), ('params.yaml', "unknown parameter 'tolerence'")),
+    CliCase('unknown command', ('fly',), ("invalid choice: 'fly'",)),
+    CliCase('unknown worker stage', ('worker', 'nosuchstage', '--bus', 'memory://'), ("unknown stage 'nosuchstage'",)),
+    CliCase('kafka password in dsn', (*RUN, '--bus', f'kafka://alice:{PLANTED}@127.0.0.1:9092'), ("'bus'", 'alice:***@', 'VELOX_KAFKA_PASSWORD')),
+    CliCase('redis password in dsn', (*RUN, '--hot', f'redis://:{PLANTED}@127.0.0.1:6379/0'), ("'hot'", ':***@', 'VELOX_REDIS_PASSWORD')),
+    CliCase('store password in dsn', (*RUN, '--store', f'http://default:{PLANTED}@127.0.0.1:8123/db'), ("'store'", ':***@', 'VELOX_STORE_PASSWORD')),
+    CliCase('kafka not answering', (*RUN, '--bus', 'kafka://127.0.0.1:1'), ('kafka://127.0.0.1:1', 'no broker answered within 1 s', 'velox services up')),
+    CliCase('redis not answering', (*RUN, '--hot', 'redis://127.0.0.1:1/0'), ('redis://127.0.0.1:1/0', 'no Redis server answered within 1 s')),
+    CliCase('clickhouse not answering', (*RUN, '--store', 'http://default@127.0.0.1:1/db'), ('http://default@127.0.0.1:1/db', 'no ClickHouse server answered within 1 s')),
+]
+
+
+@pytest.mark.parametrize('case', CLI, ids=[c.id for c in CLI])
+def test_a_bad_setting_flag_or_service_is_one_line_with_exit_status_2_and_nothing_kept(tmp_path, case):
+    out, args = tmp_path / 'out', list(case.args)
+    if case.config is not None:
+        cfg = tmp_path / 'velox.yaml'
+        (cfg.write_bytes if isinstance(case.config, bytes) else cfg.write_text)(case.config)
+        args += ['--config', str(cfg)]
+    if '--params' in args: (tmp_path / 'params.yaml').write_text('darkpool:\n  tolerence: 1\n')
+    r = velox(*args, '--out-dir', str(out), cwd=tmp_path, env=case.env)
+    check_refused(r, out, case.needles)
+    assert not (tmp_path / "['a', 'b']").exists() and not (tmp_path / '.velox').exists()
+
+
+# --- messages on the bus: one bad message among real ones, nothing lost ------------------------------------------
+
+T0 = clock_ns('2013-10-08', '10:00')
+WINDOW = {s.kind: (lambda b: b[(b['ts'] >= T0) & (b['ts'] < T0 + 300 * NS)])(s.load())
+          for s in Catalog(DATA).find('IBM', '2013-10-08')}
+
+
+def good_trades(n=5):
+    return WINDOW['trade'][100:100 + n].copy()
+
+
+def with_field(name, value, n=5):
+    b = good_trades(n); b[name][2] = value; return b
+
+
+def json_trade(**change):
+    t = good_trades(1)[0]
+    d = {'type': 'trade', 'symbol': 'IBM', 'timestamp': int(t['ts']), 'price': float(t['price']) / 1e8, 'size': float(t['size'])}
+    return json.dumps({**d, **change}).encode()
+
+
+@dataclass
+class MsgCase:
+    id: str
+    value: bytes
+    needles: tuple
+    key: object = 'IBM'
+
+
+MESSAGES = [
+    MsgCase('frame price negative', encode_frame('trade', with_field('price', -5)), ('trade frame', 'row 3', "'price'")),
+    MsgCase('frame size zero', encode_frame('trade', with_field('size', 0)), ('row 3', "'size'")),
+    MsgCase('frame time 999999999999 ms', encode_frame('trade', with_field('ts', 999999999999)), ('row 3', "'ts'")),
+    MsgCase('frame truncated', encode_frame('trade', good_trades())[:-7], ('frame',)),
+    MsgCase('frame of quotes on the trades topic', encode_frame('quote', WINDOW['quote'][:3]), ("'quote'", 'market.trades')),
+    MsgCase('frame for another symbol under this key', encode_frame('trade', good_trades()), ('under key',), 'BAC'),
+    MsgCase('json price true', json_trade(price=True), ("'price'", 'true')),
+    MsgCase('json symbol a number', json_trade(symbol=7), ("'symbol'",)),
+    MsgCase('json missing type', json.dumps({'symbol': 'IBM'}).encode(), ("'type'",)),
+    MsgCase('json unknown kind', json_trade(type='bogus'), ('bogus',)),
+    MsgCase('not json nor frame', b'\x00\x01garbage', ('neither a frame',)),
+    MsgCase('json a list', b'[1, 2, 3]', ('list',)),
+]
+
+
+@pytest.mark.parametrize('case', MESSAGES, ids=[c.id for c in MESSAGES])
+def test_a_bad_message_goes_to_the_dead_letter_topic_with_its_reason_and_nothing_else_is_lost(case):
+    bus = MemoryBus()
+    topic_of = {v: k for k, v in DETECT_INPUTS.items()}
+    for kind, b in WINDOW.items(): publish(bus, topic_of[kind], kind, b[:len(b) // 2])
+    bus.produce('market.trades', case.value, key=case.key)
+    for kind, b in WINDOW.items(): publish(bus, topic_of[kind], kind, b[len(b) // 2:])
+    for t in DETECT_INPUTS: publish_eos(bus, t, ['IBM'])
+    w = Worker(detect_stage(), bus, DETECT_INPUTS, DETECT_OUTPUTS, group='bad-input')
+    stats = w.run(RunOptions(until_end=True, max_runtime_s=60))
+    assert stats.state == 'stopped' and stats.dead_letters == 1
+    c = bus.consumer([dlq_topic('market.trades')], 'check'); dead = c.poll(max_records=100); c.close()
+    assert len(dead) == 1 and dead[0].value == case.value
+    reason = dead[0].headers['velox-error'].decode()
+    for n in case.needles: assert n in reason, (n, reason)
+    c = bus.consumer(['alerts.darkpool'], 'check')
+    got = [decode_message(m.value)[1] for m in c.poll(max_records=10**6) if not is_eos(m)]; c.close()
+    got = np.concatenate(got) if got else np.zeros(0)
+    ref = run_frame(detect_stage(), WINDOW)['alert']
+    assert len(ref) > 0 and sorted(got['id'].tolist()) == sorted(ref['id'].tolist())  # every alert of the good rows
+
+
+def test_the_tables_hold_at_least_forty_bad_inputs_across_every_door():
+    assert len(FILES) + len(CLI) + len(MESSAGES) >= 40
+    assert {c.fmt for c in FILES} == {'lean_tick', 'lean_minute', 'binance', 'jsonl'}

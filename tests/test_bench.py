@@ -1,0 +1,36 @@
+"""Every benchmark in bench/ runs in its --smoke mode: a small real input, all of its correctness checks (each stops the
+script with the differences when velox and its reference disagree), and its table. Nothing here times anything: a
+bench fails this test only by crashing, by a failed check, or by ignoring --smoke."""
+import os, subprocess, sys
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MARKS = {'bus': [pytest.mark.kafka, pytest.mark.slow], 'stores': [pytest.mark.redis]}  # services each bench starts itself
+BENCHES = [pytest.param(p.stem.removeprefix('bench_'), marks=MARKS.get(p.stem.removeprefix('bench_'), []))
+           for p in sorted((ROOT / 'bench').glob('bench_*.py'))]
+
+
+def smoke(*cmd, tmp_path, timeout=300):
+    "Run `python *cmd --smoke` from the repository root; its stdout. Fails with the output's tail if it fails."
+    env = {**os.environ, 'VELOX_OUT_DIR': str(tmp_path), 'VELOX_LOG_LEVEL': 'WARNING'}
+    r = subprocess.run([sys.executable, *cmd, '--smoke'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"{' '.join(cmd)} --smoke failed (rc {r.returncode}):\n{(r.stdout + r.stderr)[-6000:]}"
+    return r.stdout
+
+
+def test_every_known_bench_is_collected():
+    names = {p.values[0] for p in BENCHES}
+    assert {'bars', 'book', 'bus', 'detectors', 'execution', 'features', 'kernels', 'pipeline', 'stores'} <= names, names
+
+
+@pytest.mark.parametrize('name', BENCHES)
+def test_bench_smoke_runs_every_check_and_prints_its_table(name, tmp_path):
+    out = smoke(str(ROOT / 'bench' / f'bench_{name}.py'), tmp_path=tmp_path)
+    head = out.splitlines()[0]
+    assert head.startswith(f'velox bench {name}') and '· smoke' in head, f"bench_{name}.py ignored --smoke: {head!r}"
+
+
+def test_velox_bench_passes_its_options_through_to_the_script(tmp_path):
+    out = smoke('-m', 'velox.face.cli', 'bench', 'bars', tmp_path=tmp_path)
+    assert out.splitlines()[0].startswith('velox bench bars · smoke'), out[:300]
