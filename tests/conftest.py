@@ -4,6 +4,13 @@ import pytest
 from velox.infra.bus import MemoryBus
 from velox.core import VeloxError
 
+# A password planted in the environment of the whole session (and so of every process it starts): velox reads secrets
+# from the environment, and none may reach an output, log, status file, report or executed notebook.
+# tests/test_zz_no_secret_anywhere.py searches every file the session wrote for it.
+PLANTED_SECRET = 'vx-planted-session-9f3c2e'
+for _var in ('VELOX_STORE_PASSWORD', 'VELOX_KAFKA_PASSWORD', 'VELOX_DASH_PASSWORD', 'VELOX_KAFKA_SSL_PASSWORD'):
+    os.environ.setdefault(_var, PLANTED_SECRET)
+
 # Kafka consumer-group settings for tests: the local broker takes about half of session_timeout_ms to
 # complete a group join, so keep it short.
 KAFKA_TEST_KW = dict(session_timeout_ms=6000, heartbeat_interval_ms=1000)

@@ -33,7 +33,7 @@ fi
 redis-server --version
 /usr/bin/chromium --version 2>/dev/null || true
 
-export PATH="$PWD/.venv/bin:$PATH" BOKEH_IN_DOCKER=1 VELOX_LOG_LEVEL=WARNING
+export PATH="$PWD/.venv/bin:$PATH" BOKEH_IN_DOCKER=1 VELOX_LOG_LEVEL=WARNING VELOX_WHOLE_SUITE=1
 
 step "notebooks and exported code agree (nbdev_export)"
 nbdev_export

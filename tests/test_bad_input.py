@@ -16,7 +16,7 @@ from velox.core import NS, clock_ns
 from velox.detect.params import detect_stage
 from velox.feeds.recorded import Catalog
 from velox.infra.bus import MemoryBus, is_eos, publish, publish_eos
-from velox.infra.codecs import decode_message, encode_frame, encode_json
+from velox.infra.codecs import decode_message, encode_frame
 from velox.infra.topics import dlq_topic
 from velox.runtime.runners import run_frame
 from velox.runtime.stages import DETECT_INPUTS, DETECT_OUTPUTS
@@ -34,8 +34,9 @@ def velox(*args, cwd, env=None):
     "The `velox` command in a subprocess, with a clean VELOX_* environment plus `env` and the planted passwords."
     base = {k: v for k, v in os.environ.items() if not k.startswith('VELOX_')}
     secrets = {'VELOX_STORE_PASSWORD': PLANTED, 'VELOX_KAFKA_PASSWORD': PLANTED, 'VELOX_REDIS_PASSWORD': PLANTED}
+    env = {**base, **secrets, 'VELOX_CONNECT_TIMEOUT_S': '1', **(env or {})}
     return subprocess.run([sys.executable, '-m', 'velox.face.cli', *args], cwd=cwd, capture_output=True, text=True,
-                          env={**base, **secrets, 'VELOX_CONNECT_TIMEOUT_S': '1', **(env or {})}, timeout=300)
+                          env={k: v for k, v in env.items() if v is not None}, timeout=300)
 
 
 def stored_rows(out: Path) -> int:
@@ -123,15 +124,21 @@ def capture(data, edit):
 
 
 def first(lines, e):
-    return next(i for i, l in enumerate(lines) if f'"e":"{e}"' in l.replace(' ', '') or f'"e": "{e}"' in l)
+    "The index of the first line holding a message of type `e` (lines are '<receive time ns> <JSON>')."
+    return next(i for i, l in enumerate(lines) if json.loads(l.split(' ', 1)[1]).get('data', {}).get('e') == e)
 
 
 def capture_edit(e, **changes):
-    "Change fields of the first message of type `e` (a dotted path into its JSON)."
+    "Change fields of the first message of type `e`, keeping the line's receive time."
     def edit(lines):
-        i = first(lines, e); m = json.loads(lines[i]); d = m.get('data', m)
-        for k, v in changes.items(): d[k] = v
-        lines[i] = json.dumps(m)
+        i = first(lines, e); ts, text = lines[i].split(' ', 1); m = json.loads(text)
+        m['data'].update(changes); lines[i] = f'{ts} {json.dumps(m)}'
+    return edit
+
+
+def capture_insert(text):
+    "Insert `text` as a message received with the line before it."
+    def edit(lines): lines.insert(5, f"{lines[4].split(' ', 1)[0]} {text}")
     return edit
 
 
@@ -166,27 +173,29 @@ FILES = [
     FileCase('lean negative price', lambda d: lean_copy(d, IBM_T, field_to(100, 1, lambda v: '-' + v)), 'lean_tick',
              ("field 'price'", 'expected a price > 0'), 100),
     FileCase('lean negative size', lambda d: lean_copy(d, IBM_T, field_to(100, 2, '-100')), 'lean_tick',
-             ("field 'quantity'", 'expected a size > 0', 'got -100'), 100),
+             ("field 'size'", 'expected a size > 0', 'got -100'), 100),
     FileCase('lean zero size', lambda d: lean_copy(d, IBM_T, field_to(100, 2, '0')), 'lean_tick',
-             ("field 'quantity'", 'expected a size > 0', 'got 0'), 100),
+             ("field 'size'", 'expected a size > 0', 'got 0'), 100),
     FileCase('lean time 999999999999 ms', lambda d: lean_copy(d, IBM_T, field_to(100, 0, '999999999999')), 'lean_tick',
              ("field 'time_ms'", '999999999999'), 100),
     FileCase('lean time going backwards', lambda d: lean_copy(d, IBM_T, swap_times(101)), 'lean_tick',
              ("field 'time_ms'", 'line 100'), 101),
-    FileCase('lean zip with two members', two_members, 'lean_tick', ('two', 'extra.csv')),
+    FileCase('lean zip with two members', two_members, 'lean_tick', ('2 members', 'extra.csv', 'expected one CSV member')),
     FileCase('lean truncated row', lambda d: lean_copy(d, IBM_T, lambda l: l.__setitem__(99, ','.join(l[99].split(',')[:3]))),
              'lean_tick', ('expected',), 100),
     FileCase('lean non-ascii byte', non_ascii, 'lean_tick', ('column',), 100),
     FileCase('lean empty file', empty_zip, 'lean_tick', ('empty',)),
     FileCase('lean not a zip', not_a_zip, 'lean_tick', ('zip',)),
-    FileCase('lean quote size without price', lambda d: lean_copy(d, IBM_Q, field_to(100, 1, '0')), 'lean_tick', ('bid',), 100),
+    FileCase('lean quote size without price', lambda d: lean_copy(d, IBM_Q, field_to(101, 1, '0')), 'lean_tick', ('bid',), 101),  # line 101 is a bid
     FileCase('lean minute bar low above high', lambda d: lean_copy(d, SPY_BARS, field_to(100, 3, lambda v: str(int(v) * 2))),
              'lean_minute', ('low',), 100),
-    FileCase('binance price true', lambda d: capture(d, capture_edit('trade', p=True)), 'binance', ("'p'", 'true')),
+    FileCase('binance price true', lambda d: capture(d, capture_edit('trade', p=True)), 'binance', ("field 'p'", 'price true: expected a decimal string')),
     FileCase('binance negative quantity', lambda d: capture(d, capture_edit('trade', q='-1.0')), 'binance', ("'q'", '-1.0')),
-    FileCase('binance unknown message', lambda d: capture(d, lambda l: l.insert(5, json.dumps({'e': 'mystery', 'x': 1}))),
-             'binance', ('mystery',)),
-    FileCase('binance not json', lambda d: capture(d, lambda l: l.insert(5, '{not json')), 'binance', ('JSON',), 6),
+    FileCase('binance unknown message', lambda d: capture(d, capture_insert(json.dumps({'stream': 'btcusdt@mystery', 'data': {'e': 'mystery'}}))),
+             'binance', ("got event type 'mystery'",), 6),
+    FileCase('binance not json', lambda d: capture(d, capture_insert('{not json')), 'binance', ('JSON',), 6),
+    FileCase('binance line without receive time', lambda d: capture(d, lambda l: l.insert(5, l[4].split(' ', 1)[1])), 'binance',
+             ("expected '<receive time ns> <JSON message>'",), 6),
     FileCase('jsonl price true', lambda d: jsonl(d, set7(price=True)), 'jsonl', ("field 'price'", 'true'), 7),
     FileCase('jsonl negative size', lambda d: jsonl(d, set7(size=-5)), 'jsonl', ("field 'size'", '-5'), 7),
     FileCase('jsonl numeric symbol', lambda d: jsonl(d, set7(symbol=123)), 'jsonl', ("field 'symbol'", '123'), 7),
@@ -222,19 +231,21 @@ class CliCase:
     args: tuple
     needles: tuple
     config: str | bytes | None = None  # written to <tmp>/velox.yaml and passed as --config
-    env: dict = field(default_factory=dict)
+    env: dict = field(default_factory=dict)  # None: unset (a flag or variable would override the file's value)
+    own_out: bool = True  # pass --out-dir (the config case about out_dir must not: the flag would win)
 
 
 RUN = ('run', '--data-dir', str(DATA), '--symbols', 'IBM', '--no-progress')
 CLI = [
     CliCase('config log_level verbose', RUN, ('velox.yaml', 'line 1', "'log_level'", 'verbose', 'expected one of'), 'log_level: verbose\n'),
-    CliCase('config out_dir a list', RUN, ('velox.yaml', "'out_dir'", 'not a list'), 'out_dir: [a, b]\n'),
+    CliCase('config out_dir a list', RUN, ('velox.yaml', "'out_dir'", 'not a list'), 'out_dir: [a, b]\n', own_out=False),
     CliCase('config unknown key', RUN, ('velox.yaml', "unknown key 'colour'", 'expected one of'), 'colour: blue\n'),
     CliCase('config not utf-8', RUN, ('velox.yaml', 'not UTF-8'), 'data_dir: "caf\xe9"\n'.encode('latin-1')),
     CliCase('config bad yaml', RUN, ('velox.yaml', 'YAML'), 'bus: [unclosed\n'),
     CliCase('config a secret key', RUN, ('velox.yaml', "'store_password'", 'environment'), f'store_password: {PLANTED}\n'),
     CliCase('config bad bus scheme', RUN, ('velox.yaml', "'bus'", 'kafka://'), 'bus: amqp://x\n'),
-    CliCase('config timeout not a number', RUN, ('velox.yaml', "'connect_timeout_s'"), 'connect_timeout_s: soon\n'),
+    CliCase('config timeout not a number', RUN, ('velox.yaml', "'connect_timeout_s'"), 'connect_timeout_s: soon\n',
+            env={'VELOX_CONNECT_TIMEOUT_S': None}),
     CliCase('env bad log level', RUN, ('VELOX_LOG_LEVEL', 'verbose'), env={'VELOX_LOG_LEVEL': 'verbose'}),
     CliCase('missing config file', (*RUN, '--config', 'nowhere.yaml'), ('nowhere.yaml', 'not found')),
     CliCase('speed 1000', (*RUN, '--speed', '1000'), ('--speed', '1000', '0.1 to 100')),
@@ -266,7 +277,8 @@ def test_a_bad_setting_flag_or_service_is_one_line_with_exit_status_2_and_nothin
         (cfg.write_bytes if isinstance(case.config, bytes) else cfg.write_text)(case.config)
         args += ['--config', str(cfg)]
     if '--params' in args: (tmp_path / 'params.yaml').write_text('darkpool:\n  tolerence: 1\n')
-    r = velox(*args, '--out-dir', str(out), cwd=tmp_path, env=case.env)
+    if case.own_out: args += ['--out-dir', str(out)]
+    r = velox(*args, cwd=tmp_path, env=case.env)
     check_refused(r, out, case.needles)
     assert not (tmp_path / "['a', 'b']").exists() and not (tmp_path / '.velox').exists()
 

@@ -10,7 +10,7 @@ from velox.infra.topics import TopicSpec, dlq_topic
 from velox.infra.bus import is_eos, partition_for, publish, publish_eos, range_assign, send_to_dlq
 from velox.infra.codecs import CodecError, decode_message, encode_frame, encode_json
 from velox.core import day_start_ns
-from velox.events import DTYPES, PRICE_SCALE, SCHEMA_VERSION, batch
+from velox.events import PRICE_SCALE, SCHEMA_VERSION, batch
 
 TICK = Path(__file__).resolve().parent.parent / 'replay/data/lean/equity/usa/tick'
 
@@ -185,7 +185,8 @@ def test_malformed_messages_raise_codec_error_and_go_to_the_dlq_with_the_reason(
     bus.produce(topic, good, key='A')
     bus.produce(topic, b'\x93garbage\x00', key='B', headers={'origin': b'test'})
     bus.produce(topic, v99, key='C')
-    bus.produce(topic, encode_json('quote', np.zeros(1, DTYPES['quote']))[0], key='D')
+    quote = batch('quote', ts=[1_381_239_000 * 10**9], symbol=['D'], bid=[180 * PRICE_SCALE], bid_size=[100.0], venue=['N'])
+    bus.produce(topic, encode_json('quote', quote)[0], key='D')  # a valid one-sided quote: it decodes
     bus.flush()
     ok, failed = [], []
     with bus.consumer([topic], group) as c:

@@ -174,7 +174,7 @@ def edit_message(lines: list, i: int, **kv) -> list:
 def test_a_binance_trade_price_of_true_is_refused_not_read_as_one_dollar(tmp_path):
     lines = capture_lines(); i = first_of(lines, 'trade')
     p = capture_copy(tmp_path, edit_message(lines, i, p=True))
-    assert one_line_error(lambda: load_binance(p)) == f"{p}, line {i + 1}, field 'p': price True: expected a decimal string"
+    assert one_line_error(lambda: load_binance(p)) == f"{p}, line {i + 1}, field 'p': price true: expected a decimal string"
 
 
 def test_a_negative_binance_quantity_is_refused(tmp_path):

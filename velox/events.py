@@ -27,7 +27,7 @@ def _fits(v, shown) -> int:
 
 def price_from_str(s:str) -> int:
     "Exact scaled price from a decimal string such as `'61737.63000000'`."
-    if not isinstance(s, str): raise ValueError(f"price {s!r}: expected a decimal string")
+    if not isinstance(s, str): raise ValueError(f"price {json.dumps(s) if isinstance(s, (bool, type(None))) else repr(s)}: expected a decimal string")
     if not _DECIMAL.fullmatch(s): raise ValueError(f"price {s!r}: expected a decimal number")
     v = Decimal(s) * PRICE_SCALE
     if v != v.to_integral_value(): raise ValueError(f"price {s!r}: expected at most 8 decimal places")

@@ -40,8 +40,10 @@ def configure_worker(p):
     p.description = ('Runs one registered stage (velox.runtime.stages.STAGES) on its input topics: detect (market.quotes + '
                                    'market.trades -> market.nbbo + alerts.darkpool), features (-> features.indicators), '
                                    'execution (market.nbbo + signals.final + risk.commands -> orders.*, positions.updates, '
-                                   'risk.alerts; one member), persist (topics -> --store), and the model stages.')
-    p.add_argument('stage', help='which stage to run: detect, features, execution, persist, ... (an unknown name lists them)')
+                                   'risk.alerts; one member), persist (topics -> --store), and the model stages; or your own '
+                                   "stage as MODULE:NAME (a StageSpec, or a function params -> Stage; see velox.runtime.stages).")
+    p.add_argument('stage', help='which stage to run: detect, features, execution, persist, ... (an unknown name lists them), '
+                   'or my.module:name')
     config_args(p)
     p.add_argument('--group', help='consumer group (default velox-<stage>); members of one group share partitions')
     p.add_argument('--client-id', help='name of this member in logs and broker tools')
@@ -86,11 +88,14 @@ def configure_topics(p):
 
 def configure_data(p):
     "Options of `velox data`."
-    p.description = ('import: validates row counts, time ordering and duplicates; importing twice stores nothing twice.')
+    p.description = ('import: validates every selected file first (types, ranges, order, structure) and stores nothing if one is bad; '
+                     'then checks row counts and duplicates; importing twice stores nothing twice.')
     p.add_argument('action', choices=['list', 'import'])
     p.add_argument('--symbol', help='only this symbol (import: comma-separated symbols)')
     p.add_argument('--kind', help='only this kind (trade, quote, bar, …)')
     p.add_argument('--days', help='import: comma-separated days (default: all recorded)')
+    p.add_argument('--format', default='lean_tick', choices=['lean_tick', 'lean_minute', 'binance', 'jsonl', 'all'],
+                   help='import: which recorded format (default lean_tick: tick trades and quotes; all: every format)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     config_args(p)
     p.set_defaults(func=cmd_data)
@@ -238,7 +243,7 @@ def cmd_data(a):
         from velox.infra.datamgr import data_import
         rep = data_import(config_from_args(a), symbols=a.symbol.upper().split(',') if a.symbol else None,
                           days=a.days.split(',') if a.days else None, kinds=[a.kind] if a.kind else None,
-                          progress=not a.no_progress)
+                          fmt=None if a.format == 'all' else a.format, progress=not a.no_progress)
         print(rep.text())
         if not rep.ok: raise VeloxError('import validation failed (see above)')
         return

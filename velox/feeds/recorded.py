@@ -209,7 +209,9 @@ def _explain(d:dict, path, i:int, err:Exception):
     fields = {'trade': (('p', price_from_str), ('q', _qty)), 'depthUpdate': (('U', _update_id), ('u', _update_id), ('b', lv), ('a', lv))}.get(d.get('e'))
     if fields is None and 'lastUpdateId' in d: fields = (('lastUpdateId', _update_id), ('bids', lv), ('asks', lv))
     if fields is None and 'B' in d and 'A' in d: fields = (('b', price_from_str), ('B', _qty), ('a', price_from_str), ('A', _qty))
-    if fields is None: raise DataError(path, "expected a trade, depthUpdate, bookTicker or depth snapshot message", line=i)
+    if fields is None:
+        got = f"event type {d['e']!r}" if 'e' in d else f"an object with keys {sorted(d)[:6]}"
+        raise DataError(path, f"expected a trade, depthUpdate, bookTicker or depth snapshot message, got {got}", line=i)
     for key, conv in fields: get(key, conv)
     raise DataError(path, f"malformed message ({type(err).__name__}: {err})", line=i)
 

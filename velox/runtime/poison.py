@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from ..core import atomic_write
+from ..core import atomic_write, get_logger
 from ..infra.bus import Message
 from ..infra.codecs import encode_frame
 from ..stage import Stage
@@ -78,13 +78,10 @@ class Base:
     windows: list = field(default_factory=list)
     rows: int = 0
 
-    def add(self, items:list):
-        self.windows.append(items); self.rows += sum(len(b) for _, b in items)
-
 class Guard:
     "Runs a stage on windows of released rows so that one message's rows cannot stop it; the way in to its state."
     def __init__(self, stage:Stage, journal_rows:int=100_000):
-        self.stage, self.journal_rows, self.bases = stage, journal_rows, {}  # symbol ('*': the whole state) -> Base
+        self.stage, self.journal_rows, self.bases, self.journaled = stage, journal_rows, {}, 0  # symbol ('*': all) -> Base
 
     def run(self, items:list, origins:list, symbols:list|None) -> tuple[list, list, list[Dropped]]:
         """The stage's outputs for `items`, the items it processed, and the messages it had to leave out.
@@ -93,14 +90,14 @@ class Guard:
         base = self._base(symbols)
         try: out = self.stage.process_window(items)
         except Exception: pass
-        else: base.add(items); return out, items, []
+        else: self._journal(base, items); return out, items, []
         keep, dropped = messages_of(origins), []
         while True:
             self._rollback(base, symbols)
             its = restrict(items, origins, set(keep))[0]
             try: out = self.stage.process_window(its)
             except Exception as e: err = e
-            else: base.add(its); return out, its, dropped
+            else: self._journal(base, its); return out, its, dropped
             mid, err = self._bisect(base, symbols, items, origins, keep, err)
             dropped.append(Dropped(mid, f"stage raised {one_line(err)}", rows_of(items, origins, mid)))
             keep.remove(mid)
@@ -138,14 +135,21 @@ class Guard:
         self.bases.clear(); self.stage.restore(data)
 
     def forget_bases(self, symbols=None):
-        for k in (list(self.bases) if symbols is None else symbols): self.bases.pop(k, None)
-        self.bases.pop('*', None)
+        for k in [*(list(self.bases) if symbols is None else symbols), '*']:
+            b = self.bases.pop(k, None)
+            if b is not None: self.journaled -= b.rows
+
+    def _journal(self, base:Base, items:list):
+        n = sum(len(b) for _, b in items)
+        base.windows.append(items); base.rows += n; self.journaled += n
 
     def _base(self, symbols) -> Base:
-        "The base of `symbols`' state: kept per symbol (or whole); a new snapshot once its journal is long."
+        "The base of `symbols`' state: kept per symbol (or whole); new snapshots once the journals together are long."
         key = '*' if symbols is None else symbols[0] if len(symbols) == 1 else None
+        if key is None: self.forget_bases(symbols)  # a window of several symbols: a base of its own, theirs start again
+        if self.journaled >= self.journal_rows: self.bases.clear(); self.journaled = 0  # the memory journals keep
         b = self.bases.get(key)
-        if b is None or b.rows >= self.journal_rows:
+        if b is None:
             b = Base(self.stage.snapshot(symbols))
             if key is not None: self.bases[key] = b
         return b
@@ -181,10 +185,18 @@ class RecordFile:
         self._f.seek(0); self._f.write(data); self._f.truncate(); self._f.flush()
 
 class HotRecord:
-    "A small record in a hot store (`put_snapshot` / `get_snapshot`)."
-    def __init__(self, hot, key:str): self.hot, self.key = hot, key
-    def read(self) -> bytes|None: return self.hot.get_snapshot(self.key) or None
-    def write(self, data:bytes): self.hot.put_snapshot(self.key, data)
+    """A small record in a hot store (`put_snapshot` / `get_snapshot`). A store that is down does not stop the worker
+    (it holds its checkpoints meanwhile, see the worker): the record is skipped, and said so once."""
+    def __init__(self, hot, key:str): self.hot, self.key, self.down = hot, key, False
+    def read(self) -> bytes|None: return self._try(lambda: self.hot.get_snapshot(self.key)) or None
+    def write(self, data:bytes): self._try(lambda: self.hot.put_snapshot(self.key, data))
+
+    def _try(self, f):
+        try: r = f()
+        except Exception as e:
+            if not self.down: get_logger('worker').warning("in-flight record %s not kept while the store is down: %s", self.key, e)
+            self.down = True; return None
+        self.down = False; return r
 
 def _mids(rows) -> list: return [((t, p), o) for t, p, o in rows]
 def _rows(mids) -> list: return [[tp[0], tp[1], o] for tp, o in sorted(mids)]
@@ -205,17 +217,18 @@ class InFlight:
 
     @classmethod
     def at(cls, hot=None, prefix:str='', status_path:str|None=None, member:str|None=None, max_deaths:int=2) -> InFlight|None:
-        "The records of `member`: in `hot` under `prefix` if given, else beside `status_path`; None without either."
+        "The records of `member`: beside `status_path` if given, else in `hot` under `prefix`; None without either."
         m = member or 'member'
-        if max_deaths <= 0: return None
-        if hot is not None: return cls(HotRecord(hot, f'{prefix}:flight:{m}'), HotRecord(hot, f'{prefix}:ledger:{m}'), max_deaths)
-        if status_path is None: return None
+        if max_deaths <= 0 or (status_path is None and hot is None): return None
+        if hot is not None and status_path is None:
+            return cls(HotRecord(hot, f'{prefix}:flight:{m}'), HotRecord(hot, f'{prefix}:ledger:{m}'), max_deaths)
         base = Path(status_path)
         return cls(RecordFile(base.with_suffix('.flight.json'), atomic=False), RecordFile(base.with_suffix('.ledger.json')), max_deaths)
 
     def start(self) -> list:
         "Read the records; the messages the last run died with in flight (each counts a death)."
-        d = json.loads(self.ledger.read() or b'{}')
+        try: d = json.loads(self.ledger.read() or b'{}')
+        except ValueError: d = {}  # unreadable: start counting again rather than not start
         self.deaths = {((t, p), o): n for t, p, o, n in d.get('deaths', [])}
         self.pinned, self.buried = set(_mids(d.get('pinned', []))), set(_mids(d.get('buried', [])))
         try: flight = json.loads(self.flight.read() or b'[]')
@@ -274,5 +287,5 @@ class InFlight:
 def rows_message(mid, kind:str, key:str|None, parts:list) -> Message:
     "A message `mid` of rows `parts` (arrays of `kind`), as the dead-letter queue takes it."
     (topic, partition), offset = mid
-    rows = np.concatenate([p for p in parts if p is not None and len(p)]) if any(p is not None and len(p) for p in parts) else None
-    return Message(topic, partition, offset, key, encode_frame(kind, rows) if rows is not None else b'')
+    parts = [p for p in parts if p is not None and len(p)]
+    return Message(topic, partition, offset, key, encode_frame(kind, np.concatenate(parts)) if parts else b'')

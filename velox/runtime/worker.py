@@ -338,7 +338,7 @@ class Worker:
         return self.stats
 
     def _open_flight(self, o:RunOptions):
-        "This member's in-flight records (in the checkpoint store, else beside its status file), and what the last run died with."
+        "This member's in-flight records (beside its status file, else in the checkpoint store), and what the last run died with."
         ck = self.checkpoints
         self.flight = InFlight.at(ck and ck.hot, ck.prefix if ck else '', o.status_path, self.settings.client_id, self.settings.max_deaths)
         died = self.flight.start() if self.flight else []
