@@ -23,6 +23,8 @@ step "redis-server and chromium (Debian)"
 missing=""
 command -v redis-server >/dev/null || missing="$missing redis-server"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
+command -v promtool >/dev/null || missing="$missing prometheus"  # ops tests: prometheus, promtool
+[ -x /usr/bin/prometheus-alertmanager ] || missing="$missing prometheus-alertmanager"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null
