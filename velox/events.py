@@ -122,6 +122,13 @@ DTYPES = {
     # one L2 price-level change: side +1 bid / -1 ask, size 0 removes the level; `update_id` orders the feed
     'book': np.dtype([('ts', 'i8'), ('symbol', SYM), ('side', 'i1'), ('price', 'i8'), ('size', 'f8'),
                       ('update_id', 'i8'), ('seq', 'i8')]),
+    # one market-by-order (L3) record of a vendor feed (Databento MBO, `velox.feeds.databento`): `action` A add,
+    # C cancel, M modify, R clear the book, T trade, F fill, N none; side +1 bid / -1 ask / 0 none; `flags` the
+    # vendor's bits (0x80 F_LAST ends an event: apply the book there, `velox.market.l3`); `ts` the receive time,
+    # `ts_event` the matching engine's; `channel` and `sequence` the venue's; `seq` the row's position
+    'mbo': np.dtype([('ts', 'i8'), ('symbol', SYM), ('order_id', 'u8'), ('action', 'U1'), ('side', 'i1'),
+                     ('price', 'i8'), ('size', 'f8'), ('flags', 'u1'), ('channel', 'u1'), ('ts_event', 'i8'),
+                     ('sequence', 'i8'), ('seq', 'i8')]),
     # a smart-money pattern on `tf`-second bars (`velox.detect.smc`): `ts` is when it became known (the close of the bar
     # that confirmed it), `kind` e.g. SWING_HIGH, BOS_UP, ORDER_BLOCK_BULL, FVG_FILLED; its price range and time
     # span; `ref_ts` the open time of the bar it is anchored to (the swing, order-block candle, gap's middle candle)
@@ -178,7 +185,7 @@ PRICE_FIELDS = {'price', 'bid', 'ask', 'distance', 'open', 'high', 'low', 'close
                 'bid_low', 'bid_close', 'ask_open', 'ask_high', 'ask_low', 'ask_close',
                 'fc_open', 'fc_high', 'fc_low', 'fc_close', 'price_low', 'price_high',
                 'entry', 'stop', 'target', 'last_price', 'mark'}
-TIME_FIELDS = {'ts', 'fc_ts', 'start_ts', 'end_ts', 'ref_ts', 'expires'}
+TIME_FIELDS = {'ts', 'fc_ts', 'start_ts', 'end_ts', 'ref_ts', 'expires', 'ts_event'}
 
 def empty(kind:str, n:int=0) -> np.ndarray:
     "A zeroed batch of `n` events of `kind`."
