@@ -36,7 +36,7 @@ class ServiceError(VeloxError):
 
 # %% ../nbs/00_core.ipynb #9b3b71c8
 _SECRET_WORDS = ('password', 'passwd', 'secret', 'token')
-_SECRET_HOME = {'kafka': '$VELOX_KAFKA_PASSWORD (with kafka_sasl_username and kafka_sasl_mechanism)',
+_SECRET_HOME = {**dict.fromkeys(('kafka', 'kafka+confluent'), '$VELOX_KAFKA_PASSWORD (with kafka_sasl_username and kafka_sasl_mechanism)'),
                 **dict.fromkeys(('redis', 'rediss', 'unix'), '$VELOX_REDIS_PASSWORD'), **dict.fromkeys(('http', 'https'), '$VELOX_STORE_PASSWORD')}
 
 def _userinfo(rest:str, scheme:str='') -> str:
@@ -77,7 +77,7 @@ class Config:
     "Where velox reads data and which bus, hot store and history store it talks to."
     data_dir: str = 'replay/data'  # recorded market data (Lean / Binance / JSON-lines)
     out_dir: str = '.velox'  # reports, embedded store, logs, service state
-    bus: str = 'memory://'  # memory:// or kafka://host:port[,host:port]
+    bus: str = 'memory://'  # memory://, kafka://host:port[,host:port] or kafka+confluent://host:port (librdkafka)
     hot: str = 'memory://'  # memory:// or redis://host:port/db (password from $VELOX_REDIS_PASSWORD)
     store: str = ''  # chdb:///abs/dir or http://user@host:port/db; '' = chdb under out_dir
     group: str = 'velox'  # consumer-group prefix for workers
@@ -90,6 +90,7 @@ class Config:
     kafka_ssl_cafile: str = ''
     kafka_ssl_certfile: str = ''
     kafka_ssl_keyfile: str = ''  # its passphrase, if any, from $VELOX_KAFKA_SSL_PASSWORD
+    kafka_client: str = 'kafka-python'  # the Kafka client of kafka:// buses: kafka-python or confluent (librdkafka)
 
     @property
     def store_dsn(self) -> str:
@@ -129,7 +130,8 @@ class Config:
         if self.kafka_sasl_mechanism not in mechs: bad('kafka_sasl_mechanism', f"one of {mechs[1:]}")
         if self.kafka_security_protocol.startswith('SASL') and not (self.kafka_sasl_mechanism and self.kafka_sasl_username):
             raise ConfigError("config: kafka_security_protocol SASL_* needs kafka_sasl_mechanism and kafka_sasl_username")
-        for key, schemes in (('bus', ('memory', 'kafka')), ('hot', ('memory', 'redis', 'rediss', 'unix')),
+        if self.kafka_client not in ('kafka-python', 'confluent'): bad('kafka_client', 'kafka-python or confluent')
+        for key, schemes in (('bus', ('memory', 'kafka', 'kafka+confluent')), ('hot', ('memory', 'redis', 'rediss', 'unix')),
                              ('store', ('chdb', 'http', 'https'))):
             v = getattr(self, key)
             if key == 'store' and not v: continue
