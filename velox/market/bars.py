@@ -10,11 +10,12 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from ..core import NS, Session, utc_offsets
 from ..events import DTYPES, QUOTE_CONDITIONS, empty, encode_conditions, has_condition, split_by_symbol
+from .conditions import names_without
 from ..stage import Stage
 
 # %% auto #0
-__all__ = ['LEAN', 'ALL_PRINTS', 'tf_seconds', 'bar_start', 'PrintRule', 'effective_prints', 'trade_bars', 'resample_bars',
-           'quote_bars_one', 'quote_bars', 'bar_quotes', 'BarStage']
+__all__ = ['LEAN', 'ALL_PRINTS', 'CONSOLIDATED', 'tf_seconds', 'bar_start', 'PrintRule', 'effective_prints', 'trade_bars',
+           'resample_bars', 'quote_bars_one', 'quote_bars', 'bar_quotes', 'BarStage']
 
 # %% ../../nbs/market/01_bars.ipynb #48342123
 _UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400}
@@ -37,24 +38,27 @@ def bar_start(ts:np.ndarray, tf:str|int, tz:ZoneInfo|None=None) -> np.ndarray:
 @dataclass(frozen=True)
 class PrintRule:
     "Which prints set a bar's prices and volume, and where the auction prints go."
-    price_exclude: tuple = ('IntermarketSweep', 'AveragePrice', 'DerivativelyPriced', 'StockOption', 'Seller', 'OddLot')
-    volume_exclude: tuple = ('OfficialOpen', 'OfficialClose', 'Cross')  # also out of prices
+    price_exclude: tuple = names_without('bar_price')    # the condition table's `bar_price` column
+    volume_exclude: tuple = names_without('bar_volume')  # (`bar_volume`): also out of prices
     extended_prices: bool = True  # `ExtendedHours` prints keep their prices despite `price_exclude`
-    suspicious: bool = False      # keep the vendor's suspicious prints
+    suspicious: bool|str = False  # keep the vendor's suspicious prints (True), in volume only ('volume'), or not (False)
     auctions: bool = True         # move the opening/closing prints to the session's edges (needs a session)
     open_window_s: int = 60
     close_grace_s: int = 300
 
 LEAN = PrintRule()
 ALL_PRINTS = PrintRule(price_exclude=(), volume_exclude=(), suspicious=True, auctions=False)
+CONSOLIDATED = PrintRule(price_exclude=tuple(dict.fromkeys(names_without('high_low') + names_without('last'))),
+                         volume_exclude=names_without('volume'), extended_prices=False)
 
 # %% ../../nbs/market/01_bars.ipynb #142c4dee
 def effective_prints(tr:np.ndarray, rule:PrintRule=LEAN, session:Session|None=None) -> dict:
     "Per print: `ets` (time it counts at), `rank`, `vol` (counts in volume), `px` (counts in prices)."
     ets, rank = tr['ts'].astype('i8'), np.ones(len(tr), 'i1')
+    if rule.suspicious not in (True, False, 'volume'): raise ValueError(f"suspicious {rule.suspicious!r}: expected True, False or 'volume'")
     vol = np.ones(len(tr), bool) if rule.suspicious else ~tr['suspicious']
     if rule.volume_exclude: vol &= ~has_condition(tr['cond'], *rule.volume_exclude)
-    px = vol.copy()
+    px = vol & ~tr['suspicious'] if rule.suspicious == 'volume' else vol.copy()
     if rule.price_exclude:
         odd = has_condition(tr['cond'], *rule.price_exclude)
         if rule.extended_prices: odd &= ~has_condition(tr['cond'], 'ExtendedHours')
@@ -72,7 +76,7 @@ def effective_prints(tr:np.ndarray, rule:PrintRule=LEAN, session:Session|None=No
             ets, rank = np.where(moved, c - 1, ets), np.where(moved, 2, rank).astype('i1')
     return dict(ets=ets, rank=rank, vol=vol, px=px)
 
-# %% ../../nbs/market/01_bars.ipynb #73301c0a
+# %% ../../nbs/market/01_bars.ipynb #1986d934
 _PARTIAL = np.dtype([('ts', 'i8'), ('open', 'i8'), ('o_ts', 'i8'), ('o_rank', 'i1'), ('o_seq', 'i8'), ('close', 'i8'),
                      ('c_ts', 'i8'), ('c_rank', 'i1'), ('c_seq', 'i8'), ('high', 'i8'), ('low', 'i8'), ('has_px', '?'),
                      ('volume', 'f8'), ('trades', 'i8')])
@@ -143,7 +147,7 @@ def trade_bars(trades:np.ndarray, tf:str|int='1m', session:Session|None=Session(
     parts = [_finish(_reduce(_partials(b, sec * NS, zone, rule, session, hours)), s, sec) for s, b in split_by_symbol(trades)]
     return np.concatenate(parts) if parts else empty('bar')
 
-# %% ../../nbs/market/01_bars.ipynb #6fa01dda
+# %% ../../nbs/market/01_bars.ipynb #88cce7d9
 def resample_bars(bars:np.ndarray, tf:str|int, session:Session|None=Session(), tz:str|ZoneInfo|None=None) -> np.ndarray:
     "`tf` bars (or quote bars) from finer ones of the same clock; `tf` must be a multiple of theirs."
     sec, zone = tf_seconds(tf), _zone_of(session, tz)
@@ -179,7 +183,7 @@ def resample_bars(bars:np.ndarray, tf:str|int, session:Session|None=Session(), t
         parts.append(out)
     return np.concatenate(parts) if parts else empty('quote_bar' if quote else 'bar')
 
-# %% ../../nbs/market/01_bars.ipynb #93d99af6
+# %% ../../nbs/market/01_bars.ipynb #96b5d372
 _SIDES = (('bid', 'bid_size'), ('ask', 'ask_size'))
 
 def quote_bars_one(nb:np.ndarray, tf:str|int='1m', tz:ZoneInfo|None=None, carry:dict|None=None) -> tuple[np.ndarray, dict]:
@@ -230,14 +234,14 @@ def quote_bars(nbbo:np.ndarray, tf:str|int='1m', session:Session|None=Session(),
     parts = [quote_bars_one(b, tf, zone)[0] for _, b in split_by_symbol(nbbo)]
     return np.concatenate(parts) if parts else empty('quote_bar')
 
-# %% ../../nbs/market/01_bars.ipynb #96b5d372
+# %% ../../nbs/market/01_bars.ipynb #a5891d5b
 def bar_quotes(q:np.ndarray, suspicious:bool=False, exclude:tuple=('Closing',)) -> np.ndarray:
     "The one-sided quote rows quote bars are built from (Lean: not suspicious, no closing-quote condition)."
     keep = np.ones(len(q), bool) if suspicious else ~q['suspicious']
     if exclude: keep &= (q['cond'] & np.uint32(encode_conditions(exclude, QUOTE_CONDITIONS))) == 0
     return q[keep]
 
-# %% ../../nbs/market/01_bars.ipynb #fb49b5a7
+# %% ../../nbs/market/01_bars.ipynb #7fa749b2
 class BarStage(Stage):
     "trade (+ nbbo) -> completed `bar` (+ `quote_bar`) events; the forming bar stays in state."
     name, windowed = 'bars', True
