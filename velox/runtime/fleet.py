@@ -80,10 +80,11 @@ class FleetSpec:
     stable_s: float = 30.0  # a run this long resets the backoff
     stop_timeout_s: float = 60.0  # after the stop file: then SIGTERM to the kernel, then SIGKILL
     schedule: list = field(default_factory=list)  # schedule lines
+    mode: str = 'live'  # live or replay: Prometheus's alerts on event time and market data only watch live fleets
 
     @classmethod
     def from_dict(cls, d:dict, root:str|Path='.', source:str='fleet') -> FleetSpec:
-        known = {'stages', 'params', 'restart', 'schedule', 'root', 'stop_timeout_s'}
+        known = {'stages', 'params', 'restart', 'schedule', 'root', 'stop_timeout_s', 'mode'}
         bad = set(d) - known
         if bad: raise ConfigError(f"{source}: unknown key(s) {sorted(bad)}; expected {sorted(known)}")
         check_no_secrets(d.get('params') or {}, f"{source}: params")
@@ -107,7 +108,8 @@ class FleetSpec:
             sched = p.read_text().splitlines()
         spec = cls(stages, dict(d.get('params') or {}), str(Path(d.get('root', root)).absolute()), r.get('policy', 'on-failure'),
                    float(r.get('backoff_s', 1.0)), float(r.get('max_backoff_s', 60.0)), float(r.get('stable_s', 30.0)),
-                   float(d.get('stop_timeout_s', 60.0)), list(sched))
+                   float(d.get('stop_timeout_s', 60.0)), list(sched), str(d.get('mode', 'live')))
+        if spec.mode not in ('live', 'replay'): raise ConfigError(f"{source}: mode {spec.mode!r}: expected live or replay")
         parse_schedule(spec.schedule)  # fail fast on a bad line
         return spec
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from ..core import ConfigError, get_logger
+from ..infra.prometheus import target_groups, write_targets
 from ..infra.services import child_pids, pid_alive, signal_pid
 from .fleet import (
     FleetSpec, Job, check_no_secrets, code_version, file_sha256, notebook_complete, notebook_parameters, parse_schedule, read_json,
@@ -100,6 +101,7 @@ class Member:
     stop_sent_mono: float = 0.0
     escalated: int = 0
     error: str | None = None  # why its last run failed, in one line (None once a run ends well)
+    metrics_port: int | None = None  # where its worker serves /metrics (from its status file; kept while it is down)
     proc: object = field(default=None, repr=False)
 
     @property
@@ -142,6 +144,7 @@ class Supervisor:
         p = self.spec.parameters(m.stage, takes)
         p.update({k: v for k, v in self.files(m).items() if k in takes})
         if 'client_id' in takes: p['client_id'] = m.name
+        if 'metrics_port' in takes and p.get('metrics_port') is None: p['metrics_port'] = 0  # any free port: see targets()
         if 'stage' in takes: p.setdefault('stage', m.stage)  # one notebook for several stages (predict.<model>, custom)
         return check_no_secrets(p, m.name)  # papermill saves them into the notebook: never a secret (see fleet)
 
@@ -258,6 +261,20 @@ class Supervisor:
                 'members': {n: m.to_dict() for n, m in sorted(self.members.items())},
                 'jobs': self.schedule.state()}
 
+    def targets(self) -> list[dict]:
+        """Prometheus's targets file (`targets.json`): every member that should run, at the port its worker reported. A
+        member that died keeps its last port until it runs again, so Prometheus sees it down; a stopped one leaves."""
+        members = []
+        for m in self.members.values():
+            if m.state in ('stopped', 'completed') or m.stop_requested: continue
+            if m.state == 'running':
+                st = read_json(Path(self.files(m)['status_path']))
+                port = st.get('metrics_port') if isinstance(st, dict) and st.get('state') in ('starting', 'running') else None
+                if port: m.metrics_port = int(port)
+            if m.metrics_port: members.append({'member': m.name, 'stage': m.stage, 'port': m.metrics_port,
+                                               'group': (m.run.get('parameters') or {}).get('group') or m.stage})
+        return target_groups(members, self.dir.name, self.spec.mode)
+
     def stop(self, *_):
         "Stop the fleet: every member gets its stop file; the loop ends once all have exited."
         self._stopping = True
@@ -271,6 +288,7 @@ class Supervisor:
         except ConfigError as e:
             self.log.error("%s", e); self._stopping = True
         self.schedule.run(start=not self._stopping)
+        write_targets(self.dir / 'targets.json', self.targets())
         write_json(self.dir / 'state.json', self.state())
         return self._stopping and all(m.state in ('stopped', 'completed') for m in self.members.values()) and self.schedule.idle
 
