@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 import numpy as np
+import zstandard
 from ..core import DataError
 from ..events import SYM, empty
 from ..market.instruments import INSTRUMENTS, Instrument, Instruments
