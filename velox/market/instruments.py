@@ -4,7 +4,7 @@
 
 # %% ../../nbs/market/07_instruments.ipynb #3132142a
 from __future__ import annotations
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time as dtime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
