@@ -19,6 +19,10 @@ OFF = {'D', 'ADF', 'TRF', 'MW'}
 # PriorReferencePrice 25, OpeningPrints 6, ClosingPrints 7, ReOpeningPrints 8, Cross 21, OfficialClose 24, OfficialOpen 26
 SPECIAL_BITS = [13, 10, 31, 1, 2, 3, 30, 11, 14, 20, 9, 18, 25, 6, 7, 8, 21, 24, 26]
 SPECIAL_MASK = sum(1 << b for b in SPECIAL_BITS)
+# prints at a negotiated / reference price, and official reports: no order flow (accumulation leaves them out of its
+# volumes): AveragePrice 20, DerivativelyPriced 9, StockOption 18, PriorReferencePrice 25, Cross 21, OfficialClose 24,
+# OfficialOpen 26
+NO_FLOW_MASK = sum(1 << b for b in (20, 9, 18, 25, 21, 24, 26))
 SESSION_MS = (9 * 3600 + 30 * 60) * 1000, 16 * 3600 * 1000
 
 
@@ -84,11 +88,14 @@ def _bucket_ms(ms, minutes: int):
     return ms - ms % step  # the day's midnight is a New York clock boundary, so alignment is plain arithmetic
 
 
-def interval_table(trade_path, quote_path, day: str, minutes: int, block_size=10_000, block_notional=200_000) -> pd.DataFrame:
-    "Per regular-hours interval: volume, off-exchange, block, buy and sell volume, first/last/VWAP price-setting print."
+def interval_table(trade_path, quote_path, day: str, minutes: int, block_size=10_000, block_notional=200_000,
+                   flow_only=False) -> pd.DataFrame:
+    """Per regular-hours interval: volume, off-exchange, block, buy and sell volume, first/last/VWAP price-setting print;
+    `flow_only`: volumes without the prints in NO_FLOW_MASK."""
     m = classified_trades(trade_path, quote_path)
     m = m[in_session(m['ms'])].copy()
     vol = np.where(m['suspicious'] | (m['size'] <= 0), 0.0, m['size'])
+    if flow_only: vol = np.where((m['cond'] & NO_FLOW_MASK) != 0, 0.0, vol)
     notional = m['price'] / 1e4 * m['size']
     block = ((m['size'] >= block_size) | (notional >= block_notional)) & (m['size'] > 0)
     px = ((m['cond'] & SPECIAL_MASK) == 0) & ~m['suspicious'] & (m['size'] > 0)

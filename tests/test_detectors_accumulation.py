@@ -28,7 +28,7 @@ def week_records(sym, days=DAYS, **kw):
 
 
 def reference_scores(sym, days=DAYS, min_vol=1_000, thr=2.0, imb_z=1.0, off_z=1.0, stealth_ret_z=0.5):
-    tab = pd.concat([interval_table(*[s.path for s in CAT.find(sym, d)][::-1], d, 30) for d in days], ignore_index=True)
+    tab = pd.concat([interval_table(*[s.path for s in CAT.find(sym, d)][::-1], d, 30, flow_only=True) for d in days], ignore_index=True)
     tab = pd.concat([tab, features(tab)], axis=1)
     ok = np.isfinite(tab['ret_bps'])
     z = {f'z_{k}': z_against_earlier_days(tab, f, min_vol, ok) for k, f in

@@ -229,3 +229,42 @@ def test_a_trading_run_counts_the_rows_it_stored_of_every_kind_even_those_stampe
         want = sum(len(recorded_trades(s, window)) for s in SYMBOLS) if kind == 'trade' else \
             len(np.unique(res[kind]['id'])) if kind in res.outputs else 0
         assert n == want, (kind, n, want)
+
+
+# the outside-NBBO explanations of issue 19, written here from the condition names (first reason wins, in this order)
+REASONS = {'negotiated': {'DerivativelyPriced', 'StoppedStock', 'Acquisition', 'Bunched', 'StockOption', 'Distribution',
+                          'AveragePrice', 'PriceVariation', 'PriorReferencePrice'},
+           'auction': {'OpeningPrints', 'ClosingPrints', 'ReOpeningPrints', 'Cross', 'OfficialClose', 'OfficialOpen'},
+           'late': {'Sold', 'OutOfSequence'}, 'settlement': {'Cash', 'NextDay', 'Seller'},
+           'extended_hours': {'FormT', 'ExtendedHours'}, 'odd_lot': {'OddLot'},
+           'sweep': {'IntermarketSweep', 'TradeThroughExempt'}}
+
+
+def test_explained_and_retail_midpoint_other_splits_add_up_to_the_totals(one):
+    "Summary dict, printed text and report charts agree with a pandas count, and each split adds up to its total."
+    summ, res, doc, _ = one
+    a, text = res['alert'], summ.text()
+    out = a[a['kind'] == 'outside_nbbo']
+    names = [{f for i, f in enumerate(TRADE_CONDITIONS) if int(c) >> i & 1} for c in out['cond']]
+    why = pd.Series([next((r for r, ns in REASONS.items() if n & ns), 'unexplained') for n in names])
+    ref = why.value_counts().to_dict()
+    s = summ.alerts
+    assert s['explained'] + s['unexplained'] == s['outside_nbbo'] == len(out)
+    assert {**s['explained_by'], 'unexplained': s['unexplained']} == ref == bars(doc, 'explained')
+    assert printed(text, 'explained by') == s['explained_by']
+    assert sum(v['unexplained'] for v in s['unexplained_by_venue'].values()) == s['unexplained']
+    un = pd.Series(out['venue'])[why.to_numpy() == 'unexplained'].value_counts().to_dict()
+    assert {v: d['unexplained'] for v, d in s['unexplained_by_venue'].items() if d['unexplained']} == un
+
+    def split(x):  # retail: a sub-penny away from .4-.6 cent; midpoint: exactly at the NBBO mid; else other
+        df = pd.DataFrame({k: x[k] for k in ('price', 'bid', 'ask', 'off_exchange')})
+        df = df[df['off_exchange']]
+        z = (df['price'] % 10**6) / 10**6
+        mid = (df['bid'] > 0) & (df['ask'] >= df['bid']) & (2 * df['price'] == df['bid'] + df['ask'])
+        retail = ~mid & (((z > 0) & (z < 0.4)) | (z > 0.6))
+        return {'retail': int(retail.sum()), 'midpoint': int(mid.sum()), 'other': int((~mid & ~retail).sum())}
+    dark = a[a['kind'] == 'dark_print']
+    assert s['off_exchange_split'] == split(out) == bars(doc, 'off_exchange_split') == printed(text, 'off-exchange')
+    assert sum(s['off_exchange_split'].values()) == s['off_exchange'] == int(out['off_exchange'].sum())
+    assert s['dark_print_split'] == split(dark) == bars(doc, 'dark_print_split') == printed(text, 'dark prints')
+    assert sum(s['dark_print_split'].values()) == len(dark) > 0

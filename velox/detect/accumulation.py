@@ -73,7 +73,7 @@ class AccumulationStage(Stage):
     def __init__(self, params:AccumulationParams=AccumulationParams(), session:Session|None=Session()):
         super().__init__()
         p = self.params = params
-        self.quotes, self.flow = QuoteMemory(p.quote_lag_ms), IntervalFlow(p.interval, session)
+        self.quotes, self.flow = QuoteMemory(p.quote_lag_ms), IntervalFlow(p.interval, session, flow_only=True)
         self.interval_s = self.flow.step // NS
         self.baselines = as_baselines(p.baselines)
 

@@ -9,6 +9,7 @@ import numpy as np
 from .baselines import BaselineParams, add_interval, baseline, zscore, day_of, merged_days, as_baselines
 from ..market.bars import bar_start, tf_seconds
 from ..market.signing import QuoteMemory
+from ..market.conditions import allowed
 from ..core import Session, event_id, NS
 from .outside_nbbo import OutsideNBBO, is_off_exchange
 from ..events import empty, has_condition, PRICE_SCALE
@@ -70,8 +71,8 @@ FLOW = np.dtype([('start', 'i8'), ('end', 'i8'), ('volume', 'f8'), ('off', 'f8')
 
 class IntervalFlow:
     "Per-interval volumes of one symbol's prints (session only), released when the interval is complete."
-    def __init__(self, interval:str|int='5m', session:Session|None=Session()):
-        self.step, self.session = tf_seconds(interval) * NS, session
+    def __init__(self, interval:str|int='5m', session:Session|None=Session(), flow_only:bool=False):
+        self.step, self.session, self.flow_only = tf_seconds(interval) * NS, session, flow_only
 
     def add(self, st:dict, tr:np.ndarray, off, block, side, classes):
         "Buffer a window's prints (those inside the session)."
@@ -81,6 +82,9 @@ class IntervalFlow:
         p = np.empty(len(ts), FLOW_PRINT)
         p['ts'], p['price'], p['off'], p['block'], p['side'] = ts, tr['price'][keep], off[keep], block[keep], side[keep]
         p['size'] = np.where(susp | ~(size > 0), 0.0, size)
+        if self.flow_only:
+            flow = allowed(tr['cond'][keep], 'flow')
+            p['size'], p['block'] = np.where(flow, p['size'], 0.0), p['block'] & flow
         p['px'] = (classes[keep] == 0) & ~susp & (size > 0)
         p['start'] = bar_start(ts, self.step // NS, self.session.tz if self.session is not None else None)
         st['buf'] = p if st.get('buf') is None else np.concatenate([st['buf'], p])
@@ -124,7 +128,7 @@ def off_share(f:np.ndarray) -> np.ndarray:
 class DarkPoolParams(BaselineParams):
     "What `DarkPoolStage` looks for: the keys of a parameter file's `darkpool` section (with the baseline ones)."
     tolerance:float=0.0  # dollars a print may lie outside the NBBO and still count as inside (outside_nbbo)
-    tolerance_bps:float=0.0  # the same in bps of the price; the larger of the two applies
+    tolerance_bps:float=1.0  # the same in bps of the price; the larger of the two applies
     quote_lag_ms:float=0.0  # judge a print against the NBBO in force this long before it (outside_nbbo)
     min_size:float=0  # smaller prints raise no outside_nbbo alert
     classify_lag_ms:float=0.0  # the quote lag of the Lee-Ready side classifier

@@ -6,16 +6,18 @@
 from __future__ import annotations
 import numpy as np
 from ..core import event_id, Session
-from ..events import empty, decode_conditions, has_condition, PRICE_SCALE
+from ..events import empty, decode_conditions, PRICE_SCALE
+from ..market.conditions import CONDITIONS, EXPLANATIONS, explained, explained_by
+from ..market.signing import OFF_CLASSES, offexchange_class
 from ..stage import Stage
 
 # %% auto #0
-__all__ = ['OFF_EXCHANGE', 'EXPLAINING_CONDITIONS', 'is_off_exchange', 'OutsideNBBO', 'alerts_by', 'summarize_alerts']
+__all__ = ['OFF_EXCHANGE', 'EXPLAINING_CONDITIONS', 'is_off_exchange', 'OutsideNBBO', 'alerts_by', 'summarize_alerts',
+           'offexchange_split']
 
 # %% ../../nbs/detect/00_outside_nbbo.ipynb #c5fdbc6a
 OFF_EXCHANGE = ('D', 'ADF', 'TRF', 'MW')
-EXPLAINING_CONDITIONS = ('AveragePrice', 'DerivativelyPriced', 'Sold', 'OutOfSequence', 'PriorReferencePrice',
-                         'ExtendedHours', 'NextDay', 'Cash', 'StockOption', 'OddLot', 'FormT')
+EXPLAINING_CONDITIONS = tuple(n for n, c in CONDITIONS.items() if c.explains)  # from the condition table
 
 def is_off_exchange(venue:np.ndarray, venues=OFF_EXCHANGE) -> np.ndarray:
     "Which prints were reported off-exchange."
@@ -26,7 +28,7 @@ class OutsideNBBO(Stage):
     "nbbo + trade -> alert for every print outside the prevailing NBBO."
     name, inputs, outputs, windowed = 'outside_nbbo', ('nbbo', 'trade'), ('alert',), True
 
-    def __init__(self, tolerance:float=0.0, tolerance_bps:float=0.0, quote_lag_ms:float=0.0, min_size:float=0,
+    def __init__(self, tolerance:float=0.0, tolerance_bps:float=1.0, quote_lag_ms:float=0.0, min_size:float=0,
                  session:Session|None=Session()):
         super().__init__()
         if tolerance < 0 or tolerance_bps < 0 or quote_lag_ms < 0: raise ValueError('tolerances and lag must be >= 0')
@@ -80,8 +82,7 @@ class OutsideNBBO(Stage):
         a['distance'] = np.where(above, t['price'] - q['ask'], q['bid'] - t['price'])
         a['distance_bps'] = a['distance'] / ((q['bid'] + q['ask']) / 2) * 1e4
         a['off_exchange'] = is_off_exchange(t['venue'])
-        explained = has_condition(t['cond'], *EXPLAINING_CONDITIONS)
-        a['confidence'] = (1 - np.exp(-a['distance_bps'] / 2)) * np.where(explained, 0.35, 1.0) * np.where(t['suspicious'], 0.2, 1.0)
+        a['confidence'] = (1 - np.exp(-a['distance_bps'] / 2)) * np.where(explained(t['cond']), 0.35, 1.0) * np.where(t['suspicious'], 0.2, 1.0)
         a['id'] = [event_id('outside_nbbo', symbol, ts, s) for ts, s in zip(t['ts'].tolist(), t['seq'].tolist())]
         return [('alert', a)]
 
@@ -98,8 +99,20 @@ def summarize_alerts(alerts:np.ndarray|None) -> dict:
     "Counts of alerts: total and by kind; for outside-NBBO prints, off-exchange, explained, by symbol / venue / condition."
     if alerts is None or not len(alerts): return {'total': 0, 'outside_nbbo': 0}
     out = alerts[alerts['kind'] == 'outside_nbbo']
+    why = explained_by(out['cond'])
+    unexpl = out[why == '']
+    by_venue, un_venue = alerts_by(out, 'venue'), alerts_by(unexpl, 'venue')
     return {'total': len(alerts), 'by_kind': alerts_by(alerts, 'kind'), 'outside_nbbo': len(out),
             'off_exchange': int(out['off_exchange'].sum()),
-            'explained': int(has_condition(out['cond'], *EXPLAINING_CONDITIONS).sum()),
-            'by_symbol': alerts_by(out, 'symbol'), 'by_venue': alerts_by(out, 'venue'),
+            'explained': int((why != '').sum()), 'unexplained': len(unexpl),
+            'explained_by': {r: int((why == r).sum()) for r in EXPLANATIONS if (why == r).any()},
+            'unexplained_by_venue': {v: {'unexplained': un_venue.get(v, 0), 'outside': n, 'share': un_venue.get(v, 0) / n}
+                                     for v, n in by_venue.items()},
+            'off_exchange_split': offexchange_split(out), 'dark_print_split': offexchange_split(alerts[alerts['kind'] == 'dark_print']),
+            'by_symbol': alerts_by(out, 'symbol'), 'by_venue': by_venue,
             'by_condition': alerts_by(out, 'condition')}
+
+def offexchange_split(alerts:np.ndarray) -> dict:
+    "Off-exchange alerts split into retail / midpoint / other by their price and NBBO (the three add up to them)."
+    cls = offexchange_class(alerts['price'], alerts['bid'], alerts['ask'], alerts['off_exchange'])
+    return {k: int((cls == k).sum()) for k in OFF_CLASSES}

@@ -9,7 +9,7 @@ import numpy as np
 from ..core import local_ms, clock_text, zone_label
 from ..runtime.job import Summary
 from ..runtime.runners import RunResult
-from ..detect.outside_nbbo import alerts_by
+from ..detect.outside_nbbo import alerts_by, summarize_alerts
 from ..events import PRICE_SCALE, decode_conditions, empty, format_price
 from .desk import ALERT_COLOURS
 
@@ -142,7 +142,8 @@ def breakdown_chart(counts:dict, title:str, name:str, what:str='alerts', width:i
     return p
 
 def alert_breakdowns(alerts:np.ndarray|None) -> list:
-    "The report's breakdown charts: alerts by kind; outside-NBBO prints by symbol, venue and condition (as the summary)."
+    """The report's breakdown charts: alerts by kind; outside-NBBO prints by symbol, venue and condition, explained (by
+    rule) or not, and their off-exchange ones and the dark prints as retail / midpoint / other (as the summary)."""
     if alerts is None or not len(alerts): return []
     out = alerts[alerts['kind'] == 'outside_nbbo']
     figs = [breakdown_chart(alerts_by(alerts, 'kind'), f"alerts by kind · {len(alerts):,}", 'by_kind')]
@@ -152,6 +153,13 @@ def alert_breakdowns(alerts:np.ndarray|None) -> list:
                  breakdown_chart(alerts_by(out, 'venue'), f"outside-NBBO prints by venue · {n}", 'by_venue', 'prints'),
                  breakdown_chart(alerts_by(out, 'condition'), f"outside-NBBO prints by condition · {n}", 'by_condition',
                                  'prints (a print counts under each of its conditions)')]
+        s = summarize_alerts(alerts)
+        figs.append(breakdown_chart({**s['explained_by'], 'unexplained': s['unexplained']},
+                                    f"outside-NBBO prints explained (by rule) or not · {n}", 'explained', 'prints'))
+        if s['off_exchange']: figs.append(breakdown_chart(s['off_exchange_split'], f"off-exchange outside-NBBO prints · {s['off_exchange']:,}",
+                                                          'off_exchange_split', 'prints'))
+    dark = int((alerts['kind'] == 'dark_print').sum())
+    if dark: figs.append(breakdown_chart(summarize_alerts(alerts)['dark_print_split'], f"dark prints · {dark:,}", 'dark_print_split'))
     return figs
 
 # %% ../../nbs/face/01_report.ipynb #92a22dff

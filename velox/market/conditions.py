@@ -25,7 +25,7 @@ class Condition:
     explains: str     # why such a print may lie outside the NBBO ('' = it does not)
     doc: str          # what the condition means
 
-EXPLANATIONS = ('sweep', 'auction', 'negotiated', 'late', 'settlement', 'extended_hours', 'odd_lot')
+EXPLANATIONS = ('negotiated', 'auction', 'late', 'settlement', 'extended_hours', 'odd_lot', 'sweep')
 
 def _c(v, hl, last, bp, bv, flow, why, doc): return Condition(*(c == 'Y' for c in (v, hl, last, bp, bv, flow)), why, doc)
 

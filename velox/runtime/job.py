@@ -104,7 +104,11 @@ class Summary:
         L += [f"  NBBO updates      {self.nbbo.get('updates', 0):>12,}   locked {self.nbbo.get('locked', 0):,}, crossed {self.nbbo.get('crossed', 0):,}"]
         a = self.alerts
         L += [f"  alerts            {a.get('total', 0):>12,}   " + ', '.join(f"{k} {v:,}" for k, v in a.get('by_kind', {}).items())]
-        L += [f"  outside-NBBO      {a.get('outside_nbbo', 0):>12,}   off-exchange {a.get('off_exchange', 0):,}, explained by conditions {a.get('explained', 0):,}"]
+        L += [f"  outside-NBBO      {a.get('outside_nbbo', 0):>12,}   off-exchange {a.get('off_exchange', 0):,}, explained by conditions {a.get('explained', 0):,}, unexplained {a.get('unexplained', 0):,}"]
+        if a.get('explained_by'): L.append("    explained by    " + ', '.join(f"{k} {v:,}" for k, v in a['explained_by'].items()))
+        if a.get('unexplained_by_venue'): L.append("    unexplained     " + ', '.join(f"{v} {d['unexplained']:,} of {d['outside']:,} ({d['share']:.0%})" for v, d in a['unexplained_by_venue'].items()))
+        for title, key in (('off-exchange', 'off_exchange_split'), ('dark prints', 'dark_print_split')):
+            if sum(a.get(key, {}).values()): L.append(f"    {title:<14}  " + ', '.join(f"{k} {v:,}" for k, v in a[key].items()))
         for title, key in (('by symbol', 'by_symbol'), ('by venue', 'by_venue'), ('by condition', 'by_condition')):
             items = list(a.get(key, {}).items())  # all of them: the report's charts show the same
             if items: L.append(f"    {title:<14}  " + ', '.join(f"{k} {v:,}" for k, v in items))
