@@ -19,7 +19,7 @@ COMMANDS = {  # command -> (module defining `configure_<command>(parser)`, one-l
     'worker': ('velox.face.commands', 'run a pipeline stage as a consumer-group member'),
     'services': ('velox.face.commands', 'start, stop or show the local Kafka-protocol broker and redis-server'),
     'topics': ('velox.face.commands', 'create, list or describe the topic registry on the bus'),
-    'data': ('velox.face.commands', 'what recorded data is available (list), or load it into the history store (import)'),
+    'data': ('velox.face.data', 'data in and out: list what there is, import files into the Parquet catalog or the store, export a stored kind to Parquet/CSV, query the catalog with SQL'),
     'db': ('velox.face.commands', 'history store: apply the versioned, idempotent schema migrations'),
     'hot': ('velox.face.commands', 'hot state: memory, keys per pattern, TTL health (stats), or evict cold symbols (clean)'),
     'baseline': ('velox.face.research', 'learn per-symbol baselines for the accumulation detector from earlier days'),
