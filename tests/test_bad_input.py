@@ -353,3 +353,102 @@ def test_a_bad_message_goes_to_the_dead_letter_topic_with_its_reason_and_nothing
 def test_the_tables_hold_at_least_forty_bad_inputs_across_every_door():
     assert len(FILES) + len(CLI) + len(MESSAGES) >= 40
     assert {c.fmt for c in FILES} == {'lean_tick', 'lean_minute', 'binance', 'jsonl'}
+
+
+# --- vendor files: corrupted copies of the real Databento DBN and Tardis CSV samples (tests/fixtures/vendor) ------
+
+VENDOR = ROOT / 'tests' / 'fixtures' / 'vendor'
+DBN_TRADES = VENDOR / 'databento' / 'futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst'
+TARDIS_L2 = VENDOR / 'tardis' / 'deribit_incremental_book_L2_BTC-PERPETUAL.csv'
+
+
+def dbn_plain() -> bytes:
+    import zstandard
+    return zstandard.ZstdDecompressor().stream_reader(DBN_TRADES.open('rb')).read()
+
+
+def dbn_edit(edit, name='trades.dbn'):
+    "A plain copy of the real trades DBN file with its bytes passed through `edit(bytearray, first record's offset)`."
+    def make(d):
+        raw = bytearray(dbn_plain()); start = 8 + int.from_bytes(raw[4:8], 'little')
+        edit(raw, start)
+        d.mkdir(parents=True, exist_ok=True); (d / name).write_bytes(bytes(raw)); return d / name
+    return make
+
+
+def put(raw, at, value: bytes): raw[at:at + len(value)] = value
+
+
+def tardis_edit(edit, name=TARDIS_L2.name, gz=False):
+    "A copy of the real Deribit incremental L2 CSV with its text passed through `edit(text)`."
+    def make(d):
+        text = edit(TARDIS_L2.read_text()); d.mkdir(parents=True, exist_ok=True)
+        dst = d / (name + ('.gz' if gz else ''))
+        dst.write_bytes(gzip.compress(text.encode()) if gz else text.encode()); return dst
+    return make
+
+
+def tardis_line(n, f):
+    "An edit of line `n` (1-based) through `f(fields)`."
+    def edit(text):
+        lines = text.split('\n'); fl = lines[n - 1].split(','); f(fl); lines[n - 1] = ','.join(fl); return '\n'.join(lines)
+    return edit
+
+
+def set_field(k, v):
+    def f(fl): fl[k] = v
+    return f
+
+
+def vendor_zst_cut(d):
+    d.mkdir(parents=True, exist_ok=True); raw = DBN_TRADES.read_bytes(); (d / DBN_TRADES.name).write_bytes(raw[:len(raw) // 2])
+    return d / DBN_TRADES.name
+
+
+@dataclass
+class VendorCase:
+    id: str
+    make: object  # (folder) -> the bad file it wrote
+    load: str  # 'dbn' or 'tardis'
+    needles: tuple
+
+
+VENDOR_FILES = [
+    VendorCase('dbn zstd cut in half', vendor_zst_cut, 'dbn', ('truncated zstd stream',)),
+    VendorCase('dbn last record cut', dbn_edit(lambda r, s: r.__delitem__(slice(-5, None))), 'dbn',
+               ('truncated: record 120 at byte', 'has 43 of its 48 bytes')),
+    VendorCase('dbn record length byte wrong', dbn_edit(lambda r, s: put(r, s + 9 * 48, bytes([13]))), 'dbn',
+               ('record 10 at byte', 'expected 48 bytes of type 0x00 (trades)')),
+    VendorCase('dbn record type byte wrong', dbn_edit(lambda r, s: put(r, s + 9 * 48 + 1, bytes([0xA0]))), 'dbn',
+               ('record 10 at byte', 'type 0xa0')),
+    VendorCase('dbn not a dbn file', dbn_edit(lambda r, s: put(r, 0, b'PAR1')), 'dbn', ("expected a DBN file",)),
+    VendorCase('dbn metadata cut', dbn_edit(lambda r, s: r.__delitem__(slice(40, None))), 'dbn', ('truncated metadata',)),
+    VendorCase('dbn price finer than 1e-8', dbn_edit(lambda r, s: put(r, s + 4 * 48 + 16, (5528750000003).to_bytes(8, 'little'))), 'dbn',
+               ('record 5', 'price 5528750000003', 'expected a multiple of 10')),
+    VendorCase('dbn unknown instrument id', dbn_edit(lambda r, s: put(r, s + 2 * 48 + 4, (999).to_bytes(4, 'little'))), 'dbn',
+               ('record 3', 'instrument_id 999', "expected in the file's symbology")),
+    VendorCase('tardis last line cut', tardis_edit(lambda t: t[:-9]), 'tardis', ('line 16', 'truncated')),
+    VendorCase('tardis row with three columns', tardis_edit(tardis_line(5, lambda fl: fl.__delitem__(slice(3, None)))), 'tardis',
+               ('line 5', '3 columns: expected 8')),
+    VendorCase('tardis price not a number', tardis_edit(tardis_line(4, set_field(6, '64x2'))), 'tardis', ('line 4', "field 'price'", '64x2')),
+    VendorCase('tardis side neither bid nor ask', tardis_edit(tardis_line(7, set_field(5, 'buy'))), 'tardis',
+               ('line 7', "field 'side'", "'bid' or 'ask'")),
+    VendorCase('tardis negative amount', tardis_edit(tardis_line(3, set_field(7, '-5'))), 'tardis', ('line 3', "field 'amount'", "'-5'")),
+    VendorCase('tardis timestamp in seconds text', tardis_edit(tardis_line(9, set_field(2, '2020-04-01'))), 'tardis',
+               ('line 9', "field 'timestamp'", 'microseconds')),
+    VendorCase('tardis not a tardis header', tardis_edit(lambda t: 'time,price\n' + t.split('\n', 1)[1]), 'tardis', ('line 1', 'expected a Tardis CSV header')),
+    VendorCase('tardis gzip cut', lambda d: (lambda p: (p.write_bytes(p.read_bytes()[:60]), p)[1])(tardis_edit(lambda t: t, gz=True)(d)), 'tardis',
+               ('truncated gzip stream',)),
+]
+
+
+@pytest.mark.parametrize('case', VENDOR_FILES, ids=[c.id for c in VENDOR_FILES])
+def test_a_bad_vendor_file_is_one_line_naming_the_file_the_place_and_what_was_expected(tmp_path, case):
+    from velox.core import DataError
+    from velox.feeds.databento import load_dbn
+    from velox.feeds.tardis import load_tardis
+    bad = case.make(tmp_path / 'data')
+    with pytest.raises(DataError) as e: {'dbn': load_dbn, 'tardis': load_tardis}[case.load](bad)
+    msg = str(e.value)
+    assert '\n' not in msg and msg.startswith(str(bad)), msg
+    for n in case.needles: assert n in msg, (n, msg)

@@ -19,6 +19,7 @@ __all__ = ['TardisData', 'read_tardis', 'load_tardis']
 _VENUES = {'binance': 'BN', 'binance-futures': 'BNF', 'binance-delivery': 'BND', 'deribit': 'DRB', 'bitmex': 'BMX',
            'coinbase': 'CB', 'kraken': 'KRK', 'okex': 'OKX', 'bybit': 'BYB', 'huobi-dm-swap': 'HBS', 'huobi': 'HB'}
 _MAXSYM = int(SYM[1:]) - 1
+_BASE = ['exchange', 'symbol', 'timestamp', 'local_timestamp']
 
 def _open_text(path) -> str:
     "The file's text; a truncated or corrupt gzip raises `DataError`."
@@ -43,6 +44,8 @@ def _lines(path) -> tuple[list, list]:
         raise DataError(path, "truncated: the last line ends without a newline (expected complete lines: a cut download?)", line=n)
     rows = list(csv.reader(io.StringIO(text)))
     head, body = rows[0], rows[1:]
+    if head[:4] != _BASE:
+        raise DataError(path, f"header {','.join(head[:4])!r}: expected a Tardis CSV header starting {','.join(_BASE)}", line=1)
     for i, r in enumerate(body):
         if len(r) != len(head):
             raise DataError(path, f"{len(r)} columns: expected {len(head)} ({','.join(head[:4])},...)", line=i + 2)
@@ -172,8 +175,6 @@ def _quotes(path, head, body, reg) -> dict:
     return {'quote': q}
 
 # %% ../../nbs/feeds/07_tardis.ipynb #9b4c7abb
-_BASE = ['exchange', 'symbol', 'timestamp', 'local_timestamp']
-
 @dataclass
 class TardisData:
     "What a Tardis CSV holds for velox: its data type, events by kind, the trades' aggressor side."
@@ -186,8 +187,6 @@ def read_tardis(path, instruments:Instruments|None=None) -> TardisData:
     "Decode a Tardis CSV (`.csv` or `.csv.gz`) into velox events; a bad line raises a one-line `DataError`."
     reg = instruments if instruments is not None else INSTRUMENTS
     head, body = _lines(path)
-    if head[:4] != _BASE:
-        raise DataError(path, f"header {','.join(head[:4])!r}: expected a Tardis CSV header starting {','.join(_BASE)}", line=1)
     cols, aggr = set(head), {}
     if {'is_snapshot', 'side', 'price', 'amount'} <= cols: dt, ev = 'incremental_book_L2', _incremental(path, head, body, reg)
     elif 'asks[0].price' in cols: dt, ev = f"book_snapshot_{sum(h.endswith('].price') for h in head) // 2}", _snapshots(path, head, body, reg)
