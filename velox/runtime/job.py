@@ -12,7 +12,7 @@ from ..core import NY, Config, ConfigError, clock_ns, clock_text, day_start_ns, 
 from ..detect.outside_nbbo import summarize_alerts
 from ..events import DTYPES, format_price, price_from_float
 from ..detect.params import detect_stage
-from ..feeds.recorded import Catalog
+from ..feeds.parquet import open_catalog
 from ..feeds.replay import Replay
 from ..infra.connect import bus_from_config
 from ..infra.stores import Store
@@ -159,7 +159,7 @@ def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', spee
     iso = parse_day(day).isoformat()
     lo, hi = run_window(iso, start, end)  # refuse a bad window before loading anything
     windowed = bool(start or end)
-    cat = Catalog(cfg.data_dir)
+    cat = open_catalog(cfg.data_dir)  # recorded files, or a Parquet catalog (velox.feeds.parquet)
     symbols = [s.upper() for s in symbols]
     srcs = [s for sym in symbols for s in cat.find(sym, iso)]
     replay = Replay(srcs, speed=speed, start=lo if windowed else None, end=hi if windowed else None,
