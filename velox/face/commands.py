@@ -125,13 +125,13 @@ def cmd_run(a):
 def cmd_replay(a):
     import time
     from velox.infra.connect import bus_from_config
-    from velox.feeds.recorded import Catalog
+    from velox.feeds.parquet import open_catalog
     from velox.runtime.stages import publish_replay
     from velox.core import clock_ns
     from velox.core import parse_day
     from velox.feeds.replay import Replay
     cfg, iso = config_from_args(a), parse_day(a.date).isoformat()
-    cat = Catalog(cfg.data_dir)
+    cat = open_catalog(cfg.data_dir)  # recorded files or a Parquet catalog
     srcs = [s for sym in a.symbols.upper().split(',') for s in cat.find(sym, iso)]
     r = Replay(srcs, speed=a.speed, start=clock_ns(iso, a.start, '--start') if a.start else None,
                end=clock_ns(iso, a.end, '--end') if a.end else None, max_messages=a.max_messages, progress=not a.no_progress)
