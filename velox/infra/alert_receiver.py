@@ -75,3 +75,7 @@ def main(argv=None):
     nt = load_notifier(argv[0])
     serve_alerts(nt, int(argv[1]) if len(argv) > 1 else 0)
     while True: time.sleep(3600)
+
+# %% ../../nbs/infra/08a_alert_receiver.ipynb #6593cf9a
+#| eval: false
+if __name__ == '__main__': main()  # python -m velox.infra.alert_receiver NOTIFY.yaml PORT

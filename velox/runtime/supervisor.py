@@ -271,9 +271,16 @@ class Supervisor:
                 st = read_json(Path(self.files(m)['status_path']))
                 port = st.get('metrics_port') if isinstance(st, dict) and st.get('state') in ('starting', 'running') else None
                 if port: m.metrics_port = int(port)
-            if m.metrics_port: members.append({'member': m.name, 'stage': m.stage, 'port': m.metrics_port,
-                                               'group': (m.run.get('parameters') or {}).get('group') or m.stage})
+            if m.metrics_port: members.append({'member': m.name, 'stage': m.stage, 'port': m.metrics_port, 'group': self._group(m)})
         return target_groups(members, self.dir.name, self.spec.mode)
+
+    def _group(self, m:Member) -> str:
+        "The consumer group of `m`: its `group` parameter, else its notebook's default, else its stage."
+        import ast
+        g = (m.run.get('parameters') or {}).get('group')
+        try: g = g or ast.literal_eval(self._takes.get(m.stage, {}).get('group') or 'None')
+        except (ValueError, SyntaxError): g = None
+        return str(g or m.stage)
 
     def stop(self, *_):
         "Stop the fleet: every member gets its stop file; the loop ends once all have exited."
