@@ -159,6 +159,18 @@ def _apply(ok, os_, op, oq, ot, lk, lq, lc, lt, tk, st, action, side, price, siz
             st[_EVENTS] += 1
     return len(action), m
 
+@njit(cache=True)
+def _rehash(ok, os_, op, oq, ot, lk, lq, lc, lt, nok, nos, nop, noq, not_, nlk, nlq, nlc, nlt):
+    "Move every order and level into bigger tables."
+    for i in range(len(ok)):
+        if ok[i] != _EMPTY:
+            j = _slot(nok, ok[i])
+            nos[j], nop[j], noq[j], not_[j] = os_[i], op[i], oq[i], ot[i]
+    for i in range(len(lk)):
+        if lk[i] != _EMPTY:
+            j = _slot(nlk, lk[i])
+            nlq[j], nlc[j], nlt[j] = lq[i], lc[i], lt[i]
+
 # %% ../../nbs/market/06_l3.ipynb #be2e9834
 def _oid(order_id) -> int: return int(np.array(order_id, np.uint64).view(np.int64))
 
@@ -181,11 +193,7 @@ class L3Book(BookQueries):
         self.os, self.op, self.oq, self.ot = (np.zeros(n, t) for t in ('i1', 'i8', 'f8', 'i8'))
         self.lq, self.lc, self.lt = np.zeros(n, 'f8'), np.zeros(n, 'i8'), np.zeros(n, 'i8')
         tk = np.zeros(n, np.int64); tk[:len(self.tk)] = self.tk; self.tk = tk
-        ok, os_, op, oq, ot, lk, lq, lc, lt = old
-        for i in np.flatnonzero(ok != _EMPTY):
-            j = _slot(self.ok, ok[i]); self.os[j], self.op[j], self.oq[j], self.ot[j] = os_[i], op[i], oq[i], ot[i]
-        for i in np.flatnonzero(lk != _EMPTY):
-            j = _slot(self.lk, lk[i]); self.lq[j], self.lc[j], self.lt[j] = lq[i], lc[i], lt[i]
+        _rehash(*old, self.ok, self.os, self.op, self.oq, self.ot, self.lk, self.lq, self.lc, self.lt)
 
     def apply(self, mbo:np.ndarray) -> np.ndarray:
         "Apply one symbol's 'mbo' rows in order; the 'book' level changes of the events they end."
@@ -194,7 +202,7 @@ class L3Book(BookQueries):
     def apply_tops(self, mbo:np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         "As `apply`, plus the top of book (`TOP`) at every event end and the indices of those rows."
         n = len(mbo)
-        action = np.frombuffer(np.ascontiguousarray(mbo['action']).astype('S1').tobytes(), 'u1') if n else np.zeros(0, 'u1')
+        action = np.ascontiguousarray(mbo['action']).view(np.uint32).astype(np.uint8)  # 'U1' code points: A M C R T F N
         side, price, size = (np.ascontiguousarray(mbo[c]) for c in ('side', 'price', 'size'))
         oid, flags = np.ascontiguousarray(mbo['order_id']).view(np.int64), np.ascontiguousarray(mbo['flags'])
         cap = 3 * n + int(self.st[_NTOUCH]) + 1  # an event begun in an earlier batch emits its levels here
