@@ -122,8 +122,8 @@ def main(argv=None):
         if got != ref:
             bad = next(i for i, (x, y) in enumerate(zip(got, ref)) if x != y)
             raise SystemExit(f"{name}: L3Book and the dict reference differ at event end {bad}: {got[bad]} vs {ref[bad]}")
-        t_dict = best(lambda: DictL3().apply(*cols), a.repeat)
-        t_l3 = best(lambda: L3Book().apply(m), a.repeat)
+        t_dict = best(lambda c=cols: DictL3().apply(*c), a.repeat)
+        t_l3 = best(lambda m=m: L3Book().apply(m), a.repeat)
         rows.append((name, 'L3Book.apply (numba, + derived L2 book)', len(m), t_l3, t_dict))
         rows.append((name, 'dict reference (pure Python)', len(m), t_dict, t_dict))
         print(f"{name}: {len(m):,} records, {len(ref):,} event ends: same top of book at every one")
@@ -142,15 +142,15 @@ def main(argv=None):
     print(head); print('-' * len(head))
     for f in MBO:
         raw = dbn_bytes(f); n = len(load_dbn(f)['mbo'])
-        t_ref = best(lambda: vendor_decode(raw), a.repeat)
-        t_ours = best(lambda: load_dbn(f), a.repeat)
-        t_zst = best(lambda: dbn_bytes(f), a.repeat)
+        t_ref = best(lambda raw=raw: vendor_decode(raw), a.repeat)
+        t_ours = best(lambda f=f: load_dbn(f), a.repeat)
+        t_zst = best(lambda f=f: dbn_bytes(f), a.repeat)
         print(f"{f.name[:44]:<44} {'load_dbn (zstd + numpy + checks)':<40} {n:>8,} {n / t_ours:>12,.0f} {t_ref / t_ours:>6.2f}x")
         print(f"{'':<44} {'  of which zstd decompression':<40} {n:>8,} {n / t_zst:>12,.0f}")
         print(f"{'':<44} {'databento-dbn objects -> lists (ref)':<40} {n:>8,} {n / t_ref:>12,.0f} {1:>6.2f}x")
     for f in sorted((VENDOR / 'tardis').glob('*.csv')):
         ev = load_tardis(f); n = sum(len(v) for v in ev.values())
-        t = best(lambda: load_tardis(f), a.repeat)
+        t = best(lambda f=f: load_tardis(f), a.repeat)
         print(f"{f.name[:44]:<44} {'load_tardis (csv + checks)':<40} {n:>8,} {n / t:>12,.0f}")
     print("\nrows/s of load_dbn: velox rows out per second, decompression and every check included; the Tardis samples are a few "
           "lines each (their rate is mostly per-file overhead).")
