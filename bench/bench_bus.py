@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,6 @@ DEFAULT_DAY = '2013-10-08'
 KW = 'session_timeout_ms=6000&heartbeat_interval_ms=1000'  # tansu joins a group in about half the session timeout
 PARTITIONS = 6  # of market.quotes / market.trades / alerts.darkpool (topic registry)
 FORWARD = 'bench.forward'  # the plain loop's output topic
-ROWS_AT = 22  # offset of the row count in a frame header ('<4sH16sI': magic, version, kind, rows)
 
 
 # -- the plain kafka-python loop (runs in its own process: `bench_bus.py --role plain ...`) ----------------------
@@ -73,7 +71,7 @@ def plain_loop(bootstrap:str, ready:str, done:str, fetch_wait:int|None=None, for
     """Consume market.quotes + market.trades and forward every message unchanged (same key) to `bench.forward`
     (unless not `forward`), until every input partition has delivered its end marker; count events from the frames'
     headers (1 per JSON message)."""
-    from velox.infra.codecs import MAGIC
+    from velox.infra.codecs import message_rows
     c, tps = _assigned_consumer(bootstrap, ['market.quotes', 'market.trades'],
                                 **({} if fetch_wait is None else {'fetch_max_wait_ms': fetch_wait}))
     p = _producer(bootstrap)
@@ -88,7 +86,7 @@ def plain_loop(bootstrap:str, ready:str, done:str, fetch_wait:int|None=None, for
                     continue
                 if forward: p.send(FORWARD, value=r.value, key=r.key)
                 v = r.value
-                events += struct.unpack_from('<I', v, ROWS_AT)[0] if v[:4] == MAGIC else 1
+                events += 1 if v[:1] == b'{' else message_rows(v)
                 msgs += 1
     p.flush()
     t_end = time.time()
@@ -251,10 +249,10 @@ def read_topic(bootstrap:str, topic:str, timeout:float=30) -> list:
     return out
 
 
-def alert_keys_on_bus(bootstrap:str) -> tuple[set, int]:
-    "The keys of the alerts on alerts.darkpool, de-duplicated by id; and the rows read."
+def alert_keys_on_bus(bootstrap:str, topic:str='alerts.darkpool') -> tuple[set, int]:
+    "The keys of the alerts on `topic`, de-duplicated by id; and the rows read."
     from velox.infra.codecs import decode_message
-    recs = [r for r in read_topic(bootstrap, 'alerts.darkpool') if not is_marker(r)]
+    recs = [r for r in read_topic(bootstrap, topic) if not is_marker(r)]
     if not recs: return set(), 0
     a = np.concatenate([decode_message(r.value)[1] for r in recs])
     _, first = np.unique(a['id'], return_index=True)
@@ -523,23 +521,23 @@ def main(argv=None):
           + ', '.join(f"{k} {v:,}" for k, v in sorted(kinds.items())) + "); every velox run below is checked against it\n")
 
     rows, progress = [], lambda s: print(f"  ... {s}", flush=True)
-    progress(f'frame, {span}: plain loop'); ref = run_plain(srcs, 'frame')
-    rows.append(('plain kafka-python loop, frame: consume + forward', ref, ref))
-    progress(f'frame, {span}: plain loop, consume only'); r = run_plain(srcs, 'frame', forward=False)
-    rows.append(('plain kafka-python loop, frame: consume only', r, ref))
+    progress(f'frame, {span}: plain loop'); ref = run_plain(srcs, 'arrow')
+    rows.append(('plain kafka-python loop, Arrow: consume + forward', ref, ref))
+    progress(f'frame, {span}: plain loop, consume only'); r = run_plain(srcs, 'arrow', forward=False)
+    rows.append(('plain kafka-python loop, Arrow: consume only', r, ref))
     for w in ((1,) if a.smoke else (1, 2)):
-        progress(f'frame, {span}: {w} worker(s)'); r = run_workers(srcs, w, 'frame', want_day, a.max_records)
-        rows.append((f"velox detect, frame, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, ref))
+        progress(f'frame, {span}: {w} worker(s)'); r = run_workers(srcs, w, 'arrow', want_day, a.max_records)
+        rows.append((f"velox detect, Arrow, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, ref))
     if a.copies:
         syn, names = synthetic_copies(srcs, a.copies)
         want_syn = expected_keys(syn)
         print("  synthetic copies (same rows, renamed symbols): "
               + '; '.join(f"{s} -> " + ', '.join(f"{x} (p{partition_for(x, PARTITIONS)})" for x in v) for s, v in names.items()))
-        progress(f'frame, {a.copies} synthetic copies: plain loop'); sref = run_plain(syn, 'frame')
-        rows.append((f"plain loop, frame, SYNTHETIC x{a.copies} copies", sref, sref))
+        progress(f'frame, {a.copies} synthetic copies: plain loop'); sref = run_plain(syn, 'arrow')
+        rows.append((f"plain loop, Arrow, SYNTHETIC x{a.copies} copies", sref, sref))
         for w in (1, 2):
-            progress(f'frame, synthetic: {w} worker(s)'); r = run_workers(syn, w, 'frame', want_syn, a.max_records)
-            rows.append((f"velox detect, frame, SYNTHETIC x{a.copies}, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, sref))
+            progress(f'frame, synthetic: {w} worker(s)'); r = run_workers(syn, w, 'arrow', want_syn, a.max_records)
+            rows.append((f"velox detect, Arrow, SYNTHETIC x{a.copies}, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, sref))
     j0, j1 = a.json_window.split('-')
     if a.quick and not a.smoke: j1 = f"{j0.split(':')[0]}:10"
     jsrcs = window(day_srcs, clock_ns(a.day, j0, '--json-window'), clock_ns(a.day, j1, '--json-window'))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-MARKS = {'bus': [pytest.mark.kafka, pytest.mark.slow], 'stores': [pytest.mark.redis]}  # services each bench starts itself
+MARKS = {'bus': [pytest.mark.kafka, pytest.mark.slow], 'json': [pytest.mark.kafka, pytest.mark.slow], 'stores': [pytest.mark.redis]}  # services each bench starts itself
 BENCHES = [pytest.param(p.stem.removeprefix('bench_'), marks=MARKS.get(p.stem.removeprefix('bench_'), []))
            for p in sorted((ROOT / 'bench').glob('bench_*.py'))]
 
