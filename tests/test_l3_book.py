@@ -100,3 +100,46 @@ def test_levels_sizes_and_counts_equal_the_resting_orders_at_the_end():
         want = sorted(((p, s, c) for p, (s, c) in lv.items()), reverse=side > 0)[:10]
         assert book.levels_with_counts(side, 10).tolist() == want
     assert book.stats['orders'] == len(orders)
+
+
+def test_a_book_saved_mid_stream_as_data_goes_on_like_the_original():
+    from velox.stage import dump_state, load_state
+    mbo = load_dbn(VENDOR / MBO[1])['mbo']
+    book = L3Book(); book.apply(mbo[:9000])
+    again = load_state(dump_state(book))
+    assert again.apply_tops(mbo[9000:])[1].tolist() == book.apply_tops(mbo[9000:])[1].tolist()
+    assert again.stats == book.stats
+
+
+def test_queue_positions_equal_a_brute_force_fifo_of_the_real_orders():
+    """Queue position (orders and size ahead on the level) of every resting order at the end of the ESM4 sample against
+    a brute-force FIFO list per level: adds join the back, a price change or a size increase goes to the back, a
+    decrease keeps its place (the exchange's FIFO rule, cited in nbs/market/06_l3.ipynb)."""
+    name = MBO[1]
+    mbo = load_dbn(VENDOR / name)['mbo']
+    book = L3Book(); book.apply(mbo)
+    queues, where = {}, {}  # (side, price) -> [order ids in priority], id -> [side, price, size]
+    def leave(k):
+        s, p, _ = where.pop(k); queues[(s, p)].remove(k)
+    def join(k, s, p, q):
+        where[k] = [s, p, q]; queues.setdefault((s, p), []).append(k)
+    for r in vendor_records(name):
+        a, k = str(getattr(r.action, 'value', r.action)), r.order_id
+        s, p, q = str(getattr(r.side, 'value', r.side)), r.price // 10, r.size
+        if a == 'R': queues.clear(); where.clear()
+        elif a == 'A':
+            if k in where: leave(k)
+            join(k, s, p, q)
+        elif a == 'M':
+            if k not in where: join(k, s, p, q)
+            elif where[k][:2] != [s, p] or q > where[k][2]: leave(k); join(k, s, p, q)
+            else: where[k][2] = q
+        elif a == 'C' and k in where:
+            where[k][2] -= min(q, where[k][2])
+            if where[k][2] <= 0: leave(k)
+    checked = 0
+    for k, (s, p, _q) in list(where.items())[::25]:
+        ahead = queues[(s, p)][:queues[(s, p)].index(k)]
+        assert book.queue_position(k) == (len(ahead), float(sum(where[j][2] for j in ahead))), k
+        checked += 1
+    assert checked > 100

@@ -273,7 +273,7 @@ class L3Book(BookQueries):
 
 register_state(L3Book)
 
-# %% ../../nbs/market/06_l3.ipynb #393ac958
+# %% ../../nbs/market/06_l3.ipynb #fd63005e
 class L3Stage(Stage):
     "mbo -> book: the L3 book's level changes at event ends, per symbol."
     name, inputs, outputs, windowed = 'l3', ('mbo',), ('book',), True
