@@ -12,6 +12,7 @@ from velox.feeds.recorded import Catalog
 from velox.feeds.replay import Replay
 from velox.core import clock_ns
 from velox.infra.alerting import ALERTS, RECORDING, metric_names
+from velox.infra.grafana import dashboard, panel_queries
 from velox.infra.kafka_bus import KafkaBus
 from velox.infra.prometheus import PrometheusAPI
 from velox.infra.services import PrometheusSetup, free_port, services_down, start_broker, start_fleet_prometheus
@@ -29,6 +30,7 @@ T0, T1 = clock_ns(DAY, '10:00', 't'), clock_ns(DAY, '10:10', 't')
 # what the detect fleet exercises for real; the rest (a store down, risk alerts of the execution stage) only in promtool's tests
 LIVE_ONLY = {'VeloxEventTimeLag', 'VeloxEventTimeStalled', 'VeloxNoMarketData'}
 NOT_IN_A_DETECT_FLEET = {'VeloxSinkDown', 'VeloxRiskAlert'}
+PANELS_NOT_IN_A_DETECT_FLEET = {'Sink errors and other errors/s', 'Orders and fills/s', 'Position updates/s (PnL: see the desk)', 'Risk alerts (5 min)'}
 
 
 class Hook:
@@ -111,6 +113,14 @@ def test_prometheus_scrapes_the_fleet_fires_worker_down_and_dead_letters_and_not
             for expr in ('velox_events_total', 'velox_consumed_messages_total', 'velox_produced_events_total', 'velox_batch_seconds_count',
                          'velox_event_time_lag_seconds', 'process_resident_memory_bytes'):
                 assert api.query(f'changes({expr}[5m]) > 0'), f'{expr} never changed'
+
+            # the dashboard: every panel's query names metrics the workers really export (the names scraped from them here)
+            exported = {r['metric']['__name__'] for r in api.query('count by (__name__) ({job="velox"})')}
+            print(f'{len(exported)} metric names scraped from the workers')
+            for title, q in panel_queries(dashboard()):
+                unknown = metric_names(q) - exported - set(RECORDING) - {'ALERTS'}
+                assert not unknown, f'panel {title!r}: {unknown} is not exported by the workers'
+                if title not in PANELS_NOT_IN_A_DETECT_FLEET: assert api.query(q), f'panel {title!r}: {q} returned no data'
 
             # kill detect-1: its target stays, down; the worker-down alert fires and a notification arrives
             kernel = fleet_status(fd)['members']['detect-1']['kernel_pid']

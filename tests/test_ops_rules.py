@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 from velox.infra.alerting import ALERTS, rules_document
+from velox.infra.grafana import dashboard
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / 'deploy' / 'prometheus'
@@ -32,3 +33,16 @@ def test_every_alert_is_unit_tested_and_has_a_runbook():
         assert page.exists(), f'no runbook {page}'
         text = page.read_text()
         for part in ('## What it means', '## How to confirm', '## What to do'): assert part in text, f'{page.name}: no {part!r}'
+
+
+def test_deploy_dashboard_is_a_valid_grafana_model_and_what_velox_writes():
+    import json
+    model = json.loads((ROOT / 'deploy' / 'grafana' / 'dashboards' / 'velox.json').read_text())
+    assert model == dashboard(), 'deploy/grafana/dashboards/velox.json is stale: velox.infra.grafana.write_dashboard'
+    assert {'uid', 'title', 'panels', 'schemaVersion', 'templating'} <= set(model)
+    for p in model['panels']:
+        assert {'id', 'type', 'title', 'gridPos'} <= set(p) and {'h', 'w', 'x', 'y'} == set(p['gridPos'])
+        if p['type'] != 'row':
+            assert p['targets'] and all(t['expr'] and t['refId'] and t['datasource']['type'] == 'prometheus' for t in p['targets'])
+    prov = yaml.safe_load((ROOT / 'deploy' / 'grafana' / 'provisioning' / 'datasources' / 'prometheus.yml').read_text())
+    assert prov['datasources'][0]['uid'] == model['panels'][1]['datasource']['uid']

@@ -40,12 +40,13 @@ def _new_or_rising(sel:str) -> str:
     "A counter that rose in the last 5 minutes, or appeared in them (a labelled counter is born at 1: `increase` misses it)."
     return f"(increase({sel}[5m]) > 0) or ({sel} unless {sel} offset 5m)"
 
+_LAG = 'sum by (fleet, group, topic) (velox_consumer_lag_messages)'  # as recorded, but read raw: rule groups run concurrently
 _MARKET_HOURS = '(hour() * 60 + minute() >= 870) < 1200 and on() (day_of_week() >= 1) <= 5'  # 14:30-20:00 UTC, Mon-Fri
 
 ALERTS = (
     Alert('VeloxWorkerDown', 'up{job="velox"} == 0', 60, 'critical',
           'worker {{ $labels.member }} ({{ $labels.stage }}) does not answer /metrics'),
-    Alert('VeloxConsumerLagGrowing', 'velox:consumer_lag:sum > 10000 and deriv(velox:consumer_lag:sum[10m]) > 0', 600, 'warning',
+    Alert('VeloxConsumerLagGrowing', f'{_LAG} > 10000 and deriv({_LAG}[10m:1m]) > 0', 600, 'warning',
           'group {{ $labels.group }} is {{ $value | humanize }} messages behind on {{ $labels.topic }} and falling further behind'),
     Alert('VeloxDeadLetters', _new_or_rising('velox_dead_letters_total'), 0, 'warning',
           '{{ $labels.member }} sent messages of {{ $labels.topic }} to the dead-letter topic'),
