@@ -427,6 +427,8 @@ VENDOR_FILES = [
                ('record 5', 'price 5528750000003', 'expected a multiple of 10')),
     VendorCase('dbn unknown instrument id', dbn_edit(lambda r, s: put(r, s + 2 * 48 + 4, (999).to_bytes(4, 'little'))), 'dbn',
                ('record 3', 'instrument_id 999', "expected in the file's symbology")),
+    VendorCase('dbn trade without a price', dbn_edit(lambda r, s: put(r, s + 6 * 48 + 16, (2**63 - 1).to_bytes(8, 'little'))), 'dbn',
+               ('row 7', "field 'price'", 'expected a price > 0')),
     VendorCase('tardis last line cut', tardis_edit(lambda t: t[:-9]), 'tardis', ('line 16', 'truncated')),
     VendorCase('tardis row with three columns', tardis_edit(tardis_line(5, lambda fl: fl.__delitem__(slice(3, None)))), 'tardis',
                ('line 5', '3 columns: expected 8')),

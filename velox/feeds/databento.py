@@ -12,6 +12,7 @@ import zstandard
 from ..core import DataError
 from ..events import SYM, empty
 from ..market.instruments import INSTRUMENTS, Instrument, Instruments
+from .validate import Rows, check_batch
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'DEFINITION', 'OHLCV_SECONDS', 'UNDEF_PRICE', 'F_LAST', 'F_TOB', 'F_SNAPSHOT', 'F_MBP', 'F_BAD_TS_RECV',
@@ -206,7 +207,7 @@ def _depth(path, r, sym, n=10) -> np.ndarray:
     if rows:
         a = np.array(rows, dtype=[('j', 'i8'), ('side', 'i1'), ('price', 'i8'), ('size', 'f8')])
         b['ts'], b['symbol'], b['side'], b['price'], b['size'] = r['ts_recv'][a['j']].astype('i8'), sym[a['j']], a['side'], a['price'], a['size']
-        b['update_id'], b['seq'] = r['sequence'][a['j']], np.arange(len(b))
+        b['update_id'], b['seq'] = r['sequence'][a['j']], a['j']  # seq: the record each level change came from
     return b
 
 def _mbo(path, r, sym) -> np.ndarray:
@@ -253,11 +254,14 @@ def read_dbn(path, instruments:Instruments|None=None) -> DbnData:
         if trade.any():
             kinds['trade'], aggr['trade'] = _trades(path, r[trade], sym[trade], venue)
             kinds['trade']['seq'] = np.flatnonzero(trade)  # the record's position in the file
-        if schema == 'mbp-1':
-            book = ~np.isin(r['action'], (b'T', b'F'))
+        if schema == 'mbp-1':  # a record that leaves both sides empty (a cleared book) has no quote to give
+            book = ~np.isin(r['action'], (b'T', b'F')) & ((r['bid_px_00'] != UNDEF_PRICE) | (r['ask_px_00'] != UNDEF_PRICE))
             kinds['quote'] = _quotes(path, r[book], sym[book], venue)
             kinds['quote']['seq'] = np.flatnonzero(book)
         if schema == 'mbp-10': kinds['book'] = _depth(path, r, sym)
+    for kind, batch in kinds.items():  # velox's rules for every kind it has them for (record numbers are 1-based)
+        rec = batch['seq'] if 'seq' in batch.dtype.names else np.arange(len(batch))  # the record each row came from
+        check_batch(kind, batch, Rows(f"{path}", lines=rec + 1, unit='row', names={'ts': 'ts_recv'}))
     return DbnData(str(path), schema, kinds, aggr, [], md)
 
 def load_dbn(path, instruments:Instruments|None=None) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ import numpy as np
 from ..core import DataError
 from ..events import SYM, empty, price_from_str
 from ..market.instruments import INSTRUMENTS, Instruments, crypto
+from .validate import Rows, check_batch
 
 # %% auto #0
 __all__ = ['TardisData', 'read_tardis', 'load_tardis']
@@ -193,6 +194,7 @@ def read_tardis(path, instruments:Instruments|None=None) -> TardisData:
     elif {'id', 'side', 'price', 'amount'} <= cols: dt, (ev, aggr) = 'trades', _trades(path, head, body, reg)
     elif {'bid_price', 'ask_price', 'bid_amount', 'ask_amount'} <= cols: dt, ev = 'quotes', _quotes(path, head, body, reg)
     else: raise DataError(path, f"columns {','.join(head[4:8])},...: expected those of incremental_book_L2, book_snapshot_N, trades or quotes", line=1)
+    for kind, b in ev.items(): check_batch(kind, b, Rows(str(path), lines=b['seq'] + 2))  # velox's rules; line numbers 1-based
     return TardisData(str(path), dt, ev, aggr)
 
 def load_tardis(path, instruments:Instruments|None=None) -> dict[str, np.ndarray]:
