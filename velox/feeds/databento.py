@@ -262,6 +262,7 @@ def read_dbn(path, instruments:Instruments|None=None) -> DbnData:
     for kind, batch in kinds.items():  # velox's rules for every kind it has them for (record numbers are 1-based)
         rec = batch['seq'] if 'seq' in batch.dtype.names else np.arange(len(batch))  # the record each row came from
         check_batch(kind, batch, Rows(f"{path}", lines=rec + 1, unit='row', names={'ts': 'ts_recv'}))
+    if 'book' in kinds: kinds['book']['seq'] = np.arange(len(kinds['book']))  # several level changes per record: each its own key
     return DbnData(str(path), schema, kinds, aggr, [], md)
 
 def load_dbn(path, instruments:Instruments|None=None) -> dict[str, np.ndarray]:

@@ -195,6 +195,7 @@ def read_tardis(path, instruments:Instruments|None=None) -> TardisData:
     elif {'bid_price', 'ask_price', 'bid_amount', 'ask_amount'} <= cols: dt, ev = 'quotes', _quotes(path, head, body, reg)
     else: raise DataError(path, f"columns {','.join(head[4:8])},...: expected those of incremental_book_L2, book_snapshot_N, trades or quotes", line=1)
     for kind, b in ev.items(): check_batch(kind, b, Rows(str(path), lines=b['seq'] + 2))  # velox's rules; line numbers 1-based
+    if 'book' in ev: ev['book']['seq'] = np.arange(len(ev['book']))  # resets and snapshot levels: each row its own key
     return TardisData(str(path), dt, ev, aggr)
 
 def load_tardis(path, instruments:Instruments|None=None) -> dict[str, np.ndarray]:

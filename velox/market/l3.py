@@ -16,7 +16,7 @@ __all__ = ['F_LAST', 'L3Book', 'L3Stage', 'l3_stage']
 # %% ../../nbs/market/06_l3.ipynb #fa2a0023
 _EMPTY = -(1 << 63)
 F_LAST = 0x80
-_NORD, _NLEV, _STAMP, _EVENT, _RESET, _NTOUCH, _UNKNOWN, _REPLACED, _UPDATES, _EVENTS = range(10)
+_NORD, _NLEV, _STAMP, _EVENT, _RESET, _NTOUCH, _UNKNOWN, _REPLACED, _UPDATES, _EVENTS, _ROWS = range(11)
 
 @njit(cache=True, inline='always')
 def _home(key, mask): return ((key * -7046029254386353131) >> 17) & mask
@@ -182,7 +182,7 @@ class L3Book(BookQueries):
         self.ok, self.lk = np.full(capacity, _EMPTY, np.int64), np.full(capacity, _EMPTY, np.int64)
         self.os, self.op, self.oq, self.ot = (np.zeros(capacity, t) for t in ('i1', 'i8', 'f8', 'i8'))
         self.lq, self.lc, self.lt = np.zeros(capacity, 'f8'), np.zeros(capacity, 'i8'), np.zeros(capacity, 'i8')
-        self.tk, self.st = np.zeros(capacity, np.int64), np.zeros(10, np.int64)
+        self.tk, self.st = np.zeros(capacity, np.int64), np.zeros(11, np.int64)
         self.l2 = L2Book(tick) if tick else None
 
     def _grow(self):
@@ -214,7 +214,9 @@ class L3Book(BookQueries):
             if i >= n: break
             self._grow()
         out = empty('book', m)
-        out['ts'], out['seq'], out['side'], out['price'], out['size'] = mbo['ts'][row[:m]], mbo['seq'][row[:m]], oside[:m], oprice[:m], osize[:m]
+        out['ts'], out['side'], out['price'], out['size'] = mbo['ts'][row[:m]], oside[:m], oprice[:m], osize[:m]
+        out['seq'] = self.st[_ROWS] + np.arange(m)  # rows out of this book, numbered: each its own key
+        self.st[_ROWS] += m
         if n: out['symbol'] = mbo['symbol'][0]
         out['update_id'] = oevt[:m]
         before, tops = self._feed_l2(out)
