@@ -13,7 +13,7 @@ from ..core import NS, ConfigError, Session, utc_offsets
 
 # %% auto #0
 __all__ = ['CALENDARS', 'INSTRUMENTS', 'nyse_holidays', 'cme_holidays', 'cme_early_halts', 'Calendar', 'Instrument', 'us_equity',
-           'crypto', 'Instruments']
+           'crypto', 'Instruments', 'tick_of', 'zone_of', 'session_of', 'trade_date_of']
 
 # %% ../../nbs/market/07_instruments.ipynb #ac195577
 def _easter(y:int) -> date:
@@ -197,3 +197,20 @@ class Instruments:
     def __repr__(self): return f"Instruments({sorted(self._by_symbol)})"
 
 INSTRUMENTS = Instruments()  # the process's registry: loaders add to it
+
+# %% ../../nbs/market/07_instruments.ipynb #2d2d906d
+def tick_of(symbol:str, registry:Instruments|None=None) -> int:
+    "The price grid of `symbol` in 1e-8 units (0 = unknown: infer it from the prices)."
+    return (registry or INSTRUMENTS).get(symbol).tick
+
+def zone_of(symbol:str, registry:Instruments|None=None) -> ZoneInfo:
+    "The time zone of `symbol`'s venue."
+    return (registry or INSTRUMENTS).get(symbol).cal.zone
+
+def session_of(symbol:str, registry:Instruments|None=None) -> Session|None:
+    "The `core.Session` of `symbol` (None where it crosses midnight, as CME's, or never closes, as crypto's)."
+    return (registry or INSTRUMENTS).get(symbol).cal.session()
+
+def trade_date_of(symbol:str, ts, registry:Instruments|None=None) -> np.ndarray:
+    "Trade dates (datetime64[D]) of `symbol`'s timestamps on its venue's calendar."
+    return (registry or INSTRUMENTS).get(symbol).cal.trade_date(ts)
