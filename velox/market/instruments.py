@@ -199,18 +199,20 @@ class Instruments:
 INSTRUMENTS = Instruments()  # the process's registry: loaders add to it
 
 # %% ../../nbs/market/07_instruments.ipynb #2d2d906d
+def _reg(registry): return registry if registry is not None else INSTRUMENTS
+
 def tick_of(symbol:str, registry:Instruments|None=None) -> int:
     "The price grid of `symbol` in 1e-8 units (0 = unknown: infer it from the prices)."
-    return (registry or INSTRUMENTS).get(symbol).tick
+    return _reg(registry).get(symbol).tick
 
 def zone_of(symbol:str, registry:Instruments|None=None) -> ZoneInfo:
     "The time zone of `symbol`'s venue."
-    return (registry or INSTRUMENTS).get(symbol).cal.zone
+    return _reg(registry).get(symbol).cal.zone
 
 def session_of(symbol:str, registry:Instruments|None=None) -> Session|None:
     "The `core.Session` of `symbol` (None where it crosses midnight, as CME's, or never closes, as crypto's)."
-    return (registry or INSTRUMENTS).get(symbol).cal.session()
+    return _reg(registry).get(symbol).cal.session()
 
 def trade_date_of(symbol:str, ts, registry:Instruments|None=None) -> np.ndarray:
     "Trade dates (datetime64[D]) of `symbol`'s timestamps on its venue's calendar."
-    return (registry or INSTRUMENTS).get(symbol).cal.trade_date(ts)
+    return _reg(registry).get(symbol).cal.trade_date(ts)
