@@ -21,7 +21,8 @@ __all__ = ['REQUIRED', 'OPTIONAL', 'TIME_UNITS', 'SIDES', 'MAPPING_KEYS', 'FORMA
 
 # %% ../../nbs/feeds/05_importer.ipynb #07ec0890
 REQUIRED = {'trade': ('ts', 'price', 'size'), 'quote': ('ts', 'bid', 'bid_size', 'ask', 'ask_size'), 'book': ('ts', 'side', 'price', 'size')}
-OPTIONAL = {'trade': ('symbol', 'venue', 'cond', 'seq'), 'quote': ('symbol', 'venue', 'cond', 'seq'), 'book': ('symbol', 'update_id', 'seq')}
+OPTIONAL = {'trade': ('symbol', 'venue', 'cond', 'suspicious', 'seq'), 'quote': ('symbol', 'venue', 'cond', 'suspicious', 'seq'),
+            'book': ('symbol', 'update_id', 'seq')}
 TIME_UNITS = {'s': 10**9, 'ms': 10**6, 'us': 10**3, 'ns': 1, 'text': 0}
 SIDES = {'1': 1, 'b': 1, 'bid': 1, 'buy': 1, 'bids': 1, '-1': -1, 'a': -1, 'ask': -1, 'sell': -1, 'asks': -1, 's': -1, 'offer': -1}
 MAPPING_KEYS = ('kind', 'columns', 'symbol', 'venue', 'time_unit', 'time_zone', 'day', 'price_scale', 'sides', 'delimiter')
@@ -204,6 +205,14 @@ def _sides(s:pd.Series, col:str, m:Mapping, rows:Rows) -> np.ndarray:
         raise _bad(rows, i, col, f"a side: one of {', '.join(sorted(map(str, m.sides)))} (set 'sides' in the mapping)", s.iloc[i])
     return side.to_numpy('i1')
 
+def _flags(s:pd.Series, col:str, rows:Rows) -> np.ndarray:
+    "A yes/no column: true/false, 1/0, yes/no (any case)."
+    if s.dtype == bool: return s.to_numpy()
+    v = s.astype(str).str.strip().str.lower().map({'1': True, '0': False, '1.0': True, '0.0': False, 'true': True, 'false': False, 'yes': True, 'no': False})
+    bad = v.isna().to_numpy()
+    if bad.any(): i = int(np.argmax(bad)); raise _bad(rows, i, col, 'a flag: true/false, 1/0 or yes/no', s.iloc[i])
+    return v.to_numpy(bool)
+
 def _text(s:pd.Series, col:str, rows:Rows, width:int) -> np.ndarray:
     miss = s.isna().to_numpy()
     if miss.any(): i = int(np.argmax(miss)); raise _bad(rows, i, col, 'a value', None)
@@ -226,6 +235,7 @@ def to_batch(df:pd.DataFrame, m:Mapping, rows:Rows) -> np.ndarray:
         if f in c: b[f] = _numbers(df[c[f]], c[f], rows, 'a size (a number)')
     if 'venue' in b.dtype.names: b['venue'] = _text(df[c['venue']], c['venue'], rows, 1) if 'venue' in c else m.venue
     if 'cond' in c: b['cond'] = _numbers(df[c['cond']], c['cond'], rows, 'a condition bitmask (a whole number)').astype('u4')
+    if 'suspicious' in c: b['suspicious'] = _flags(df[c['suspicious']], c['suspicious'], rows)
     if 'side' in c: b['side'] = _sides(df[c['side']], c['side'], m, rows)
     for f in ('seq', 'update_id'):
         if f in b.dtype.names: b[f] = _numbers(df[c[f]], c[f], rows, 'a whole number').astype('i8') if f in c else np.arange(len(b))

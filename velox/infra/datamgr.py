@@ -98,6 +98,12 @@ def store_sources(store:Store, srcs:list, progress:bool=True, chunk_rows:int=200
 
 def catalog_sources(catalog:ParquetCatalog, srcs:list, progress:bool=True) -> ImportReport:
     "Write validated sources into the Parquet `catalog` (each its own partition, replaced) and check each read back exactly."
+    seen = {}
+    for s in srcs:
+        if s.key in seen:  # one partition per kind, symbol and day: two sources of it would replace each other
+            raise DataError(s.path, f"{s.key} is also recorded in {seen[s.key].path} ({seen[s.key].fmt}); a catalog partition "
+                                    f"holds one source: import one format at a time (--format {s.fmt} or {seen[s.key].fmt})")
+        seen[s.key] = s
     bar, rep = _bar(progress, srcs, 'import'), ImportReport()
     try:
         for s in srcs:
