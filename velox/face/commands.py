@@ -31,7 +31,7 @@ def configure_run(p):
 
 def configure_replay(p):
     "Options of `velox replay`."
-    p.description = ('Publishes frames keyed by symbol, then an end-of-stream marker per symbol and topic.')
+    p.description = ('Publishes Arrow record batches keyed by symbol, then an end-of-stream marker per symbol and topic.')
     session_args(p); config_args(p)
     p.set_defaults(func=cmd_replay)
 
@@ -60,6 +60,8 @@ def configure_worker(p):
                    'default: --hot when it is redis://. Without one, state does not move with partitions')
     p.add_argument('--metrics-port', type=PORT_OR_ANY, metavar='PORT', help='serve Prometheus /metrics, /health and /ready on this port (0 = any free port, see --status)')
     p.add_argument('--max-records', type=COUNT, default=500, metavar='N', help='messages per poll (default 500)')
+    p.add_argument('--codec', choices=['arrow', 'json'], default='arrow', help='how the outputs are written: arrow (Arrow IPC record batches, '
+                   'default) or json (one event a message, for systems that read only JSON; see velox/schemas/)')
     p.add_argument('--idle-lane', type=SECONDS, metavar='S', help='live use: stop waiting for an input topic that has been '
                    'silent S seconds (e.g. sparse signals holding quotes back); off by default so replays are exact')
     p.add_argument('--registry', metavar='DIR', help='the model registry (velox models train) for predict.<model> and ensemble')
@@ -71,6 +73,10 @@ def configure_services(p):
     p.add_argument('action', choices=['up', 'down', 'status'])
     p.add_argument('--kafka-port', type=PORT, default=19092, help='broker port (default 19092)')
     p.add_argument('--redis-port', type=PORT, default=16379, help='redis-server port (default 16379)')
+    p.add_argument('--prometheus', action='store_true', help='up: also start Prometheus (Debian prometheus) with velox rules, scraping the fleets of --fleet-dir')
+    p.add_argument('--prometheus-port', type=PORT, default=19090, help='Prometheus port (default 19090)')
+    p.add_argument('--fleet-dir', action='append', default=[], metavar='DIR', help='a fleet whose workers Prometheus scrapes (its targets.json; repeatable)')
+    p.add_argument('--notify', metavar='FILE', help='notify YAML: also start the alert receiver, which turns Prometheus alerts into notifications')
     p.add_argument('--state-dir', help='pid files and logs (default <out-dir>/services)')
     config_args(p)
     p.set_defaults(func=cmd_services)
@@ -146,14 +152,14 @@ def cmd_worker(a):
               max_runtime_s=a.max_runtime, stop_file=a.stop_file, status_path=a.status,
               store=cfg.store_dsn if a.sink_store else None, hot=cfg.hot if a.sink_hot else None,
               checkpoints=a.checkpoints or (cfg.hot if cfg.hot.startswith('redis') else None),
-              metrics_port=a.metrics_port, max_records=a.max_records)
+              metrics_port=a.metrics_port, max_records=a.max_records, codec=a.codec)
     if a.notebook:
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
         return run_worker_notebook(a.stage, a.notebook, log_path=str(Path(cfg.out_dir).absolute() / f'{a.stage}-worker.log'),
                                    registry=a.registry, **kw)
     from velox.runtime.stages import stage_worker
     from velox.runtime.worker import RunOptions, WorkerSettings
-    settings = WorkerSettings(client_id=a.client_id, max_records=a.max_records, idle_lane_s=a.idle_lane)
+    settings = WorkerSettings(client_id=a.client_id, max_records=a.max_records, idle_lane_s=a.idle_lane, codec=a.codec)
     options = RunOptions(until_end=a.until_end, idle_timeout_s=a.idle_timeout, max_runtime_s=a.max_runtime, stop_file=a.stop_file,
                          status_path=a.status, metrics_port=a.metrics_port, handle_signals=True)
     print(json.dumps(stage_worker(a.stage, **{k: kw[k] for k in ('bus', 'group', 'params', 'store', 'hot', 'checkpoints')},
@@ -189,7 +195,9 @@ def cmd_services(a):
     from velox.infra.services import services_up, services_down, services_status, default_state_dir
     state = a.state_dir or default_state_dir(config_from_args(a))
     if a.action == 'up':
-        for name, dsn in services_up(state, kafka_port=a.kafka_port, redis_port=a.redis_port).items(): print(f"{name:<6} {dsn}")
+        from velox.infra.services import PrometheusSetup
+        prom = PrometheusSetup(a.prometheus_port, a.fleet_dir, notify=a.notify) if a.prometheus else None
+        for name, dsn in services_up(state, kafka_port=a.kafka_port, redis_port=a.redis_port, prometheus=prom).items(): print(f"{name:<10} {dsn}")
     elif a.action == 'down':
         stopped = services_down(state); print('stopped: ' + (', '.join(stopped) or 'nothing was running'))
     else:
@@ -204,7 +212,7 @@ def cmd_topics(a):
         made = topics.apply(bus, models)
         print(f"created {len(made)} topic(s)" + (': ' + ', '.join(made) if made else ' (all existed)'))
     elif a.action == 'list':
-        for t in bus.list_topics(): print(t)
+        for t in bus.list_topics(): print(f'{t:<40} {topics.topic_spec(t).codec}')  # the codec velox writes there
     else:
         print(topics.describe_text(topics.describe(bus, a.names or None, models)))
 
