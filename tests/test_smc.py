@@ -5,7 +5,9 @@ arrays (global indices, no rolling buffer, swings and gaps found up front), so i
 incremental state machine. Bars: the recorded Lean 1-minute files and bars rebuilt from the ticks by velox.market.bars
 (1m and 5m), IBM and BAC, every recorded day. Also: no look-ahead (appending bars never changes what was
 emitted) and identical outputs through run_frame and run_replay in small chunks."""
+from datetime import datetime, time as dtime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -22,12 +24,18 @@ DATA = Path(__file__).resolve().parent.parent/'replay/data'
 CAT = Catalog(DATA)
 SYMBOLS = ('IBM', 'BAC')
 PARAMS = [dict(), dict(left=1, right=1, ob_lookback=10), dict(left=3, right=0, eq_tol_bps=3.0, fvg_min_bps=2.0),
-          dict(left=2, right=4, eq_tol=0.01, eq_tol_bps=0.0)]
+          dict(left=2, right=4, eq_tol=0.01, eq_tol_bps=0.0, fvg_min_bps=0.0), dict(session=None, fvg_min_bps=0.0)]
 
 
-def reference(bars, tf_s, left=2, right=2, ob_lookback=50, fvg_min_bps=0.0, eq_tol=0.0, eq_tol_bps=1.0):
-    "Patterns of one symbol's bars as [(ts, kind, low, high, start_ts, end_ts, ref_ts)], by the documented rules."
-    keep = [r for r in bars.tolist() if r[7] in (0, tf_s) and not r[9] and r[3] > 0 and r[4] > 0]
+def regular_hours(ts_ns) -> bool:
+    "Bar open time in New York 09:30 <= t < 16:00 (the default session), by the standard library."
+    t = datetime.fromtimestamp(ts_ns / 1e9, ZoneInfo('America/New_York')).time()
+    return dtime(9, 30) <= t < dtime(16, 0)
+
+
+def reference(bars, tf_s, left=2, right=2, ob_lookback=50, fvg_min_bps=5.0, eq_tol=0.0, eq_tol_bps=1.0, session=True):
+    "Patterns of one symbol's bars as [(ts, kind, low, high, start_ts, end_ts, ref_ts)], by the documented rules (session: falsy = every bar)."
+    keep = [r for r in bars.tolist() if r[7] in (0, tf_s) and not r[9] and r[3] > 0 and r[4] > 0 and (not session or regular_hours(r[0]))]
     keep.sort(key=lambda r: r[0])
     rows, last = [], None
     for r in keep:

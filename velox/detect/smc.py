@@ -100,8 +100,8 @@ class SMCStage(Stage):
     "bar -> pattern: swings, BOS/CHoCH, order blocks, fair value gaps, equal highs/lows on `tf` bars."
     name, inputs, outputs, windowed = 'smc', ('bar',), ('pattern',), True
 
-    def __init__(self, tf:str|int='1m', left:int=2, right:int=2, ob_lookback:int=50, fvg_min_bps:float=0.0,
-                 eq_tol:float=0.0, eq_tol_bps:float=1.0, session:Session|None=None):
+    def __init__(self, tf:str|int='1m', left:int=2, right:int=2, ob_lookback:int=50, fvg_min_bps:float=5.0,
+                 eq_tol:float=0.0, eq_tol_bps:float=1.0, session:Session|None=Session()):
         super().__init__()
         from velox.market.bars import tf_seconds
         if left < 1 or right < 0 or ob_lookback < 1: raise ValueError('left must be >= 1, right >= 0, ob_lookback >= 1')
