@@ -20,7 +20,7 @@ from velox.core import clock_ns
 from velox.detect.params import detect_stage
 from velox.feeds.recorded import Catalog
 from velox.infra.bus import key_bytes, partition_for, publish, publish_eos
-from velox.infra.codecs import decode_message, encode_frame
+from velox.infra.codecs import decode_message, encode_arrow
 from velox.infra.kafka_bus import KafkaBus
 from velox.infra.services import start_broker, start_redis
 from velox.infra.topics import topic_spec
@@ -96,8 +96,8 @@ def test_one_poll_of_poison_is_dead_lettered_once_each_and_the_outputs_are_run_f
         bus.flush()
         raw = raw_producer(bus)
         sent = {'big': send(raw, big, b'IBM'),  # the poison, between good frames of the same partition: one poll's worth
-                'key': send(raw, encode_frame('trade', data['trade'][r + 1:r + 3]), b'\xff\xfe'),
-                'raise': send(raw, encode_frame('trade', poison), b'IBM')}
+                'key': send(raw, encode_arrow('trade', data['trade'][r + 1:r + 3]), b'\xff\xfe'),
+                'raise': send(raw, encode_arrow('trade', poison), b'IBM')}
         raw.close()
         publish(bus, 'market.trades', 'trade', data['trade'][r + 1:], rows_per_frame=512)
         for t in ('market.quotes', 'market.trades'): publish_eos(bus, t, ['IBM'])
@@ -118,7 +118,7 @@ def test_one_poll_of_poison_is_dead_lettered_once_each_and_the_outputs_are_run_f
         assert (m.value, m.headers['velox-size'], m.headers['velox-excerpt']) == (big[:65536], b'3145728', b'65536')
         assert m.headers['velox-topic'] == b'market.trades' and m.headers['velox-error'].startswith(b'neither a frame')
         m = at[sent['key']]  # as it came: value and key bytes
-        assert (key_bytes(m.key), m.value) == (b'\xff\xfe', encode_frame('trade', data['trade'][r + 1:r + 3]))
+        assert (key_bytes(m.key), m.value) == (b'\xff\xfe', encode_arrow('trade', data['trade'][r + 1:r + 3]))
         assert m.headers['velox-error'] == b"message key b'\\xff\\xfe' is not UTF-8"
         m = at[sent['raise']]  # its rows the stage did not process
         assert m.headers['velox-error'] == f'stage raised ValueError: a print of {MARKER} shares'.encode()
@@ -149,7 +149,7 @@ def test_a_message_that_kills_the_worker_process_ends_in_the_dlq_as_repeated_fai
         publish(bus, 'market.trades', 'trade', data['trade'][:r], rows_per_frame=256)
         bus.flush()
         raw = raw_producer(bus)
-        where = send(raw, encode_frame('trade', poison), b'IBM')
+        where = send(raw, encode_arrow('trade', poison), b'IBM')
         raw.close()
         publish(bus, 'market.trades', 'trade', data['trade'][r + 1:], rows_per_frame=256)
         for t in ('market.quotes', 'market.trades'): publish_eos(bus, t, ['IBM'])

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from ..core import VeloxError
 from ..events import split_by_symbol
-from .codecs import encode_frame, encode_json, max_frame_rows
+from .codecs import check_codec, encode_arrow, encode_json, max_rows, message_headers
 from .topics import topic_spec, dlq_topic
 
 # %% auto #0
-__all__ = ['EOS_HEADER', 'DLQ_MAX_BYTES', 'DLQ_EXCERPT_BYTES', 'DLQ_REASON_CHARS', 'Message', 'murmur2', 'partition_for',
-           'key_bytes', 'key_problem', 'range_assign', 'as_headers', 'MemoryBus', 'MemoryConsumer', 'publish',
-           'publish_eos', 'is_eos', 'send_to_dlq']
+__all__ = ['CONTROL_HEADER', 'EOS_HEADER', 'EOS_HEADERS', 'DLQ_MAX_BYTES', 'DLQ_EXCERPT_BYTES', 'DLQ_REASON_CHARS', 'Message',
+           'murmur2', 'partition_for', 'key_bytes', 'key_problem', 'range_assign', 'as_headers', 'MemoryBus',
+           'MemoryConsumer', 'publish', 'publish_eos', 'is_control', 'is_eos', 'send_to_dlq']
 
 # %% ../../nbs/infra/00_bus.ipynb #d5688780
 @dataclass
@@ -211,35 +211,40 @@ class MemoryConsumer:
     def __exit__(self, *exc): self.close()
 
 # %% ../../nbs/infra/00_bus.ipynb #93d3a4f5
-EOS_HEADER = 'velox-eos'
+CONTROL_HEADER = 'velox-control'
+EOS_HEADER = 'velox-eos'  # the header of end-of-stream markers before control records had one (still written and read)
+EOS_HEADERS = {CONTROL_HEADER: b'eos', EOS_HEADER: b'1'}  # what an end-of-stream marker carries
 
-
-def publish(bus, topic:str, kind:str, batch:np.ndarray, codec:str='frame', rows_per_frame:int=4096,
+def publish(bus, topic:str, kind:str, batch:np.ndarray, codec:str|None=None, rows_per_frame:int=4096,
             max_frame_bytes:int=900_000) -> int:
-    "Send `batch` keyed by symbol as frames or JSON events; returns the number of messages sent."
-    if codec not in ('frame', 'json'): raise ValueError(f"codec {codec!r}: expected 'frame' or 'json'")
-    rows = max(1, min(rows_per_frame, max_frame_rows(kind, max_frame_bytes)))
+    "Send `batch` keyed by symbol as Arrow messages or JSON events (`codec`; None: the topic's); returns the number of messages sent."
+    codec = check_codec(codec or topic_spec(topic).codec)
+    rows, headers = max(1, min(rows_per_frame, max_rows(kind, max_frame_bytes))), message_headers(kind, codec)
     sent = 0
     for sym, part in split_by_symbol(batch):
         vals = encode_json(kind, part) if codec == 'json' else \
-               [encode_frame(kind, part[i:i + rows]) for i in range(0, len(part), rows)]
-        for v in vals: bus.produce(topic, v, key=sym)
+               [encode_arrow(kind, part[i:i + rows]) for i in range(0, len(part), rows)]
+        for v in vals: bus.produce(topic, v, key=sym, headers=headers)
         sent += len(vals)
     return sent
 
 def publish_eos(bus, topic:str, symbols, partitions:bool=True) -> int:
-    """End-of-stream markers (empty value, header `velox-eos`): one per symbol (keyed, so it follows the
-    symbol's data), then, with `partitions`, one without key in every partition of the topic, so a consumer
-    knows when all of its partitions have ended without knowing which symbols to expect."""
+    """End-of-stream markers (control records: empty value, header `velox-control: eos`): one per symbol (keyed, so it
+    follows the symbol's data), then, with `partitions`, one without key in every partition of the topic, so a
+    consumer knows when all of its partitions have ended without knowing which symbols to expect."""
     symbols = [symbols] if isinstance(symbols, str) else list(symbols)
-    for s in symbols: bus.produce(topic, b'', key=str(s), headers={EOS_HEADER: b'1'})
+    for s in symbols: bus.produce(topic, b'', key=str(s), headers=EOS_HEADERS)
     n = topic_spec(topic).partitions if partitions else 0
-    for p in range(n): bus.produce(topic, b'', headers={EOS_HEADER: b'1'}, partition=p)
+    for p in range(n): bus.produce(topic, b'', headers=EOS_HEADERS, partition=p)
     return len(symbols) + n
+
+def is_control(msg:Message) -> bool:
+    "Whether `msg` is a control record (not data): it has a `velox-control` header (or the older `velox-eos`)."
+    return CONTROL_HEADER in msg.headers or msg.headers.get(EOS_HEADER) == b'1'
 
 def is_eos(msg:Message) -> bool:
     "Whether `msg` is an end-of-stream marker (of a symbol if it has a key, else of its partition)."
-    return msg.headers.get(EOS_HEADER) == b'1'
+    return msg.headers.get(CONTROL_HEADER) == b'eos' or msg.headers.get(EOS_HEADER) == b'1'
 
 # %% ../../nbs/infra/00_bus.ipynb #29d63380
 DLQ_MAX_BYTES = 900_000  # a dead letter larger than this (value and headers) goes as a reference and an excerpt

@@ -8,7 +8,7 @@ import os, struct, zlib
 from pathlib import Path
 import numpy as np
 from ..core import DataError, atomic_write, get_logger
-from .codecs import decode_frame, encode_frame, frame_rows
+from .codecs import decode_batch, encode_arrow, message_rows
 
 # %% auto #0
 __all__ = ['Spool']
@@ -59,7 +59,7 @@ class Spool:
     def _recover(self) -> tuple[int, int]:
         n = rows = 0
         try:
-            for _, _, _, payload in self._records(self.offset): n += 1; rows += frame_rows(payload)
+            for _, _, _, payload in self._records(self.offset): n += 1; rows += message_rows(payload)
         except EOFError as e:
             get_logger('spool').warning("%s: dropping a record cut short at byte %d (never acknowledged)", self.path, e.args[0])
             self._f.truncate(e.args[0])
@@ -67,7 +67,7 @@ class Spool:
 
     def append(self, kind:str, batch:np.ndarray):
         "Append one batch durably (returns after fsync)."
-        payload, k = encode_frame(kind, batch), kind.encode('ascii').ljust(16, b'\0')
+        payload, k = encode_arrow(kind, batch), kind.encode('ascii').ljust(16, b'\0')
         self._f.write(_REC.pack(_MAGIC, len(payload), zlib.crc32(k + payload), k) + payload)
         self._f.flush()
         if self.fsync: os.fsync(self._f.fileno())
@@ -85,7 +85,7 @@ class Spool:
             group.clear()
         for _, end, kind, payload in self._records(self.offset):
             if limit is not None and done >= limit: break
-            _, b = decode_frame(payload)
+            _, b = decode_batch(payload)
             if group and (kind != group[0][1] or sum(len(g[2]) for g in group) + len(b) > group_rows): send()
             group.append((end, kind, b)); done += 1
         if group: send()

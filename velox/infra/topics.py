@@ -16,13 +16,14 @@ DAY_MS = 86_400_000
 
 @dataclass(frozen=True)
 class TopicSpec:
-    "How a topic is created: partitions, retention, compression codec, what its key means, cleanup policy."
+    "How a topic is created and what it carries: partitions, retention, compression, what its key means, cleanup policy, message codec."
     name: str
     partitions: int = 6
     retention_ms: int = 7 * DAY_MS
     compression: str = 'lz4'  # lz4, zstd, gzip, snappy or none
     key: str = 'symbol'
     cleanup: str = 'delete'  # Kafka's cleanup.policy: delete old segments by retention (every velox topic)
+    codec: str = 'arrow'  # what velox writes here by default: 'arrow' (Arrow IPC batches) or 'json' (one event a message); see infra.codecs
 
 TIMEFRAMES = ('1m', '5m', '15m', '1h')
 SIGNAL_STAGES = ('raw', 'calibrated', 'filtered', 'final')
@@ -65,7 +66,7 @@ def topic_spec(t:str|TopicSpec) -> TopicSpec:
     for p in PATTERNS:
         if fnmatch.fnmatchcase(t, p.name):
             base = topic_spec(t[4:]) if p.name == 'dlq.*' else p  # a DLQ keeps its topic's partitions
-            return TopicSpec(t, base.partitions, p.retention_ms, p.compression, base.key)
+            return TopicSpec(t, base.partitions, p.retention_ms, p.compression, base.key, codec=base.codec)
     return TopicSpec(t)
 
 def registry(models=(), with_dlq:bool=True) -> list[TopicSpec]:
@@ -113,7 +114,7 @@ def describe(bus, names=None, models=()) -> list[dict]:
     out = []
     for n in names:
         s, exists, got = topic_spec(n), n in have, cfgs.get(n, {})
-        row = dict(topic=n, exists=exists, key=s.key, partitions=bus.partitions(n) if exists else None, expected=s.partitions,
+        row = dict(topic=n, exists=exists, key=s.key, codec=s.codec, partitions=bus.partitions(n) if exists else None, expected=s.partitions,
                    registered=n in TOPICS or any(fnmatch.fnmatchcase(n, p.name) for p in PATTERNS))
         for name, k in CHECKED.items(): row[name], row[f'want_{name}'] = got.get(k), broker_config(s)[k]
         pairs = [('partitions', 'expected')] + [(c, f'want_{c}') for c in CHECKED]
@@ -139,12 +140,12 @@ def describe_text(rows:list[dict]) -> str:
         if not r['exists']: return '-'
         v = '?' if r[f] is None else show(r[f])
         return f"{v} ({show(r['expected' if f == 'partitions' else f'want_{f}'])})" if f in r['differs'] else v
-    L = [f"{'topic':<28} {'exists':<6} {'parts':>7} {'retention':>12} {'compression':<14} {'cleanup':<16} {'key':<8} status"]
+    L = [f"{'topic':<28} {'exists':<6} {'parts':>7} {'retention':>12} {'compression':<14} {'cleanup':<16} {'key':<8} {'codec':<6} status"]
     for r in rows:
         status = ('missing' if not r['exists'] else 'MISMATCH ' + ', '.join(r['differs']) if r['differs']
                   else 'unknown ' + ', '.join(r['unknown']) if r['unknown'] else 'ok')
         L.append(f"{r['topic']:<28} {'yes' if r['exists'] else 'no':<6} {cell(r, 'partitions'):>7} {cell(r, 'retention', _span):>12} "
-                 f"{cell(r, 'compression'):<14} {cell(r, 'cleanup'):<16} {r['key']:<8} {status}")
+                 f"{cell(r, 'compression'):<14} {cell(r, 'cleanup'):<16} {r['key']:<8} {r['codec']:<6} {status}")
     notes = sorted({r['why'] for r in rows if r['why']})
     L += ['', "(x): the registry's value, where the cluster's differs."] + [f"?: not reported: {w}" for w in notes]
     return '\n'.join(L)

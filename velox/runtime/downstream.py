@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 import numpy as np
-from ..infra.bus import EOS_HEADER, publish_eos
+from ..infra.bus import EOS_HEADERS, publish_eos
 from ..infra.resilience import retry
 from ..infra.topics import expand, topic_spec
 
@@ -67,4 +67,4 @@ def end_partitions(bus, outputs:dict, marker:bytes):
     for o in outputs.values():
         for t in expand(o):
             for p in range(topic_spec(t).partitions):
-                retry(lambda t=t, p=p: bus.produce(t, marker, headers={EOS_HEADER: b'1'}, partition=p), what='end of stream')
+                retry(lambda t=t, p=p: bus.produce(t, marker, headers=EOS_HEADERS, partition=p), what='end of stream')

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from ..core import atomic_write, get_logger
 from ..infra.bus import Message
-from ..infra.codecs import encode_frame
+from ..infra.codecs import encode_arrow, message_headers
 from ..stage import Stage
 
 # %% auto #0
@@ -288,4 +288,5 @@ def rows_message(mid, kind:str, key:str|None, parts:list) -> Message:
     "A message `mid` of rows `parts` (arrays of `kind`), as the dead-letter queue takes it."
     (topic, partition), offset = mid
     parts = [p for p in parts if p is not None and len(p)]
-    return Message(topic, partition, offset, key, encode_frame(kind, np.concatenate(parts)) if parts else b'')
+    if not parts: return Message(topic, partition, offset, key, b'')
+    return Message(topic, partition, offset, key, encode_arrow(kind, np.concatenate(parts)), message_headers(kind, 'arrow'))

@@ -5,6 +5,7 @@
 # %% ../../nbs/runtime/01e_settings.ipynb #51d5f506
 from __future__ import annotations
 from dataclasses import dataclass, field
+from ..infra.codecs import check_codec
 
 # %% auto #0
 __all__ = ['WorkerSettings', 'RunOptions', 'WorkerStats']
@@ -13,7 +14,7 @@ __all__ = ['WorkerSettings', 'RunOptions', 'WorkerStats']
 @dataclass(frozen=True)
 class WorkerSettings:
     "How a worker consumes, produces and checkpoints."
-    codec: str = 'frame'  # how outputs are encoded: 'frame' (Arrow IPC) or 'json'
+    codec: str = 'arrow'  # how outputs are encoded: 'arrow' (Arrow IPC batches) or 'json' (one event a message); 'frame' is retired
     client_id: str|None = None  # the member's name in its group (broker, logs, metrics); None: the client's default
     poll_ms: int = 200  # how long one poll waits for messages
     max_records: int = 500  # at most this many messages per poll
@@ -24,6 +25,8 @@ class WorkerSettings:
     idle_lane_s: float|None = None  # live: stop waiting for an input silent this long (s); None: always wait (exact replays)
     arrival_order: bool = False  # release rows as they arrive, without the event-time merge (stages that need no order)
     max_deaths: int = 2  # dead-letter a message after the worker died this many times processing it (0: never; see velox.runtime.poison)
+
+    def __post_init__(self): check_codec(self.codec)  # 'frame' (retired) or an unknown codec: one line
 
 @dataclass(frozen=True)
 class RunOptions:

@@ -9,8 +9,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field, asdict
 import numpy as np
 from ..core import atomic_write, get_logger
-from ..infra.bus import is_eos, key_problem, publish, send_to_dlq
-from ..infra.codecs import CodecError, decode_message
+from ..infra.bus import is_control, is_eos, key_problem, publish, send_to_dlq
+from ..infra.codecs import CodecError, decode_message, decode_messages
 from ..infra.resilience import GuardedSink, SinkUnavailable, CircuitBreaker, retry, is_transient
 from ..infra.topics import topic_spec
 from .checkpoints import ALL, Checkpoints, Progress, Snapshot
@@ -51,7 +51,7 @@ class Worker:
         self.stats, self.collected, self.log = WorkerStats(), Collector(settings.collect or ()), get_logger('worker')
         self.merges, self.consumer, self.metrics = {}, None, None
         self.progress, self.owned, self.ends = Progress(), Ownership(), Ends()
-        self.guard, self.flight, self._polled = Guard(stage), None, []  # the way in to the stage's state; see velox.runtime.poison
+        self.guard, self.flight, self._polled, self._decoded = Guard(stage), None, [], {}  # the way in to the stage's state; see velox.runtime.poison
         self._stop, self._last_ckpt, self._beat, self._last_event_ts = threading.Event(), time.monotonic(), time.monotonic(), None
 
     def stop(self): self._stop.set()
@@ -135,6 +135,8 @@ class Worker:
     def _cycle(self, msgs:list) -> int:
         "Take `msgs` in and run the stage on what they release, recording them in flight first; the events released."
         self._polled = [((m.topic, m.partition), m.offset) for m in msgs]
+        data = [m for m in msgs if not is_control(m)]  # decoded a poll at a time (JSON: one pass, see infra.codecs)
+        self._decoded = dict(zip(map(id, data), decode_messages([m.value for m in data])))
         if self.flight: self.flight.begin(self._polled, None if self.flight.careful else self.progress.next)  # a step: all it may release
         return self._release({s for s in map(self._take_in, msgs) if s is not None})
 
@@ -153,6 +155,7 @@ class Worker:
             self.progress.next[tp] = m.offset if ended else m.offset + 1  # ended: commit *at* the marker, a later owner reads it too
             return None
         self.progress.next[tp] = m.offset + 1
+        if is_control(m) and not is_eos(m): return None  # a control record of a later velox (a watermark): nothing to take
         return self._end_symbol(m, tp) if is_eos(m) else self._push(m, tp)
 
     def _end_symbol(self, m, tp) -> str|None:
@@ -187,7 +190,9 @@ class Worker:
         "The rows of a message; None (and the message dead-lettered) if it is malformed."
         kind = self.inputs[m.topic]
         try:
-            got, b = decode_message(m.value)
+            got = self._decoded.pop(id(m), None) or decode_message(m.value)
+            if isinstance(got, Exception): raise got
+            got, b = got
             if got != kind: raise CodecError(f"a {got!r} message on {m.topic}, which carries {kind!r}")
             if len(b) and m.key is not None and not (b['symbol'] == m.key).all():
                 raise CodecError(f"rows for symbols {sorted(set(b['symbol'].tolist()))} under key {m.key!r}")
@@ -345,8 +350,7 @@ class Worker:
         if died: self.log.warning("the last run died with %d message(s) in flight (from %s); taking them one at a time", len(died), died[0])
 
     def _close(self, srv, o:RunOptions):
-        self.consumer.close()
-        if srv: srv.shutdown()
+        self.consumer.close(); srv and srv.shutdown()
         if o.status_path: self._write_status(o.status_path)
 
     def _loop(self, o:RunOptions):
@@ -372,8 +376,7 @@ class Worker:
     def _serve_metrics(self, port:int):
         from velox.infra.metrics import WorkerMetrics, serve
         self.metrics = WorkerMetrics(self.settings.client_id or self.group)
-        srv = serve(self.metrics, self.health, self.ready, port)
-        self.stats.metrics_port = srv.server_address[1]
+        srv = serve(self.metrics, self.health, self.ready, port); self.stats.metrics_port = srv.server_address[1]
         return srv
 
     def _observe(self):
