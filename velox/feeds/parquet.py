@@ -14,6 +14,7 @@ import numpy as np
 from fastcore.basics import patch
 from ..core import DataError, NS, parse_day, to_ns, utc_offsets
 from ..events import DTYPES, split_by_symbol
+from ..market.instruments import INSTRUMENTS, trade_date_of
 from .arrow import from_arrow, schema, to_arrow
 from .validate import RULES, Rows, check_batch
 
@@ -84,7 +85,8 @@ class ParquetCatalog:
 
     def write(self, kind:str, batch:np.ndarray, day=None, mode:str='replace') -> list[Path]:
         """Write `batch` (events of `kind`, in event-time order per symbol) into its partitions: all into `day` if
-        given, else by each event's local date. `mode`: 'replace' a partition's rows, or 'append' to them."""
+        given, else by each event's trade date (its instrument's calendar, else the local date in the catalog's zone).
+        `mode`: 'replace' a partition's rows, or 'append' to them."""
         if kind not in DTYPES: raise DataError(self.root, f"unknown event kind {kind!r}; expected one of {', '.join(DTYPES)}")
         if batch.dtype != DTYPES[kind]: raise DataError(self.root, f"a {kind} batch must have dtype events.DTYPES[{kind!r}], got {batch.dtype}")
         if mode not in ('replace', 'append'): raise DataError(self.root, f"write mode {mode!r}: expected 'replace' or 'append'")
@@ -95,7 +97,7 @@ class ParquetCatalog:
         for sym, rows in split_by_symbol(batch):
             if day is not None: groups = [(_day(day), rows)]
             else:
-                d = self._days_of(rows['ts'])
+                d = self._days_of(rows['ts']) if sym not in INSTRUMENTS else trade_date_of(sym, rows['ts']).astype('i8')
                 groups = [(str(np.datetime64(int(k), 'D')), rows[d == k]) for k in np.unique(d)]
             for dd, part in groups: out.append(self._write_part(kind, sym, dd, part, mode))
         return out
@@ -143,8 +145,8 @@ def _files(self:ParquetCatalog, part) -> list[Path]:
 def _window_days(self:ParquetCatalog, start, end) -> set|None:
     "Dates whose partitions may hold events in [start, end) (one day of slack either side), or None for all."
     if start is None and end is None: return None
-    lo = self._days_of(np.array([start], 'i8'))[0] - 1 if start is not None else None
-    hi = self._days_of(np.array([end - 1], 'i8'))[0] + 1 if end is not None else None
+    lo = self._days_of(np.array([start], 'i8'))[0] - 4 if start is not None else None  # slack: a trade date may be a
+    hi = self._days_of(np.array([end - 1], 'i8'))[0] + 4 if end is not None else None  # weekend or holiday away
     have = {d for _, _, d in self._parts()}
     return {d for d in have if (lo is None or np.datetime64(d, 'D').astype('i8') >= lo) and (hi is None or np.datetime64(d, 'D').astype('i8') <= hi)}
 
