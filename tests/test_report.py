@@ -268,3 +268,28 @@ def test_explained_and_retail_midpoint_other_splits_add_up_to_the_totals(one):
     assert sum(s['off_exchange_split'].values()) == s['off_exchange'] == int(out['off_exchange'].sum())
     assert s['dark_print_split'] == split(dark) == bars(doc, 'dark_print_split') == printed(text, 'dark prints')
     assert sum(s['dark_print_split'].values()) == len(dark) > 0
+
+
+def test_off_exchange_volume_split_adds_up_and_equals_pandas(one):
+    "The off-exchange volume line: retail + midpoint + other = off-exchange shares, as pandas counts them (merge_asof)."
+    summ, res, doc, window = one
+    ov = summ.alerts['off_exchange_volume']
+    want = dict.fromkeys(('volume', 'retail', 'midpoint', 'other'), 0.0)
+    for sym in SYMBOLS:
+        t = pd.DataFrame({k: recorded_trades(sym, window)[k] for k in ('ts', 'price', 'size', 'venue', 'suspicious')})
+        t = t[(t['size'] > 0) & ~t['suspicious']].sort_values('ts', kind='stable')
+        nb = res['nbbo'][res['nbbo']['symbol'] == sym]
+        q = pd.DataFrame({'ts': nb['ts'], 'bid': nb['bid'], 'ask': nb['ask']})
+        m = pd.merge_asof(t, q, on='ts', direction='backward')  # the last NBBO at or before the print
+        m[['bid', 'ask']] = m[['bid', 'ask']].fillna(0)
+        off = m['venue'].isin(['D', 'ADF', 'TRF', 'MW'])
+        z = (m['price'] % 10**6) / 10**6
+        mid = off & (m['bid'] > 0) & (m['ask'] >= m['bid']) & (2 * m['price'] == m['bid'] + m['ask'])
+        retail = off & ~mid & (((z > 0) & (z < 0.4)) | (z > 0.6))
+        want['volume'] += m['size'].sum()
+        for k, sel in (('retail', retail), ('midpoint', mid), ('other', off & ~mid & ~retail)): want[k] += m.loc[sel, 'size'].sum()
+    assert {k: ov[k] for k in want} == pytest.approx(want)
+    assert ov['retail'] + ov['midpoint'] + ov['other'] == pytest.approx(ov['off_exchange']) and 0 < ov['off_exchange'] < ov['volume']
+    line = next(l for l in summ.text().splitlines() if l.strip().startswith('off-exchange vol'))
+    assert f"of {ov['volume']:,.0f} shares" in line and f"midpoint {ov['midpoint'] / ov['volume']:.1%}" in line
+    assert line.strip() in Path(summ.report).read_text(encoding='utf-8')

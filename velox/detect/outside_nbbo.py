@@ -13,7 +13,7 @@ from ..stage import Stage
 
 # %% auto #0
 __all__ = ['OFF_EXCHANGE', 'EXPLAINING_CONDITIONS', 'is_off_exchange', 'OutsideNBBO', 'alerts_by', 'summarize_alerts',
-           'offexchange_split']
+           'offexchange_volume', 'offexchange_split']
 
 # %% ../../nbs/detect/00_outside_nbbo.ipynb #c5fdbc6a
 OFF_EXCHANGE = ('D', 'ADF', 'TRF', 'MW')
@@ -95,9 +95,11 @@ def alerts_by(alerts:np.ndarray, field:str='venue') -> dict:
     u, n = np.unique(np.asarray(vals, dtype=str), return_counts=True) if len(vals) else ([], [])
     return dict(sorted(zip(map(str, u), map(int, n)), key=lambda kv: -kv[1]))
 
-def summarize_alerts(alerts:np.ndarray|None) -> dict:
-    "Counts of alerts: total and by kind; for outside-NBBO prints, off-exchange, explained, by symbol / venue / condition."
-    if alerts is None or not len(alerts): return {'total': 0, 'outside_nbbo': 0}
+def summarize_alerts(alerts:np.ndarray|None, trades:np.ndarray|None=None, nbbo:np.ndarray|None=None) -> dict:
+    """Counts of alerts: total and by kind; for outside-NBBO prints, off-exchange, explained, by symbol / venue / condition;
+    with the run's `trades` and `nbbo`, also its off-exchange volume split retail / midpoint / other."""
+    vol = {'off_exchange_volume': offexchange_volume(trades, nbbo)} if trades is not None and nbbo is not None else {}
+    if alerts is None or not len(alerts): return {'total': 0, 'outside_nbbo': 0, **vol}
     out = alerts[alerts['kind'] == 'outside_nbbo']
     why = explained_by(out['cond'])
     unexpl = out[why == '']
@@ -110,7 +112,21 @@ def summarize_alerts(alerts:np.ndarray|None) -> dict:
                                      for v, n in by_venue.items()},
             'off_exchange_split': offexchange_split(out), 'dark_print_split': offexchange_split(alerts[alerts['kind'] == 'dark_print']),
             'by_symbol': alerts_by(out, 'symbol'), 'by_venue': by_venue,
-            'by_condition': alerts_by(out, 'condition')}
+            'by_condition': alerts_by(out, 'condition'), **vol}
+
+def offexchange_volume(trades:np.ndarray, nbbo:np.ndarray, venues=OFF_EXCHANGE) -> dict:
+    "Shares traded (size > 0, not suspicious) and their off-exchange part, split retail / midpoint / other against the NBBO in force."
+    out = {'volume': 0.0, 'off_exchange': 0.0, **{k: 0.0 for k in OFF_CLASSES}}
+    for sym in np.unique(trades['symbol']).tolist():
+        t, q = trades[trades['symbol'] == sym], nbbo[nbbo['symbol'] == sym]
+        t = t[(t['size'] > 0) & ~t['suspicious']]
+        i = np.searchsorted(q['ts'], t['ts'], 'right') - 1
+        bid, ask = (np.where(i >= 0, q[f][i.clip(0)], 0) for f in ('bid', 'ask'))
+        cls = offexchange_class(t['price'], bid, ask, is_off_exchange(t['venue'], venues))
+        out['volume'] += float(t['size'].sum())
+        for k in OFF_CLASSES: out[k] += float(t['size'][cls == k].sum())
+    out['off_exchange'] = sum(out[k] for k in OFF_CLASSES)
+    return out
 
 def offexchange_split(alerts:np.ndarray) -> dict:
     "Off-exchange alerts split into retail / midpoint / other by their price and NBBO (the three add up to them)."

@@ -109,6 +109,9 @@ class Summary:
         if a.get('unexplained_by_venue'): L.append("    unexplained     " + ', '.join(f"{v} {d['unexplained']:,} of {d['outside']:,} ({d['share']:.0%})" for v, d in a['unexplained_by_venue'].items()))
         for title, key in (('off-exchange', 'off_exchange_split'), ('dark prints', 'dark_print_split')):
             if sum(a.get(key, {}).values()): L.append(f"    {title:<14}  " + ', '.join(f"{k} {v:,}" for k, v in a[key].items()))
+        ov = a.get('off_exchange_volume')
+        if ov and ov['volume']: L.append(f"  off-exchange vol  {ov['off_exchange'] / ov['volume']:>12.1%}   of {ov['volume']:,.0f} shares: "
+                                         + ', '.join(f"{k} {ov[k] / ov['volume']:.1%} ({ov[k]:,.0f})" for k in ('retail', 'midpoint', 'other')))
         for title, key in (('by symbol', 'by_symbol'), ('by venue', 'by_venue'), ('by condition', 'by_condition')):
             items = list(a.get(key, {}).items())  # all of them: the report's charts show the same
             if items: L.append(f"    {title:<14}  " + ', '.join(f"{k} {v:,}" for k, v in items))
@@ -188,7 +191,7 @@ def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', spee
                    span=(lo, hi), max_messages=max_messages)
     summ.events = {k: tally.rows.get(k, 0) for k in ('quote', 'trade')}
     summ.nbbo = {'updates': 0 if nb is None else len(nb), 'locked': int(states[LOCKED]), 'crossed': int(states[CROSSED])}
-    summ.alerts = summarize_alerts(al)
+    summ.alerts = summarize_alerts(al, trades, nb)
     ids = lambda k: res.outputs[k]['id'] if k in res.outputs else []
     # outputs may be stamped at the window's end (a bar closing at --end): count those by id over all the run wrote
     out_span = (lo, hi) if tally.first is None else (min(lo, tally.first), max(hi, tally.last + 1))
