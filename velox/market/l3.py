@@ -214,7 +214,7 @@ class L3Book(BookQueries):
             if i >= n: break
             self._grow()
         out = empty('book', m)
-        out['ts'], out['side'], out['price'], out['size'] = mbo['ts'][row[:m]], oside[:m], oprice[:m], osize[:m]
+        out['ts'], out['side'], out['price'], out['size'] = np.ascontiguousarray(mbo['ts'])[row[:m]], oside[:m], oprice[:m], osize[:m]
         out['seq'] = self.st[_ROWS] + np.arange(m)  # rows out of this book, numbered: each its own key
         self.st[_ROWS] += m
         if n: out['symbol'] = mbo['symbol'][0]
