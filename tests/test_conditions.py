@@ -121,3 +121,23 @@ def test_constructed_sweep_only_minute_average_price_after_hours_and_suspicious_
     assert vol_only[['volume', 'open']].tolist()[-1] == (100.0, 0)  # in volume, not in price
     assert trade_bars(tr, '1m', rule=PrintRule(suspicious=True))['close'][-1] == round(10.30e8)
     assert LEAN.suspicious is False and Session().contains(np.array([at('10:00:00')]))[0]
+
+
+def test_accumulation_ignores_a_huge_derivatively_priced_print():
+    "Issue 19's case, constructed on a real day: a 365,000-share derivatively priced TRF print changes no flow feature."
+    from velox.detect.accumulation import AccumulationParams, AccumulationStage
+    from velox.market.nbbo import NBBOStage
+    from velox.runtime.runners import run_frame
+    from velox.stage import Chain
+    q, t = CAT.find('IBM', DAY)
+    tr = t.load()
+    big = tr[:1].copy()
+    big['ts'], big['price'], big['size'], big['venue'] = at('11:00:00'), tr['price'][0], 365_000, 'D'
+    big['cond'], big['seq'] = encode_conditions(['DerivativelyPriced', 'TradeThroughExempt']), tr['seq'].max() + 1
+    with_big = np.sort(np.concatenate([tr, big]), order=['ts', 'seq'], kind='stable')
+    run = lambda trades: run_frame(Chain(NBBOStage(), AccumulationStage(AccumulationParams(min_interval_volume=0))),
+                                   {'quote': q.load(), 'trade': trades}, collect=('accumulation',))['accumulation']
+    a, b = run(tr), run(with_big)
+    for f in ('volume', 'off_share', 'block_share', 'imbalance', 'ret_bps', 'vwap_drift_bps'):
+        np.testing.assert_array_equal(a[f], b[f], err_msg=f)
+    assert len(a) == 13
