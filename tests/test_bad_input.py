@@ -454,3 +454,131 @@ def test_a_bad_vendor_file_is_one_line_naming_the_file_the_place_and_what_was_ex
     msg = str(e.value)
     assert '\n' not in msg and msg.startswith(str(bad)), msg
     for n in case.needles: assert n in msg, (n, msg)
+
+
+# --- generic import: CSV / Parquet tables through a column mapping, and the Parquet catalog ------------------------
+
+def trades_table(d, edit=None, name='trades.csv'):
+    "40 real IBM trades as a broker's CSV (New York wall-clock text, dollars); `edit(DataFrame)` spoils it."
+    import pandas as pd
+    tr = Catalog(DATA).find('IBM', '2013-10-08', kinds=('trade',))[0].load()[:40]
+    when = pd.to_datetime(tr['ts'], utc=True).tz_convert('America/New_York').tz_localize(None).astype(str)
+    df = pd.DataFrame({'TradeTime': when, 'Px': (tr['price'] / 1e8).astype(object), 'Shares': tr['size'], 'Mkt': tr['venue']})
+    if edit: edit(df)
+    d.mkdir(parents=True, exist_ok=True)
+    if name.endswith('.parquet'): df.astype({'Px': float}).to_parquet(d / name)
+    else: df.to_csv(d / name, index=False)
+    return d / name
+
+
+MAPPING = ('kind: trade\ncolumns: {ts: TradeTime, price: Px, size: Shares, venue: Mkt}\nsymbol: IBM\ntime_unit: text\n'
+           'time_zone: America/New_York\n')
+
+
+def mapped(text=MAPPING, edit=None, name='trades.csv', flags=()):
+    "A case's files: the (spoilt) table and the mapping file `text`; the import's arguments."
+    def make(d):
+        table = trades_table(d, edit, name)
+        (d / 'map.yaml').write_text(text)
+        return [str(table), '--mapping', str(d / 'map.yaml'), *flags], table, d / 'map.yaml'
+    return make
+
+
+def flags_only(*flags):
+    def make(d):
+        table = trades_table(d)
+        return [str(table), *flags], table, None
+    return make
+
+
+def set_cell(row, col, v):
+    def edit(df): df.loc[row, col] = v
+    return edit
+
+
+def spoilt_parquet(cut):
+    def make(d):
+        table = trades_table(d, name='trades.parquet')
+        raw = table.read_bytes(); table.write_bytes(raw[:cut] if cut else b'PAR1 this is not parquet at all PAR1')
+        (d / 'map.yaml').write_text(MAPPING)
+        return [str(table), '--mapping', str(d / 'map.yaml')], table, d / 'map.yaml'
+    return make
+
+
+@dataclass
+class ImportCase:
+    id: str
+    make: object  # (folder) -> (import arguments, the table file, the mapping file or None)
+    needles: tuple  # '{table}' and '{map}' stand for those files' paths
+
+
+IMPORTS = [
+    ImportCase('mapping names a column the file lacks', mapped(MAPPING.replace('price: Px', 'price: Prix')),
+               ('{table}', "no column 'Prix'", "'columns.price'", "the file's columns are: TradeTime, Px, Shares, Mkt")),
+    ImportCase('mapping without a required field', mapped(MAPPING.replace(', size: Shares', '')),
+               ('{map}, line 2', "key 'columns'", 'no column for size', 'a trade needs ts, price, size')),
+    ImportCase('mapping field unknown for the kind', mapped(MAPPING.replace('venue: Mkt', 'bid: Mkt')),
+               ('{map}', "'columns.bid'", 'a field of a trade')),
+    ImportCase('mapping time unit minutes', mapped(MAPPING.replace('time_unit: text', 'time_unit: minutes')),
+               ('{map}, line 4', "key 'time_unit'", 'expected one of s, ms, us, ns, text', "'minutes'")),
+    ImportCase('mapping time zone unknown', mapped(MAPPING.replace('America/New_York', 'Mars/Olympus')),
+               ('{map}, line 5', "key 'time_zone'", 'IANA time zone', "'Mars/Olympus'")),
+    ImportCase('mapping price scale not exact', mapped(MAPPING + 'price_scale: 3\n'), ('{map}, line 6', "'price_scale'", 'dividing 100,000,000')),
+    ImportCase('mapping unknown key', mapped(MAPPING + 'colour: blue\n'), ('{map}, line 6', "unknown key 'colour'", 'expected one of')),
+    ImportCase('mapping not yaml', mapped('kind: [trade\n'), ('{map}', 'not valid YAML')),
+    ImportCase('price not a number', mapped(edit=set_cell(10, 'Px', 'abc')), ('{table}', 'line 12', "column 'Px'", 'expected a price (a number)', "'abc'")),
+    ImportCase('time not a date-time', mapped(edit=set_cell(3, 'TradeTime', 'yesterday')), ('{table}', 'line 5', "column 'TradeTime'", 'a date-time', "'yesterday'")),
+    ImportCase('size negative', mapped(edit=set_cell(7, 'Shares', -100)), ('{table}', 'line 9', "field 'Shares'", 'expected a size > 0')),
+    ImportCase('time going backwards', mapped(edit=set_cell(20, 'TradeTime', '2013-10-08 09:00:00')),
+               ('{table}', 'line 22', "field 'TradeTime'", 'expected a time no earlier than line 21')),
+    ImportCase('csv without a mapping', flags_only(), ('{table}', 'needs a column mapping (--mapping FILE, or --kind and --columns)')),
+    ImportCase('columns flag malformed', flags_only('--kind', 'trade', '--columns', 'ts=TradeTime,price'), ('--columns', 'FIELD=COLUMN')),
+    ImportCase('time unit flag unknown', flags_only('--kind', 'trade', '--columns', 'ts=TradeTime,price=Px,size=Shares', '--time-unit', 'hours'),
+               ('--time-unit', "invalid choice: 'hours'")),
+    ImportCase('no symbol anywhere', flags_only('--kind', 'trade', '--columns', 'ts=TradeTime,price=Px,size=Shares', '--time-unit', 'text'),
+               ('--symbol', 'no symbol')),
+    ImportCase('parquet truncated', spoilt_parquet(-100), ('{table}', 'not a readable Parquet file (truncated or corrupt?)')),
+    ImportCase('parquet corrupt', spoilt_parquet(0), ('{table}', 'not a readable Parquet file (truncated or corrupt?)')),
+]
+
+
+def velox_here(*args):
+    "The `velox` command run in this process (a mapping is refused before any service or store is opened): like `velox`."
+    import contextlib, io
+    from types import SimpleNamespace
+    from velox.face.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: main(list(args)); code = 0
+        except SystemExit as e: code = e.code if isinstance(e.code, int) else 1
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+@pytest.mark.parametrize('case', IMPORTS, ids=[c.id for c in IMPORTS])
+def test_a_bad_mapping_or_table_stops_the_import_in_one_line_and_writes_nothing(tmp_path, case):
+    args, table, mapping = case.make(tmp_path / 'in')
+    cat, out = tmp_path / 'catalog', tmp_path / 'out'
+    r = velox_here('data', 'import', *args, '--catalog', str(cat), '--no-progress', '--out-dir', str(out))
+    check_refused(r, out, [n.format(table=table, map=mapping) for n in case.needles])
+    assert not cat.exists() or not list(cat.rglob('*.parquet')), 'the catalog was written'
+
+
+def test_a_damaged_catalog_part_stops_velox_run_in_one_line(tmp_path):
+    from velox.feeds.parquet import ParquetCatalog
+    pc = ParquetCatalog(tmp_path / 'catalog')
+    for s in Catalog(DATA).find('IBM', '2013-10-08'): pc.write(s.kind, s.load()[:2000], day=s.day)
+    part = pc.partition_dir('trade', 'IBM', '2013-10-08') / 'part-00000.parquet'
+    part.write_bytes(part.read_bytes()[:-300])
+    r = velox('run', '--data-dir', str(tmp_path / 'catalog'), '--symbols', 'IBM', '--no-progress', '--no-report',
+              '--out-dir', str(tmp_path / 'out'), cwd=tmp_path)
+    check_refused(r, tmp_path / 'out', (str(part), 'not a readable Parquet part of the catalog (truncated or corrupt?)'))
+
+
+def test_two_recorded_formats_of_one_partition_are_refused_before_the_catalog_is_written(tmp_path):
+    data = tmp_path / 'data'
+    lean_copy(data, IBM_T, lambda l: None); lean_copy(data, IBM_Q, lambda l: None)
+    both = jsonl(data)  # the same IBM trades of 2013-10-08, as JSON lines
+    r = velox('data', 'import', '--format', 'all', '--data-dir', str(data), '--catalog', str(tmp_path / 'cat'), '--no-progress',
+              '--out-dir', str(tmp_path / 'out'), cwd=tmp_path)
+    check_refused(r, tmp_path / 'out', ('IBM/2013-10-08/trade is also recorded in', 'import one format at a time', str(both)))
+    assert not list((tmp_path / 'cat').rglob('*.parquet'))

@@ -60,7 +60,7 @@ class Mapping:
         if missing: raise ConfigError(f"{self.at('columns')}: no column for {', '.join(missing)}: a {self.kind} needs "
                                       f"{', '.join(REQUIRED[self.kind])}")
         if 'symbol' not in self.columns and not (isinstance(self.symbol, str) and self.symbol.strip()):
-            raise ConfigError(f"{self.at('symbol')}: no symbol: map a column to 'symbol' or give one symbol for the file")
+            raise ConfigError(f"{self.at('symbol')}: no symbol: map a column to 'symbol' or give one symbol for the file (key symbol, --symbol)")
         if self.time_unit not in TIME_UNITS: bad('time_unit', f"one of {', '.join(TIME_UNITS)}", self.time_unit)
         try: ZoneInfo(str(self.time_zone))
         except (ZoneInfoNotFoundError, ValueError): bad('time_zone', 'an IANA time zone such as America/New_York or UTC', self.time_zone)
