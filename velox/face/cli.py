@@ -29,6 +29,8 @@ COMMANDS = {  # command -> (module defining `configure_<command>(parser)`, one-l
     'fleet': ('velox.face.operations', 'run, scale, stop and watch papermill worker processes per stage'),
     'feed': ('velox.face.operations', 'stream a live IQFeed L1/L2 feed onto the market topics'),
     'notify': ('velox.face.operations', 'send a test notification through the configured outputs'),
+    'offsets': ('velox.face.ops', "show a consumer group's offsets and lag, or reset them (earliest, latest, a time)"),
+    'backfill': ('velox.face.ops', 'republish a range of the Parquet catalog onto the topics, in event-time order'),
     'docs': ('velox.face.docs', 'build the HTML documentation site from the notebooks, offline'),
     'bench': ('velox.face.commands', 'run the benchmarks in bench/ (throughput tables against in-process references)'),
 }
