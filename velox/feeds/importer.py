@@ -17,7 +17,7 @@ from .validate import PRICE_MAX, Rows, check_batch, check_order, check_times, pl
 # %% auto #0
 __all__ = ['REQUIRED', 'OPTIONAL', 'TIME_UNITS', 'SIDES', 'MAPPING_KEYS', 'FORMATS', 'Mapping', 'load_mapping', 'parse_columns',
            'mapping_from_flags', 'table_format', 'read_parquet_table', 'read_table', 'to_batch', 'load_table',
-           'file_format', 'load_file']
+           'file_format', 'load_velox_parquet', 'load_file']
 
 # %% ../../nbs/feeds/05_importer.ipynb #07ec0890
 REQUIRED = {'trade': ('ts', 'price', 'size'), 'quote': ('ts', 'bid', 'bid_size', 'ask', 'ask_size'), 'book': ('ts', 'side', 'price', 'size')}
@@ -272,12 +272,31 @@ def file_format(path, mapping:Mapping|None=None) -> str:
         if _TARDIS_HEAD.match(head): return 'tardis'
     return fmt
 
+def _velox_kind(path) -> str|None:
+    "The event kind a Parquet file written by velox names in its schema's metadata (None: another writer's file)."
+    import pyarrow as pa, pyarrow.parquet as pq
+    try: meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError, ValueError): return None  # read_parquet_table says what is wrong
+    return meta.get(b'velox.kind', b'').decode('utf-8', 'replace') or None
+
+def load_velox_parquet(path, kind:str) -> np.ndarray:
+    "A Parquet file in velox's own schema of `kind` (`velox data export`, a catalog part) as a validated batch, no mapping needed."
+    from velox.feeds.arrow import from_arrow
+    try: _, b = from_arrow(read_parquet_table(path))
+    except ValueError as e: raise DataError(path, str(e)) from None
+    rows = Rows(str(path), unit='row')
+    check_batch(kind, b, rows, plausible_window())
+    check_order(b['ts'], rows, by=b['symbol'])
+    return b
+
 def load_file(path, fmt:str|None=None, mapping:Mapping|None=None) -> dict[str, np.ndarray]:
     "`{kind: validated batch}` of one file of any known format (`fmt`: one of `FORMATS`, default from the name)."
     from velox.feeds import recorded
     path, fmt = Path(path), fmt or file_format(path, mapping)
     if fmt not in FORMATS: raise ConfigError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     if not path.exists(): raise DataError(path, "file not found")
+    if fmt == 'parquet' and mapping is None and (kind := _velox_kind(path)):
+        return {kind: load_velox_parquet(path, kind)}
     if fmt in ('csv', 'parquet'):
         if mapping is None:
             raise ConfigError(f"{path}: a {fmt} table needs a column mapping (--mapping FILE, or --kind and --columns)")
