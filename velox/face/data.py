@@ -44,6 +44,7 @@ def _import_args(p):
     g.add_argument('--price-scale', type=COUNT, metavar='N', help='file price units per dollar: 1 = dollars (default), '
                    '100 = cents, 10000 = Lean')
     g.add_argument('--delimiter', metavar='C', help='CSV field separator (default ,)')
+    p.add_argument('--no-progress', action='store_true', help='no progress bars (validate: files, import: rows)')
 
 def _export_args(p):
     p.add_argument('kind', help='what to export: a kind or its table (alert(s), bar(s), order(s), fill(s), position(s), '
@@ -83,7 +84,6 @@ def configure_data(p):
     for name, (add, hlp) in ACTIONS.items():
         q = sub.add_parser(name, help=hlp, description=hlp)
         add(q)
-        q.add_argument('--no-progress', action='store_true', help='no progress bar')
         config_args(q)
         q.set_defaults(func=cmd_data)
 
