@@ -46,3 +46,40 @@ def test_deploy_dashboard_is_a_valid_grafana_model_and_what_velox_writes():
             assert p['targets'] and all(t['expr'] and t['refId'] and t['datasource']['type'] == 'prometheus' for t in p['targets'])
     prov = yaml.safe_load((ROOT / 'deploy' / 'grafana' / 'provisioning' / 'datasources' / 'prometheus.yml').read_text())
     assert prov['datasources'][0]['uid'] == model['panels'][1]['datasource']['uid']
+
+
+LABELS = {'fleet', 'stage', 'member', 'group', 'mode'}  # what the rules and the dashboard group and filter by
+
+
+def test_deploy_recipes_carry_the_same_prometheus_setup():
+    compose = yaml.safe_load((ROOT / 'deploy' / 'docker-compose.yml').read_text())['services']
+    assert {'prometheus', 'alertmanager', 'alert-receiver', 'grafana'} <= set(compose)
+    for name in ('prometheus', 'alertmanager', 'alert-receiver', 'grafana'):
+        for v in compose[name].get('volumes', []):
+            src = v.split(':')[0]
+            if src.startswith('./'): assert (ROOT / 'deploy' / src).exists(), f'compose {name}: {src} does not exist'
+    assert compose['detect-worker']['environment']['VELOX_METRICS_HOST'] == '0.0.0.0'
+    for cfg in ('prometheus.yml', 'prometheus-systemd.yml'):
+        d = yaml.safe_load((PROM / cfg).read_text())
+        assert d['rule_files'] == ['velox-rules.yml'] and d['scrape_configs'][0]['job_name'] == 'velox'
+    relabeled = {r['target_label'] for r in yaml.safe_load((PROM / 'prometheus.yml').read_text())['scrape_configs'][0]['relabel_configs']}
+    assert LABELS <= relabeled
+    docs = {d['kind']: d for d in yaml.safe_load_all((ROOT / 'deploy' / 'k8s' / 'monitoring.yaml').read_text())}
+    assert docs['PrometheusRule']['spec'] == rules_document(), 'deploy/k8s/monitoring.yaml: the PrometheusRule is stale'
+    assert LABELS | {'job'} <= {r['targetLabel'] for r in docs['PodMonitor']['spec']['podMetricsEndpoints'][0]['relabelings']}
+    unit = (ROOT / 'deploy' / 'systemd' / 'velox-alerts.service').read_text()
+    assert 'velox.infra.alert_receiver /etc/velox/notify.yaml 9095' in unit and "127.0.0.1:9095" in (PROM / 'prometheus-systemd.yml').read_text()
+
+
+@needs_promtool
+def test_promtool_and_amtool_accept_the_deploy_configs():
+    for cmd in (['promtool', 'check', 'config', 'prometheus.yml'], ['promtool', 'check', 'config', 'prometheus-systemd.yml'],
+                ['amtool', 'check-config', '../alertmanager/alertmanager.yml']):
+        if not shutil.which(cmd[0]): pytest.skip(f'{cmd[0]} is not installed')
+        r = subprocess.run(cmd, cwd=PROM, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, f"{' '.join(cmd)}:\n{r.stdout}\n{r.stderr}"
+
+
+def test_the_compose_notify_config_loads():
+    from velox.infra.notify import load_notifier
+    assert set(load_notifier(ROOT / 'deploy' / 'alertmanager' / 'notify.yaml', env={}).outputs) == {'ops-hook'}

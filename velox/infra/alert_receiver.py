@@ -68,14 +68,14 @@ def serve_alerts(notifier:Notifier, port:int=0, host:str='127.0.0.1') -> Threadi
 
 # %% ../../nbs/infra/08a_alert_receiver.ipynb #3d4556ac
 def main(argv=None):
-    "`python -m velox.infra.alert_receiver NOTIFY.yaml PORT`: receive alerts until killed."
+    "`python -m velox.infra.alert_receiver NOTIFY.yaml PORT [HOST]`: receive alerts until killed (HOST: 127.0.0.1; 0.0.0.0 in containers)."
     import logging, time
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(name)s: %(message)s')
     nt = load_notifier(argv[0])
-    serve_alerts(nt, int(argv[1]) if len(argv) > 1 else 0)
+    serve_alerts(nt, int(argv[1]) if len(argv) > 1 else 0, argv[2] if len(argv) > 2 else '127.0.0.1')
     while True: time.sleep(3600)
 
 # %% ../../nbs/infra/08a_alert_receiver.ipynb #6593cf9a
 #| eval: false
-if __name__ == '__main__': main()  # python -m velox.infra.alert_receiver NOTIFY.yaml PORT
+if __name__ == '__main__': main()  # python -m velox.infra.alert_receiver NOTIFY.yaml PORT [HOST]
