@@ -59,6 +59,7 @@ class ConfluentBus:
         for role in 'pca': librdkafka_conf(self.client_kw, role)  # a bad setting fails here, not at first use
         self._producer = self._admin = self._probe = None
         self._known, self._errors, self._lock, self.log = set(), [], threading.Lock(), get_logger('bus.librdkafka')
+        self._headers = ({}, None)  # the last headers produced, as given and as librdkafka takes them
 
     def __repr__(self): return f"ConfluentBus({self.bootstrap!r})"
 
@@ -138,8 +139,10 @@ class ConfluentBus:
     def produce(self, topic:str, value:bytes, key:str|None=None, headers:dict|None=None, partition:int|None=None) -> None:
         "Send a message (asynchronously; `flush` waits and raises the first delivery error)."
         if topic not in self._known: self.create_topics(topic)
-        p, k = self._prod(), None if key is None else key_bytes(key)
-        h = list(as_headers(headers).items()) if headers else None
+        p, k = self._producer or self._prod(), None if key is None else key_bytes(key)
+        if not headers: h = None
+        elif headers == self._headers[0]: h = self._headers[1]  # a publisher sends the same headers with every message
+        else: h = list(as_headers(headers).items()); self._headers = (dict(headers), h)
         while True:
             try:
                 if partition is None: p.produce(topic, value, k, headers=h)
@@ -194,14 +197,20 @@ class ConfluentConsumer:
         conf |= {'group.id': group, 'client.id': client_id or 'velox', 'enable.auto.commit': False,
                  'auto.offset.reset': 'earliest' if from_beginning else 'latest', 'partition.assignment.strategy': 'range'}
         conf |= librdkafka_conf(bus.client_kw, 'c') | librdkafka_conf(kw, 'c')
-        self.topics, self.group, self.log, self._paused = topics, group, get_logger('bus'), set()
+        self.topics, self.group, self.log, self._paused, self._mine = topics, group, get_logger('bus'), set(), frozenset()
         self._c = bus.client(Consumer, conf)
-        self._c.subscribe(topics, on_assign=self._on_assign)
+        self._c.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
 
+    # The assignment changes only in these callbacks, which librdkafka runs inside `poll`; keeping it here saves asking
+    # librdkafka (about a millisecond a call) several times a step.
     def _on_assign(self, c, partitions):
         c.assign(partitions)
         if partitions: c.resume(partitions)  # a new assignment starts unpaused, as in kafka-python
         self._paused.clear()
+        self._mine = frozenset((tp.topic, tp.partition) for tp in partitions)
+
+    def _on_revoke(self, c, partitions):
+        self._mine = frozenset()  # eager (range) protocol: everything goes back; confluent-kafka unassigns after this
 
     def poll(self, timeout_ms:int=500, max_records:int=500) -> list[Message]:
         "Up to `max_records` messages, waiting up to `timeout_ms` for the first (joining the group on first use)."
@@ -243,7 +252,7 @@ class ConfluentConsumer:
         return True
 
     def assignment(self) -> set[tuple[str, int]]:
-        return {(tp.topic, tp.partition) for tp in self._c.assignment()}
+        return set(self._mine)
 
     def _tps(self, tps) -> list:
         from confluent_kafka import TopicPartition
