@@ -322,7 +322,7 @@ class Supervisor:
         finally: st = self._close()
         return st
 
-# %% ../../nbs/runtime/04b_supervisor.ipynb #171e17e5
+# %% ../../nbs/runtime/04b_supervisor.ipynb #cb8e7128
 #| eval: false
 if __name__ == '__main__':  # the daemon: python -m velox.runtime.supervisor FLEET_DIR
     import logging
