@@ -105,10 +105,11 @@ def test_l2_levels_with_text_sides_and_several_symbols_in_one_file(tmp_path):
     (tmp_path / 'l2.yaml').write_text("kind: book\ncolumns: {ts: when, symbol: pair, side: side, price: px, size: amount, update_id: u}\n"
                                       "time_unit: text\n")
     r = velox('data', 'import', str(tmp_path / 'l2.csv'), '--mapping', str(tmp_path / 'l2.yaml'), '--catalog', str(tmp_path / 'c'),
-              '--no-progress', '--out-dir', str(tmp_path / 'o'), cwd=tmp_path)
+              '--catalog-tz', 'UTC', '--no-progress', '--out-dir', str(tmp_path / 'o'), cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     pc = ParquetCatalog(tmp_path / 'c')
-    assert pc.symbols('book') == ['BTCUSDT', 'ETHUSDT']
+    assert pc.symbols('book') == ['BTCUSDT', 'ETHUSDT'] and pc.tz == 'UTC'
+    assert pc.days('book') == sorted(set(pd.to_datetime(both['ts'], utc=True).strftime('%Y-%m-%d')))  # UTC dates of the rows
     for ref in books:
         got = pc.read('book', str(ref['symbol'][0]))
         for f in ('ts', 'side', 'price', 'size', 'update_id'): assert got[f].tolist() == ref[f].tolist(), f

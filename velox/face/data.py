@@ -21,6 +21,8 @@ def _import_args(p):
     p.add_argument('files', nargs='*', metavar='FILE', help='files to import (default: the recorded sources of --data-dir)')
     p.add_argument('--catalog', metavar='DIR', help='import into this Parquet catalog (created if missing; the partitions '
                    'imported are replaced, so importing twice keeps one copy); default: the history store (--store)')
+    p.add_argument('--catalog-tz', metavar='ZONE', help='a new catalog: the time zone of its partition dates for symbols the '
+                   'instrument registry does not know (default America/New_York; UTC for a crypto catalog); an existing one keeps its own')
     p.add_argument('--format', choices=[*FORMATS, 'all'], help='recorded sources: which format (default lean_tick; all: every '
                    'format); FILEs: how to read them (default: from the name: .zip Lean, .gz Binance capture, .jsonl, '
                    '.dbn/.dbn.zst Databento, a CSV with the Tardis header, other .csv and .parquet through the mapping)')
@@ -117,11 +119,12 @@ def _import(a, cfg):
     if not a.files:
         if a.mapping or a.columns: raise ConfigError("--mapping/--columns describe CSV or Parquet FILEs: name the files to import")
         rep = data_import(cfg, symbols=_symbols(a.symbol), days=a.days.split(',') if a.days else None, kinds=[a.kind] if a.kind else None,
-                          fmt=None if a.format == 'all' else (a.format or 'lean_tick'), progress=progress, catalog=a.catalog)
+                          fmt=None if a.format == 'all' else (a.format or 'lean_tick'), progress=progress,
+                          catalog=ParquetCatalog(a.catalog, a.catalog_tz) if a.catalog else None)
     else:
         if a.format == 'all': raise ConfigError("--format all selects recorded sources; with FILEs name one format or none")
         loaded = load_files(a.files, a.format, _mapping(a), progress)  # every file validated before anything is written
-        if a.catalog: rep = write_loaded(ParquetCatalog(a.catalog), loaded, progress)
+        if a.catalog: rep = write_loaded(ParquetCatalog(a.catalog, a.catalog_tz), loaded, progress)
         else:
             from velox.infra.stores import Store
             with Store(cfg.store_dsn, cfg.connect_timeout_s) as st: rep = write_loaded(st.migrate(), loaded, progress)

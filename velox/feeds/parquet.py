@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from urllib.parse import quote, unquote
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 from fastcore.basics import patch
 from ..core import DataError, NS, parse_day, to_ns, utc_offsets
@@ -56,16 +56,20 @@ class ParquetSource:
 # %% ../../nbs/feeds/04_parquet.ipynb #a0515c56
 class ParquetCatalog:
     "A folder of Parquet files partitioned kind=/symbol=/date= with the wire's Arrow schemas."
-    def __init__(self, root:str|Path, tz:str='America/New_York', row_group_rows:int=131_072, compression:str='zstd'):
+    def __init__(self, root:str|Path, tz:str|None=None, row_group_rows:int=131_072, compression:str='zstd'):
+        "`tz`: the zone of the partition dates of a new catalog (default America/New_York); an existing one keeps its own."
         self.root, self.row_group_rows, self.compression = Path(root), row_group_rows, compression
-        meta = self.root / CATALOG_FILE
+        meta, have = self.root / CATALOG_FILE, None
         if meta.exists():
             try: info = json.loads(meta.read_text())
             except (ValueError, OSError) as e: raise DataError(meta, f"not a readable catalog description ({e})") from None
             if info.get('format') != CATALOG_FORMAT: raise DataError(meta, f"expected format {CATALOG_FORMAT!r}, got {info.get('format')!r}")
-            tz = info.get('tz', tz)
-        self.tz = tz
-        self._zone = ZoneInfo(tz)
+            have = info.get('tz')
+        if tz is not None and have is not None and tz != have:
+            raise DataError(meta, f"this catalog dates its partitions in {have}; it cannot be opened with time zone {tz}")
+        self.tz = tz or have or 'America/New_York'
+        try: self._zone = ZoneInfo(self.tz)
+        except (ZoneInfoNotFoundError, ValueError): raise DataError(self.root, f"time zone {self.tz!r}: expected an IANA zone such as UTC or America/New_York") from None
 
     def _init(self):
         self.root.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,7 @@ def catalog_sources(catalog:ParquetCatalog, srcs:list, progress:bool=True) -> Im
     return rep
 
 def data_import(cfg:Config|None=None, symbols=None, days=None, kinds=None, fmt:str|None='lean_tick', progress:bool=True,
-                catalog:str|None=None) -> ImportReport:
+                catalog:str|ParquetCatalog|None=None) -> ImportReport:
     """`velox data import`: validate the selected sources of `cfg.data_dir`, then import them into the Parquet catalog
     at `catalog`, or (None) migrate the configured store and import them there."""
     cfg = cfg or Config.load()
@@ -130,7 +130,7 @@ def data_import(cfg:Config|None=None, symbols=None, days=None, kinds=None, fmt:s
         asked = ', '.join(f"{k}={v}" for k, v in dict(symbols=symbols, days=days, kinds=kinds, format=fmt).items() if v)
         raise DataError(cfg.data_dir, f"no recorded sources match {asked or 'the selection'}: nothing to import (see `velox data list`)")
     validate_sources(srcs, progress)  # before the store is even opened: a bad source leaves it untouched
-    if catalog is not None: return catalog_sources(ParquetCatalog(catalog), srcs, progress)
+    if catalog is not None: return catalog_sources(catalog if isinstance(catalog, ParquetCatalog) else ParquetCatalog(catalog), srcs, progress)
     with Store(cfg.store_dsn) as st:
         return store_sources(st.migrate(), srcs, progress)
 
