@@ -141,3 +141,16 @@ def test_accumulation_ignores_a_huge_derivatively_priced_print():
     for f in ('volume', 'off_share', 'block_share', 'imbalance', 'ret_bps', 'vwap_drift_bps'):
         np.testing.assert_array_equal(a[f], b[f], err_msg=f)
     assert len(a) == 13
+
+
+def test_dark_pool_print_classes_agree_with_the_condition_table():
+    """The dark-pool stage's confidence classes (`PRINT_CLASSES`) group the conditions the table says explain a print
+    away from the NBBO, minus sweeps (regular-way executions, full confidence); five negotiated codes that the
+    recorded data never carries are not in a class (their prints keep the regular confidence)."""
+    from velox.detect.darkpool import PRINT_CLASSES
+    classed = {n for conds, _ in PRINT_CLASSES.values() for n in conds}
+    explaining = {n for n, c in CONDITIONS.items() if c.explains not in ('', 'sweep')}
+    assert classed - {'Undocumented'} <= explaining
+    assert explaining - classed == {'StoppedStock', 'Acquisition', 'Bunched', 'Distribution', 'PriceVariation'}
+    seen = {n for m in recorded_conditions().tolist() for n in decode_conditions(m)}
+    assert not seen & (explaining - classed)
