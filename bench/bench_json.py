@@ -464,7 +464,8 @@ def main(argv=None):
         print(f"targets: velox JSON (confluent) {r['events'] / r['seconds'] / (plain['events'] / plain['seconds']):.2f}x the plain "
               f"loop (target >= 1.3x), {r['messages'] / r['seconds'] / (ceilings['confluent']['messages'] / ceilings['confluent']['seconds']):.0%} "
               f"of its client's consume-only ceiling (target >= 80%); publisher {(pub_v['messages'] / pub_v['seconds']) / (pub_b['messages'] / pub_b['seconds']):.0%} "
-              "of the bare producer of ready bytes, {(pub_v['messages'] / pub_v['seconds']) / (pub_b2['messages'] / pub_b2['seconds']):.0%} of one that encodes dicts with orjson (target >= 80%). Arrow end to end: compare with the frames figure of bench_bus.py before "
+              "of the bare producer of ready bytes, "
+              f"{(pub_v['messages'] / pub_v['seconds']) / (pub_b2['messages'] / pub_b2['seconds']):.0%} of one that encodes dicts with orjson (target >= 80%). Arrow end to end: compare with the frames figure of bench_bus.py before "
               "this issue, 1.04M events/s after the join (1 worker), which this run did not measure.")
     print("Every row's output was checked against run_frame before this table (plain and Quix: outside_nbbo alerts; velox: "
           "all kinds). Noisy: a shared 2-core machine; compare ratios, not absolute rates.")
