@@ -9,7 +9,7 @@ import numpy as np
 from .baselines import BaselineParams, add_interval, baseline, zscore, day_of, merged_days, as_baselines
 from ..market.bars import bar_start, tf_seconds
 from ..market.signing import QuoteMemory
-from ..market.conditions import allowed
+from ..market.conditions import EXPLANATIONS, allowed, check_reasons
 from ..core import Session, event_id, NS
 from .outside_nbbo import OutsideNBBO, is_off_exchange
 from ..events import empty, has_condition, PRICE_SCALE
@@ -128,6 +128,7 @@ def off_share(f:np.ndarray) -> np.ndarray:
 class DarkPoolParams(BaselineParams):
     "What `DarkPoolStage` looks for: the keys of a parameter file's `darkpool` section (with the baseline ones)."
     tolerance:float=0.0  # dollars a print may lie outside the NBBO and still count as inside (outside_nbbo)
+    explain:tuple = EXPLANATIONS  # the reasons (velox.market.conditions.EXPLANATIONS) that explain an outside print
     tolerance_bps:float=1.0  # the same in bps of the price; the larger of the two applies
     quote_lag_ms:float=0.0  # judge a print against the NBBO in force this long before it (outside_nbbo)
     min_size:float=0  # smaller prints raise no outside_nbbo alert
@@ -139,6 +140,7 @@ class DarkPoolParams(BaselineParams):
 
     def __post_init__(self):
         if self.block_size <= 0 or self.block_notional <= 0 or self.z_threshold <= 0: raise ValueError('block sizes and z_threshold must be > 0')
+        check_reasons(self.explain)
 
 class DarkPoolStage(Stage):
     "nbbo + trade -> dark-pool alerts: outside_nbbo, dark_print, block_print, dark_volume."
@@ -147,7 +149,7 @@ class DarkPoolStage(Stage):
     def __init__(self, params:DarkPoolParams=DarkPoolParams(), session:Session|None=Session()):
         super().__init__()
         p = self.params = params
-        self.outside = OutsideNBBO(p.tolerance, p.tolerance_bps, p.quote_lag_ms, p.min_size, session)
+        self.outside = OutsideNBBO(p.tolerance, p.tolerance_bps, p.quote_lag_ms, p.min_size, session, p.explain)
         self.quotes, self.flow, self.session = QuoteMemory(p.classify_lag_ms), IntervalFlow(p.interval, session), session
         self.interval_s = self.flow.step // NS
         self.baselines = as_baselines(p.baselines)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from ..core import event_id, Session
 from ..events import empty, decode_conditions, PRICE_SCALE
-from ..market.conditions import CONDITIONS, EXPLANATIONS, explained, explained_by
+from ..market.conditions import CONDITIONS, EXPLANATIONS, check_reasons, explained, explained_by
 from ..market.signing import OFF_CLASSES, offexchange_class
 from ..stage import Stage
 
@@ -29,8 +29,9 @@ class OutsideNBBO(Stage):
     name, inputs, outputs, windowed = 'outside_nbbo', ('nbbo', 'trade'), ('alert',), True
 
     def __init__(self, tolerance:float=0.0, tolerance_bps:float=1.0, quote_lag_ms:float=0.0, min_size:float=0,
-                 session:Session|None=Session()):
+                 session:Session|None=Session(), explain=EXPLANATIONS):
         super().__init__()
+        self.explain = check_reasons(explain)  # the reasons that count as explained (`velox.market.conditions`)
         if tolerance < 0 or tolerance_bps < 0 or quote_lag_ms < 0: raise ValueError('tolerances and lag must be >= 0')
         self.tol, self.tol_bps, self.min_size, self.session = int(round(tolerance * PRICE_SCALE)), tolerance_bps, min_size, session
         self.lag = int(round(quote_lag_ms * 1e6))
@@ -82,7 +83,7 @@ class OutsideNBBO(Stage):
         a['distance'] = np.where(above, t['price'] - q['ask'], q['bid'] - t['price'])
         a['distance_bps'] = a['distance'] / ((q['bid'] + q['ask']) / 2) * 1e4
         a['off_exchange'] = is_off_exchange(t['venue'])
-        a['confidence'] = (1 - np.exp(-a['distance_bps'] / 2)) * np.where(explained(t['cond']), 0.35, 1.0) * np.where(t['suspicious'], 0.2, 1.0)
+        a['confidence'] = (1 - np.exp(-a['distance_bps'] / 2)) * np.where(explained(t['cond'], self.explain), 0.35, 1.0) * np.where(t['suspicious'], 0.2, 1.0)
         a['id'] = [event_id('outside_nbbo', symbol, ts, s) for ts, s in zip(t['ts'].tolist(), t['seq'].tolist())]
         return [('alert', a)]
 
@@ -95,13 +96,14 @@ def alerts_by(alerts:np.ndarray, field:str='venue') -> dict:
     u, n = np.unique(np.asarray(vals, dtype=str), return_counts=True) if len(vals) else ([], [])
     return dict(sorted(zip(map(str, u), map(int, n)), key=lambda kv: -kv[1]))
 
-def summarize_alerts(alerts:np.ndarray|None, trades:np.ndarray|None=None, nbbo:np.ndarray|None=None) -> dict:
+def summarize_alerts(alerts:np.ndarray|None, trades:np.ndarray|None=None, nbbo:np.ndarray|None=None, reasons=None) -> dict:
     """Counts of alerts: total and by kind; for outside-NBBO prints, off-exchange, explained, by symbol / venue / condition;
-    with the run's `trades` and `nbbo`, also its off-exchange volume split retail / midpoint / other."""
+    with the run's `trades` and `nbbo`, also its off-exchange volume split retail / midpoint / other; `reasons`: the
+    explanations that count (None: all of `EXPLANATIONS`)."""
     vol = {'off_exchange_volume': offexchange_volume(trades, nbbo)} if trades is not None and nbbo is not None else {}
     if alerts is None or not len(alerts): return {'total': 0, 'outside_nbbo': 0, **vol}
     out = alerts[alerts['kind'] == 'outside_nbbo']
-    why = explained_by(out['cond'])
+    why = explained_by(out['cond'], EXPLANATIONS if reasons is None else reasons)
     unexpl = out[why == '']
     by_venue, un_venue = alerts_by(out, 'venue'), alerts_by(unexpl, 'venue')
     return {'total': len(alerts), 'by_kind': alerts_by(alerts, 'kind'), 'outside_nbbo': len(out),

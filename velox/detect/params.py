@@ -40,6 +40,8 @@ def load_param_file(path:str|Path) -> dict:
         if k not in PARAM_SECTIONS: raise ConfigError(f"{p}: unknown section '{k}'; expected one of {list(PARAM_SECTIONS)}")
         if not isinstance(v, dict): raise ConfigError(f"{p}: section '{k}': expected a mapping of parameter: value")
         check_params(v, source=f"{p}, section '{k}'", section=k)
+        try: _PARAMS[k](**v)  # the values too: one line naming the file, never a traceback
+        except (ValueError, TypeError) as e: raise ConfigError(f"{p}: section '{k}': {e}") from None
     return d
 
 def check_params(params:dict, source:str='parameters', section:str='darkpool'):

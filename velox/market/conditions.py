@@ -10,7 +10,7 @@ from ..events import TRADE_CONDITIONS, encode_conditions
 
 # %% auto #0
 __all__ = ['EXPLANATIONS', 'CONDITIONS', 'COLUMNS', 'EXPLAINING', 'Condition', 'mask', 'allowed', 'names_without', 'reason_mask',
-           'explained', 'explained_by', 'condition_table']
+           'check_reasons', 'explained', 'explained_by', 'condition_table']
 
 # %% ../../nbs/market/08_conditions.ipynb #0780c4f5
 @dataclass(frozen=True)
@@ -87,15 +87,24 @@ def reason_mask(reason:str) -> int:
 
 EXPLAINING = encode_conditions([n for n, c in CONDITIONS.items() if c.explains])
 
-def explained(cond) -> np.ndarray:
-    "Per print: does one of its conditions explain a print outside the NBBO?"
-    return (np.asarray(cond, np.uint32) & np.uint32(EXPLAINING)) != 0
+def check_reasons(reasons) -> tuple:
+    "The reasons as a tuple, each one of `EXPLANATIONS` (else ValueError naming them)."
+    r = (reasons,) if isinstance(reasons, str) else tuple(reasons)
+    bad = [x for x in r if x not in EXPLANATIONS]
+    if bad: raise ValueError(f"explanation(s) {bad}: expected some of {list(EXPLANATIONS)}")
+    return r
 
-def explained_by(cond) -> np.ndarray:
-    "Per print: the first reason (in `EXPLANATIONS` order) one of its conditions gives, '' if none."
-    c = np.asarray(cond, np.uint32)
+def explained(cond, reasons=EXPLANATIONS) -> np.ndarray:
+    "Per print: does one of its conditions explain a print outside the NBBO (by one of `reasons`)?"
+    m = EXPLAINING if reasons is EXPLANATIONS else sum(reason_mask(r) for r in check_reasons(reasons))
+    return (np.asarray(cond, np.uint32) & np.uint32(m)) != 0
+
+def explained_by(cond, reasons=EXPLANATIONS) -> np.ndarray:
+    "Per print: the first reason (in `EXPLANATIONS` order, among `reasons`) one of its conditions gives, '' if none."
+    c, use = np.asarray(cond, np.uint32), check_reasons(reasons)
     out = np.full(len(c), '', dtype='U16')
-    for r in EXPLANATIONS[::-1]: out = np.where((c & np.uint32(reason_mask(r))) != 0, r, out)
+    for r in EXPLANATIONS[::-1]:
+        if r in use: out = np.where((c & np.uint32(reason_mask(r))) != 0, r, out)
     return out
 
 # %% ../../nbs/market/08_conditions.ipynb #4621ee96

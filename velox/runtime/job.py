@@ -191,7 +191,7 @@ def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', spee
                    span=(lo, hi), max_messages=max_messages)
     summ.events = {k: tally.rows.get(k, 0) for k in ('quote', 'trade')}
     summ.nbbo = {'updates': 0 if nb is None else len(nb), 'locked': int(states[LOCKED]), 'crossed': int(states[CROSSED])}
-    summ.alerts = summarize_alerts(al, trades, nb)
+    summ.alerts = summarize_alerts(al, trades, nb, (params or {}).get('explain'))  # the reasons the detector counted
     ids = lambda k: res.outputs[k]['id'] if k in res.outputs else []
     # outputs may be stamped at the window's end (a bar closing at --end): count those by id over all the run wrote
     out_span = (lo, hi) if tally.first is None else (min(lo, tally.first), max(hi, tally.last + 1))
