@@ -84,3 +84,63 @@ def test_vpin_alerts_fire_once_per_upward_crossing_of_the_history_percentile():
     want = [i for i in range(7) if above[i] and not (i and above[i - 1])]
     assert a['ts'].tolist() == want == [1, 4]
     assert len(vpin_alerts('X', [1], [0.9], [], 99.0)) == 0
+
+
+DAYS = ['2013-10-07', '2013-10-08', '2013-10-09', '2013-10-10', '2013-10-11']
+
+
+@pytest.mark.parametrize('chunk', [997, 20_000])
+def test_streaming_vpin_stage_equals_the_batch_functions_over_the_week(chunk):
+    "VPINStage through run_replay in chunks: the alerts the batch functions give, day by day against earlier days."
+    from velox.detect.toxicity import VPINStage
+    from velox.feeds.replay import ArraySource, Replay
+    from velox.market.signing import tick_rule
+    from velox.market.vpin import VPINParams
+    from velox.runtime.runners import run_replay
+    cat, sess = Catalog(DATA), Session()
+    tr = np.concatenate([cat.find('BAC', d, kinds=('trade',))[0].load() for d in DAYS])
+    V = float(np.round(tr['size'][sess.contains(tr['ts'])].sum() / len(DAYS) / 50))
+    params = VPINParams(bucket_volume=V, window=50, method='tick', percentile=95.0)
+    got = run_replay(VPINStage(params), Replay([ArraySource('trade', 'BAC', tr)], chunk_rows=chunk)).outputs.get('alert')
+    # batch: the tick rule over every print, then the session's prints into buckets, VPIN, alerts per day
+    side = tick_rule(tr['price'])[0]
+    keep = sess.contains(tr['ts']) & (tr['size'] > 0) & ~tr['suspicious']
+    share = np.where(side > 0, 1.0, np.where(side < 0, 0.0, 0.5))[keep]
+    t, buy = bucket_flow(tr['ts'][keep], tr['size'][keep], share, V)
+    v = vpin(buy, V, 50)
+    day = sess.bounds(t)[0]
+    want = [vpin_alerts('BAC', t[day == d], v[day == d], v[day < d], 95.0) for d in np.unique(day)[1:]]
+    want = np.concatenate(want)
+    assert len(want) > 0
+    assert got['ts'].tolist() == want['ts'].tolist()
+    np.testing.assert_allclose(got['score'], want['score'], rtol=1e-9)
+    assert got['id'].tolist() == want['id'].tolist() and set(got['kind'].tolist()) == {'vpin'}
+
+
+def test_streaming_vpin_stage_by_lee_ready_equals_the_batch_functions():
+    "The Lee-Ready stage behind the NBBO stage, replayed in chunks, against lee_ready + bucket_flow on two IBM days."
+    from velox.detect.toxicity import VPINStage
+    from velox.feeds.replay import Replay
+    from velox.market.nbbo import NBBOStage
+    from velox.market.signing import lee_ready
+    from velox.market.vpin import VPINParams
+    from velox.runtime.runners import run_replay
+    from velox.stage import Chain
+    cat, sess, days = Catalog(DATA), Session(), DAYS[:2]
+    srcs = [s for d in days for s in cat.find('IBM', d)]
+    tr = np.concatenate([s.load() for s in srcs if s.kind == 'trade'])
+    nb = np.concatenate([consolidated_nbbo(s.load())[0] for s in srcs if s.kind == 'quote'])
+    V = float(np.round(tr['size'][sess.contains(tr['ts'])].sum() / len(days) / 50))
+    params = VPINParams(bucket_volume=V, window=20, method='lee_ready', percentile=90.0)
+    got = run_replay(Chain(NBBOStage(), VPINStage(params)), Replay(srcs, chunk_rows=50_000)).outputs.get('alert')
+    side = lee_ready(tr, nb)[0]
+    keep = sess.contains(tr['ts']) & (tr['size'] > 0) & ~tr['suspicious']
+    share = np.where(side > 0, 1.0, np.where(side < 0, 0.0, 0.5))[keep]
+    t, buy = bucket_flow(tr['ts'][keep], tr['size'][keep], share, V)
+    v = vpin(buy, V, 20)
+    day = sess.bounds(t)[0]
+    d2 = np.unique(day)[1]
+    want = vpin_alerts('IBM', t[day == d2], v[day == d2], v[day < d2], 90.0)
+    assert len(want) > 0
+    assert got['ts'].tolist() == want['ts'].tolist()
+    np.testing.assert_allclose(got['score'], want['score'], rtol=1e-9)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
+from ..core import event_id
 from ..events import empty
 from .signing import bulk_volume, lee_ready, tick_rule
 
@@ -61,17 +62,17 @@ class VPINParams:
     def __post_init__(self):
         if self.window < 1 or not 0 < self.percentile < 100: raise ValueError('window must be >= 1 and percentile in (0, 100)')
 
-def vpin_alerts(symbol:str, ts, values, history, percentile:float=99.0) -> np.ndarray:
-    "`alert` events (kind 'vpin') where `values` cross up through the `percentile` of `history` (earlier days' VPIN)."
+def vpin_alerts(symbol:str, ts, values, history, percentile:float=99.0, above_before:bool=False) -> np.ndarray:
+    "`alert` events (kind 'vpin') where `values` cross up through the `percentile` of `history` (earlier days' VPIN); `above_before`: the value before `values[0]` was above."
     h = np.asarray(history, 'f8'); h = h[np.isfinite(h)]
     v = np.asarray(values, 'f8')
     if not len(h) or not len(v): return empty('alert')
     level = np.percentile(h, percentile)
     above = np.isfinite(v) & (v > level)
-    cross = above & ~np.r_[False, above[:-1]]
+    cross = above & ~np.r_[above_before, above[:-1]]
     a = empty('alert', int(cross.sum()))
     a['ts'], a['symbol'], a['kind'], a['score'] = np.asarray(ts, 'i8')[cross], symbol, 'vpin', v[cross]
     a['confidence'] = np.searchsorted(np.sort(h), v[cross], 'left') / len(h)
     a['trade_seq'] = -1
-    a['id'] = [f'vpin:{symbol}:{int(t)}' for t in a['ts'].tolist()]
+    a['id'] = [event_id('vpin', symbol, int(t)) for t in a['ts'].tolist()]
     return a
