@@ -171,10 +171,7 @@ class Worker:
         if b is None or not len(b): return None
         sym = self._merge_key(m.topic, str(b['symbol'][0]))
         if self._restored_past(sym, tp, m.offset): return None
-        sm = self._merge(sym)
-        b = sm.fresh(m.topic, b)
-        if not len(b): self.stats.skipped += 1; return None  # a producer's re-delivery
-        sm.push(m.topic, b, tp, m.offset)
+        self._merge(sym).stage(m.topic, b, tp, m.offset)  # pushed with the messages next to it; a re-delivery's rows dropped there
         self.owned.symbol_tps[sym].add(tp); self.progress.held[tp].add(m.offset)
         return sym
 
