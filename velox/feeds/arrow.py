@@ -4,7 +4,7 @@
 
 # %% ../../nbs/feeds/02_arrow.ipynb #7b72e154
 from __future__ import annotations
-import json
+import functools, json
 from pathlib import Path
 import numpy as np
 import pyarrow as pa
@@ -39,7 +39,7 @@ def _flag_names(kind:str, name:str) -> tuple|None:
     if name != 'cond': return None
     return QUOTE_CONDITIONS if kind == 'quote' else TRADE_CONDITIONS
 
-def _field(kind:str, name:str, ft:np.dtype) -> pa.Field:
+def _field(kind:str, name:str, ft:np.dtype, describe:bool=True) -> pa.Field:
     "The Arrow field of one numpy field (see the table above)."
     meta, what = {}, _DESCRIBE.get(name, name.replace('_', ' '))
     if name in TIME_FIELDS:
@@ -54,20 +54,25 @@ def _field(kind:str, name:str, ft:np.dtype) -> pa.Field:
         if (names := _flag_names(kind, name)) is not None:
             meta |= {'velox.type': 'flags', 'velox.flags': ','.join(names)}
             what += ': bit i set = the i-th name of velox.flags'
-    return pa.field(name, t, nullable=False, metadata={'description': what, **meta})
+    return pa.field(name, t, nullable=False, metadata={'description': what, **meta} if describe else meta or None)
 
-def schema(kind:str) -> pa.Schema:
-    "The Arrow schema of events of `kind`, with the kind and the schema version in its metadata."
+def schema(kind:str, describe:bool=True) -> pa.Schema:
+    """The Arrow schema of events of `kind`, with the kind and the schema version in its metadata; `describe=False`:
+    without the fields' descriptions (the same schema, lighter: what each bus message carries)."""
     if kind not in DTYPES: raise ValueError(f"unknown event kind {kind!r}; expected one of {list(DTYPES)}")
+    return _schema(kind, describe)
+
+@functools.lru_cache(maxsize=None)
+def _schema(kind:str, describe:bool) -> pa.Schema:
     dt = DTYPES[kind]
-    return pa.schema([_field(kind, n, dt[n]) for n in dt.names],
+    return pa.schema([_field(kind, n, dt[n], describe) for n in dt.names],
                      metadata={'velox.kind': kind, 'velox.schema_version': str(ARROW_SCHEMA_VERSION),
                                'velox.price_scale': '1e-8', 'velox.price_unit': 'USD'})
 
 # %% ../../nbs/feeds/02_arrow.ipynb #4442f994
-def to_arrow(kind:str, batch:np.ndarray) -> pa.RecordBatch:
-    "The record batch of `batch`, a numpy batch of `kind` (`events.DTYPES[kind]`)."
-    sch = schema(kind)
+def to_arrow(kind:str, batch:np.ndarray, describe:bool=True) -> pa.RecordBatch:
+    "The record batch of `batch`, a numpy batch of `kind` (`events.DTYPES[kind]`); `describe`: see `schema`."
+    sch = schema(kind, describe)
     if batch.dtype != DTYPES[kind]: raise ValueError(f"batch dtype {batch.dtype} is not events.DTYPES[{kind!r}]")
     cols = []
     for f in sch:

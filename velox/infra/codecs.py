@@ -44,7 +44,7 @@ def _check_kind(kind) -> str:
 def encode_arrow(kind:str, batch:np.ndarray) -> bytes:
     "One Arrow IPC stream message holding `batch` (rows of `kind`) as one record batch."
     _check_kind(kind)
-    try: rb = to_arrow(kind, batch)
+    try: rb = to_arrow(kind, batch, describe=False)  # the fields' descriptions stay in the docs: ~1.7 kB less a message
     except ValueError as e: raise CodecError(str(e)) from None
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, rb.schema) as w: w.write_batch(rb)
