@@ -198,6 +198,7 @@ class ConfluentConsumer:
                  'auto.offset.reset': 'earliest' if from_beginning else 'latest', 'partition.assignment.strategy': 'range'}
         conf |= librdkafka_conf(bus.client_kw, 'c') | librdkafka_conf(kw, 'c')
         self.topics, self.group, self.log, self._paused, self._mine = topics, group, get_logger('bus'), set(), frozenset()
+        self._keys = {}  # key bytes -> str
         self._c = bus.client(Consumer, conf)
         self._c.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
 
@@ -216,16 +217,18 @@ class ConfluentConsumer:
         "Up to `max_records` messages, waiting up to `timeout_ms` for the first (joining the group on first use)."
         first = self._c.poll(timeout_ms / 1000)
         if first is None: return []
-        out = []
+        out, keys = [], self._keys
         for m in [first, *self._c.consume(max_records - 1, 0)] if max_records > 1 else [first]:
             err = m.error()
             if err is not None:
                 if err.fatal(): raise VeloxError(f"Kafka consumer of group {self.group}: {err.str()}")
                 if err.name() != '_PARTITION_EOF': self.log.warning("consumer of group %s: %s", self.group, err.str())
                 continue
-            k = m.key()
-            out.append(Message(m.topic(), m.partition(), m.offset(), None if k is None else k.decode('utf-8', 'surrogateescape'),
-                               m.value() or b'', dict(m.headers() or ())))
+            k, h = m.key(), m.headers()
+            if k is not None:  # keys repeat (symbols): decode each once
+                k = keys.get(k) or keys.setdefault(k, k.decode('utf-8', 'surrogateescape'))
+                if len(keys) > 100_000: keys.clear()
+            out.append(Message(m.topic(), m.partition(), m.offset(), k, m.value() or b'', dict(h) if h else {}))
         return out
 
     def commit(self, offsets:dict|None=None) -> bool:
