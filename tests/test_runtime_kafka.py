@@ -314,8 +314,8 @@ def test_velox_topics_create_is_idempotent_and_describe_shows_what_the_broker_ha
         desc = run('describe', 'market.trades', 'dlq.market.trades', 'system.metrics', 'alerts.darkpool')
         assert desc.returncode == 0, desc.stderr
         rows = {line.split()[0]: line.split()[2:] for line in desc.stdout.splitlines()[1:5]}
-        assert rows == {'market.trades': ['6', '7d', 'lz4', 'delete', 'symbol', 'ok'],
-                        'dlq.market.trades': ['6', '30d', 'zstd', 'delete', 'symbol', 'ok'],
-                        'system.metrics': ['1', '3d', 'lz4', 'delete', 'worker', 'ok'],
-                        'alerts.darkpool': ['6', '1m', '(30d)', 'gzip', '(lz4)', 'delete', 'symbol', 'MISMATCH', 'retention,',
+        assert rows == {'market.trades': ['6', '7d', 'lz4', 'delete', 'symbol', 'arrow', 'ok'],
+                        'dlq.market.trades': ['6', '30d', 'zstd', 'delete', 'symbol', 'arrow', 'ok'],
+                        'system.metrics': ['1', '3d', 'lz4', 'delete', 'worker', 'arrow', 'ok'],
+                        'alerts.darkpool': ['6', '1m', '(30d)', 'gzip', '(lz4)', 'delete', 'symbol', 'arrow', 'MISMATCH', 'retention,',
                                             'compression']}, desc.stdout
