@@ -33,9 +33,10 @@ def nbbo_after_each_row(quote_rows):
     return out
 
 
-def outside_nbbo_pandas(trade_path, quote_path, day: str, session=('09:30', '16:00')) -> pd.DataFrame:
+def outside_nbbo_pandas(trade_path, quote_path, day: str, session=('09:30', '16:00'), tolerance_bps: float = 0.0) -> pd.DataFrame:
     """Trades printed outside the prevailing NBBO, with pandas: the quote state after the last quote row at or
-    before the trade's millisecond (quotes before trades at equal times), two-sided and not crossed, regular hours."""
+    before the trade's millisecond (quotes before trades at equal times), two-sided and not crossed, regular hours;
+    `tolerance_bps` of the trade's price beyond the quote (in 1e-8 dollars, rounded down) is still inside."""
     t0 = midnight_ns(day)
     q = pd.DataFrame(raw_rows(quote_path)).iloc[:, :5].astype('int64')
     q.columns = ['ms', 'bid', 'bid_size', 'ask', 'ask_size']
@@ -49,7 +50,8 @@ def outside_nbbo_pandas(trade_path, quote_path, day: str, session=('09:30', '16:
     hhmm = local.dt.strftime('%H:%M:%S.%f')
     in_session = (hhmm >= session[0]) & (hhmm < session[1])
     valid = (m['bid'] > 0) & (m['ask'] > 0) & (m['bid'] <= m['ask'])
-    out = valid & in_session & ((m['price'] > m['ask']) | (m['price'] < m['bid']))
+    tol = (m['price'] * 10**4 * tolerance_bps // 10**4) / 10**4  # Lean prices are in 1e-4 dollars
+    out = valid & in_session & ((m['price'] > m['ask'] + tol) | (m['price'] < m['bid'] - tol))
     res = m[out].copy()
     res['ts'] = t0 + res['ms'] * 10**6
     return res[['ts', 'seq', 'price', 'bid', 'ask', 'venue']].reset_index(drop=True)

@@ -110,14 +110,15 @@ def test_detect_worker_checkpoints_written_before_the_layers_issue_restore_and_f
     with pytest.raises(StateError, match='velox hot migrate-checkpoints'): Checkpoints(hot, 'detect', 'nbbo+darkpool').load('IBM')
     assert sorted(migrate_checkpoints(hot)) == sorted(meta['keys'])  # the operator's one-off conversion
 
-    w = Worker(detect_stage(), bus, DETECT_INPUTS, DETECT_OUTPUTS, meta['group'], WorkerSettings(collect=('alert', 'nbbo')),
+    old = {'tolerance_bps': 0}  # the detector's default when the checkpoint was written (issue 19 made it 1 bp)
+    w = Worker(detect_stage(old), bus, DETECT_INPUTS, DETECT_OUTPUTS, meta['group'], WorkerSettings(collect=('alert', 'nbbo')),
                checkpoints=hot)
     stats = w.run(RunOptions(until_end=True, max_runtime_s=120))
     assert stats.restored == 2 and stats.skipped > 0  # both symbols came from the old snapshots, whose messages were skipped
     assert stats.events == sum(len(b) for _, b in data) - meta['events_at_checkpoint']
     after = w.collected.result()
 
-    full = run_frame(detect_stage(), {k: np.concatenate([b for kk, b in data if kk == k]) for k in ('quote', 'trade')})
+    full = run_frame(detect_stage(old), {k: np.concatenate([b for kk, b in data if kk == k]) for k in ('quote', 'trade')})
     for kind in ('alert', 'nbbo'):
         before = np.load(CHECKPOINTS / f'detect_before_{kind}.npy', allow_pickle=False)
         assert len(before) and len(after[kind]), kind  # the checkpoint falls inside the window for both outputs
@@ -126,7 +127,13 @@ def test_detect_worker_checkpoints_written_before_the_layers_issue_restore_and_f
             joined = joined[np.sort(np.unique(joined['id'], return_index=True)[1])]
         canon = lambda a: a[np.lexsort([a[f] for f in reversed(a.dtype.names) if a.dtype[f].kind != 'f'])]
         assert joined.dtype == full[kind].dtype and len(joined) == len(full[kind]), kind
-        assert canon(joined).tobytes() == canon(full[kind]).tobytes(), kind
+        a, b = canon(joined), canon(full[kind])
+        if kind == 'alert':  # issue 19 lowered the confidence of explained prints (sweeps): the old code's alerts keep theirs
+            old_rows = np.isin(a['id'], before['id'])
+            assert (a['id'] == b['id']).all() and (a['confidence'][~old_rows] == b['confidence'][~old_rows]).all()
+            a, b = a.copy(), b.copy()
+            a['confidence'][old_rows] = b['confidence'][old_rows]
+        assert a.tobytes() == b.tobytes(), kind
 
 
 REGISTRY = Path(__file__).resolve().parent / 'fixtures' / 'pre_layers' / 'registry'

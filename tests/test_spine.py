@@ -79,11 +79,11 @@ def test_nbbo_matches_brute_force_latest_bid_row_and_latest_ask_row(sym):
                                                                         if a[0] == b[0] and int(a[1]) and not int(a[3]) and int(b[3]) and not int(b[1])}
 
 
-@pytest.mark.parametrize('sym,day', [(s, d) for s in SYMBOLS for d in (DAYS[1], DAYS[-1])])
-def test_outside_nbbo_detector_equals_an_independent_pandas_implementation(sym, day):
+@pytest.mark.parametrize('sym,day,bps', [(s, d, b) for s in SYMBOLS for d, b in ((DAYS[1], 0.0), (DAYS[-1], 1.0))])
+def test_outside_nbbo_detector_equals_an_independent_pandas_implementation(sym, day, bps):
     srcs = {s.kind: s for s in CAT.find(sym, day)}
-    ref = outside_nbbo_pandas(srcs['trade'].path, srcs['quote'].path, day)
-    al = run_frame(detect_stage(), list(srcs.values()))['alert']
+    ref = outside_nbbo_pandas(srcs['trade'].path, srcs['quote'].path, day, tolerance_bps=bps)
+    al = run_frame(detect_stage({'tolerance_bps': bps}), list(srcs.values()))['alert']
     al = al[al['kind'] == 'outside_nbbo']  # the detect stage also finds block prints and dark volume
     assert len(ref) > 50, 'a real day has prints outside the NBBO'
     assert al['trade_seq'].tolist() == ref['seq'].tolist()
