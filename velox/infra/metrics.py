@@ -28,13 +28,23 @@ class WorkerMetrics:
         self.dead_letters = Counter('velox_dead_letters', 'messages sent to a dead-letter topic', ['worker', 'topic'], registry=r)
         self.errors = Counter('velox_errors', 'errors by kind', ['worker', 'kind'], registry=r)
         self.checkpoints = Counter('velox_checkpoints', 'state snapshots + offset commits', ['worker'], registry=r)
+        self.event_time = Gauge('velox_event_time_seconds', 'event time of the last processed event (Unix seconds)', ['worker'], registry=r)
+        self.state_symbols = Gauge('velox_state_symbols', 'symbols whose merge and stage state this worker holds', ['worker'], registry=r)
+        self.sink_open = Gauge('velox_sink_circuit_open', "1 while a sink's circuit breaker is open or half-open (its store failed)", ['worker', 'sink'], registry=r)
         self.worker = worker
+
+    def end_offset(self, bus, consumer, topic:str, partition:int, probe:bool=False) -> int|None:
+        """The partition's end offset for the lag gauge: from the consumer's last fetch response, or, with `probe` (its
+        partitions are paused, so no fetch responses come), asked of the broker through `bus`; None if unknown."""
+        if not probe: return consumer.highwater(topic, partition)
+        try: return bus.highwater(topic, partition)
+        except Exception: return None  # the broker does not answer either: the gauge keeps its last value
 
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest
         return generate_latest(self.registry)
 
-# %% ../../nbs/infra/06_metrics.ipynb #45794a71
+# %% ../../nbs/infra/06_metrics.ipynb #02dc9883
 def serve(metrics:WorkerMetrics, health, ready, port:int=0, host:str|None=None) -> ThreadingHTTPServer:
     "Serve /metrics, /health and /ready; `health()`/`ready()` return (ok, reason). `host`: default `$VELOX_METRICS_HOST`, else 127.0.0.1."
     host = host or os.environ.get('VELOX_METRICS_HOST') or '127.0.0.1'

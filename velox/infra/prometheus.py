@@ -81,6 +81,11 @@ class PrometheusAPI:
         if d['resultType'] == 'scalar': return [{'metric': {}, 'value': float(d['result'][1])}]
         return [{'metric': r['metric'], 'value': float(r['value'][1])} for r in d['result']]
 
+    def query_range(self, expr:str, start:float, end:float, step:float=1.0) -> list[dict]:
+        "`expr` evaluated every `step` s from `start` to `end` (Unix seconds): `[{'metric': {...}, 'values': [float, ...]}]`."
+        d = self._get('/api/v1/query_range', query=expr, start=f'{start:.3f}', end=f'{end:.3f}', step=f'{step:g}')
+        return [{'metric': r['metric'], 'values': [float(v) for _, v in r['values']]} for r in d['result']]
+
     def alerts(self, state:str|None=None) -> list[dict]:
         "The alerts Prometheus holds (pending and firing), or only those in `state`."
         return [a for a in self._get('/api/v1/alerts')['alerts'] if state is None or a['state'] == state]

@@ -52,7 +52,7 @@ class Worker:
         self.merges, self.consumer, self.metrics = {}, None, None
         self.progress, self.owned, self.ends = Progress(), Ownership(), Ends()
         self.guard, self.flight, self._polled, self._decoded = Guard(stage), None, [], {}  # the way in to the stage's state; see velox.runtime.poison
-        self._stop, self._last_ckpt, self._beat, self._last_event_ts = threading.Event(), time.monotonic(), time.monotonic(), None
+        self._stop, self._last_ckpt, self._beat, self._last_event_ts, self._probed = threading.Event(), time.monotonic(), time.monotonic(), None, 0.0
 
     def stop(self): self._stop.set()
 
@@ -379,10 +379,13 @@ class Worker:
     def _observe(self):
         m = self.metrics
         if not m: return
+        if probe := self.owned.degraded and time.monotonic() - self._probed > 2: self._probed = time.monotonic()  # paused: no fetch responses, ask the broker
         for t, p in self.owned.assigned:
-            hw, pos = self.consumer.highwater(t, p), self.consumer.position(t, p)
+            hw, pos = m.end_offset(self.bus, self.consumer, t, p, probe), self.consumer.position(t, p)
             if hw is not None and pos is not None: m.consumer_lag.labels(m.worker, t, str(p)).set(hw - pos)
-        if self._last_event_ts: m.event_lag.labels(m.worker).set(time.time() - self._last_event_ts / 1e9)
+        if self._last_event_ts: m.event_lag.labels(m.worker).set(time.time() - self._last_event_ts / 1e9); m.event_time.labels(m.worker).set(self._last_event_ts / 1e9)
+        m.state_symbols.labels(m.worker).set(len(self.merges))
+        for s in self.sinks: m.sink_open.labels(m.worker, s.name).set(int(s.breaker.state != 'closed'))
 
     def health(self):
         ok = time.monotonic() - self._beat < 30 and self.stats.state in ('starting', 'running')
