@@ -11,11 +11,12 @@ import numpy as np
 from ..core import NS, Session, utc_offsets
 from ..events import DTYPES, QUOTE_CONDITIONS, empty, encode_conditions, has_condition, split_by_symbol
 from .conditions import names_without
+from .instruments import Calendar, Instruments, INSTRUMENTS, bar_starts, session_edges
 from ..stage import Stage
 
 # %% auto #0
-__all__ = ['LEAN', 'ALL_PRINTS', 'CONSOLIDATED', 'tf_seconds', 'bar_start', 'PrintRule', 'effective_prints', 'trade_bars',
-           'resample_bars', 'quote_bars_one', 'quote_bars', 'bar_quotes', 'BarStage']
+__all__ = ['LEAN', 'ALL_PRINTS', 'CONSOLIDATED', 'INSTRUMENT', 'tf_seconds', 'bar_start', 'PrintRule', 'effective_prints',
+           'trade_bars', 'resample_bars', 'quote_bars_one', 'quote_bars', 'bar_quotes', 'BarStage']
 
 # %% ../../nbs/market/01_bars.ipynb #48342123
 _UNITS = {'s': 1, 'm': 60, 'h': 3600, 'd': 86400}
@@ -82,16 +83,18 @@ _PARTIAL = np.dtype([('ts', 'i8'), ('open', 'i8'), ('o_ts', 'i8'), ('o_rank', 'i
                      ('volume', 'f8'), ('trades', 'i8')])
 _HI, _LO = np.iinfo('i8').min, np.iinfo('i8').max
 
-def _partials(tr:np.ndarray, tf_ns:int, tz, rule:PrintRule, session, hours:str) -> np.ndarray:
-    "One partial bar per counted print of one symbol."
+def _partials(tr:np.ndarray, tf_ns:int, tz, rule:PrintRule, session, hours:str, cal:Calendar|None=None) -> np.ndarray:
+    "One partial bar per counted print of one symbol (`cal`: a session without a same-day `Session`, e.g. CME's)."
     e = effective_prints(tr, rule, session)
     keep = e['vol'] | e['px']
     if hours == 'regular' and session is not None: keep &= session.contains(e['ets'])
+    if hours == 'regular' and cal is not None:
+        o, c = session_edges(cal, e['ets'])
+        keep &= (e['ets'] >= o) & (e['ets'] < c)
     idx = np.flatnonzero(keep)
     p = np.zeros(len(idx), _PARTIAL)
     ets, px, has = e['ets'][idx], tr['price'][idx], e['px'][idx]
-    off = utc_offsets(ets, tz)
-    p['ts'] = ets + off - (ets + off) % tf_ns - off
+    p['ts'] = _starts(ets, tf_ns, tz, cal)
     p['open'] = p['close'] = px
     p['o_ts'] = p['c_ts'] = ets
     p['o_rank'] = p['c_rank'] = e['rank'][idx]
@@ -139,25 +142,45 @@ def _zone_of(session:Session|None, tz) -> ZoneInfo|None:
     if tz is not None: return ZoneInfo(tz) if isinstance(tz, str) else tz
     return session.tz if session is not None else None
 
-def trade_bars(trades:np.ndarray, tf:str|int='1m', session:Session|None=Session(), rule:PrintRule=LEAN,
-               hours:str='all', tz:str|ZoneInfo|None=None) -> np.ndarray:
-    "`bar` events from trades (any symbols): per symbol in time order, aligned to the session's local clock."
+INSTRUMENT = 'instrument'  # session=INSTRUMENT: each symbol's venue calendar from the instrument registry
+_SESSIONS: dict = {}
+
+def _clock(symbol:str, session, tz, registry:Instruments|None=None) -> tuple:
+    "(session, zone, calendar) of `symbol`; the calendar only where it has no same-day `Session` (CME, 24/7)."
+    if not (isinstance(session, str) and session == INSTRUMENT): return session, _zone_of(session, tz), None
+    cal = (registry if registry is not None else INSTRUMENTS).get(symbol).cal
+    s = _SESSIONS[cal] if cal in _SESSIONS else _SESSIONS.setdefault(cal, cal.session())
+    return s, _zone_of(s, tz) if s is not None or tz is not None else cal.zone, (cal if s is None else None)
+
+def _starts(ts, step_ns:int, zone, cal:Calendar|None) -> np.ndarray:
+    "Bar opens: from the session open where it opens the evening before (`cal`), else on the clock of `zone`."
+    if cal is not None and cal.opens_prior_day: return bar_starts(cal, ts, step_ns)
+    off = utc_offsets(ts, zone)
+    return ts + off - (ts + off) % step_ns - off
+
+def trade_bars(trades:np.ndarray, tf:str|int='1m', session:Session|str|None=INSTRUMENT, rule:PrintRule=LEAN,
+               hours:str='all', tz:str|ZoneInfo|None=None, instruments:Instruments|None=None) -> np.ndarray:
+    "`bar` events from trades (any symbols): per symbol in time order, aligned to its session's local clock."
     if hours not in ('all', 'regular'): raise ValueError(f"hours {hours!r}: expected 'all' or 'regular'")
-    sec, zone = tf_seconds(tf), _zone_of(session, tz)
-    parts = [_finish(_reduce(_partials(b, sec * NS, zone, rule, session, hours)), s, sec) for s, b in split_by_symbol(trades)]
+    sec, parts = tf_seconds(tf), []
+    for s, b in split_by_symbol(trades):
+        ses, zone, cal = _clock(s, session, tz, instruments)
+        parts.append(_finish(_reduce(_partials(b, sec * NS, zone, rule, ses, hours, cal)), s, sec))
     return np.concatenate(parts) if parts else empty('bar')
 
-# %% ../../nbs/market/01_bars.ipynb #88cce7d9
-def resample_bars(bars:np.ndarray, tf:str|int, session:Session|None=Session(), tz:str|ZoneInfo|None=None) -> np.ndarray:
+# %% ../../nbs/market/01_bars.ipynb #a36945cd
+def resample_bars(bars:np.ndarray, tf:str|int, session:Session|str|None=INSTRUMENT, tz:str|ZoneInfo|None=None,
+                  instruments:Instruments|None=None) -> np.ndarray:
     "`tf` bars (or quote bars) from finer ones of the same clock; `tf` must be a multiple of theirs."
-    sec, zone = tf_seconds(tf), _zone_of(session, tz)
+    sec = tf_seconds(tf)
     quote = bars.dtype == DTYPES['quote_bar']
     if not quote and len(bars) and (bars['tf'] > 0).any() and (sec % bars['tf'][bars['tf'] > 0]).any():
         raise ValueError(f"timeframe {sec}s is not a multiple of the bars' ({sorted(set(bars['tf'].tolist()))})")
     parts = []
     for s, b in split_by_symbol(bars):
         b = b[np.argsort(b['ts'], kind='stable')]
-        start = bar_start(b['ts'], sec, zone)
+        _, zone, cal = _clock(s, session, tz, instruments)
+        start = _starts(b['ts'], sec * NS, zone, cal)
         cuts = np.r_[0, np.flatnonzero(np.diff(start)) + 1]
         out = empty('quote_bar' if quote else 'bar', len(cuts))
         out['ts'], out['symbol'] = start[cuts], s
@@ -183,17 +206,17 @@ def resample_bars(bars:np.ndarray, tf:str|int, session:Session|None=Session(), t
         parts.append(out)
     return np.concatenate(parts) if parts else empty('quote_bar' if quote else 'bar')
 
-# %% ../../nbs/market/01_bars.ipynb #96b5d372
+# %% ../../nbs/market/01_bars.ipynb #a5891d5b
 _SIDES = (('bid', 'bid_size'), ('ask', 'ask_size'))
 
-def quote_bars_one(nb:np.ndarray, tf:str|int='1m', tz:ZoneInfo|None=None, carry:dict|None=None) -> tuple[np.ndarray, dict]:
-    "One symbol's `quote_bar` events from its NBBO events, and the NBBO in force afterwards (`carry`)."
+def quote_bars_one(nb:np.ndarray, tf:str|int='1m', tz:ZoneInfo|None=None, carry:dict|None=None,
+                   cal:Calendar|None=None) -> tuple[np.ndarray, dict]:
+    "One symbol's `quote_bar` events from its NBBO events, and the NBBO in force afterwards (`carry`; within a day)."
     carry = dict(carry or {})
     if not len(nb): return empty('quote_bar'), carry
     step, n = tf_seconds(tf) * NS, len(nb)
-    off = utc_offsets(nb['ts'], tz)
-    start = nb['ts'] + off - (nb['ts'] + off) % step - off
-    day = (nb['ts'] + off) // (86400 * NS)
+    start = _starts(nb['ts'], step, tz, cal)
+    day = cal.trade_date(nb['ts']).astype('i8') if cal is not None else (nb['ts'] + utc_offsets(nb['ts'], tz)) // (86400 * NS)
     cuts = np.r_[0, np.flatnonzero(np.diff(start)) + 1]
     out = empty('quote_bar', len(cuts))
     out['ts'], out['symbol'] = start[cuts], nb['symbol'][0]
@@ -228,44 +251,50 @@ def quote_bars_one(nb:np.ndarray, tf:str|int='1m', tz:ZoneInfo|None=None, carry:
             carry.update({px: int(p[j]), sz: float(s[j]), px + '_day': int(day[j])})
     return out, carry
 
-def quote_bars(nbbo:np.ndarray, tf:str|int='1m', session:Session|None=Session(), tz:str|ZoneInfo|None=None) -> np.ndarray:
+def quote_bars(nbbo:np.ndarray, tf:str|int='1m', session:Session|str|None=INSTRUMENT, tz:str|ZoneInfo|None=None,
+               instruments:Instruments|None=None) -> np.ndarray:
     "`quote_bar` events from NBBO events (any symbols): per symbol in time order."
-    zone = _zone_of(session, tz)
-    parts = [quote_bars_one(b, tf, zone)[0] for _, b in split_by_symbol(nbbo)]
+    parts = [quote_bars_one(b, tf, *_clock(s, session, tz, instruments)[1:])[0] for s, b in split_by_symbol(nbbo)]
     return np.concatenate(parts) if parts else empty('quote_bar')
 
-# %% ../../nbs/market/01_bars.ipynb #a5891d5b
+# %% ../../nbs/market/01_bars.ipynb #5f76442f
 def bar_quotes(q:np.ndarray, suspicious:bool=False, exclude:tuple=('Closing',)) -> np.ndarray:
     "The one-sided quote rows quote bars are built from (Lean: not suspicious, no closing-quote condition)."
     keep = np.ones(len(q), bool) if suspicious else ~q['suspicious']
     if exclude: keep &= (q['cond'] & np.uint32(encode_conditions(exclude, QUOTE_CONDITIONS))) == 0
     return q[keep]
 
-# %% ../../nbs/market/01_bars.ipynb #7fa749b2
+# %% ../../nbs/market/01_bars.ipynb #1fc8d4ed
 class BarStage(Stage):
     "trade (+ nbbo) -> completed `bar` (+ `quote_bar`) events; the forming bar stays in state."
     name, windowed = 'bars', True
 
-    def __init__(self, tf:str|int='1m', session:Session|None=Session(), rule:PrintRule=LEAN, hours:str='all',
-                 quotes:bool=False, tz:str|ZoneInfo|None=None):
+    def __init__(self, tf:str|int='1m', session:Session|str|None=INSTRUMENT, rule:PrintRule=LEAN, hours:str='all',
+                 quotes:bool=False, tz:str|ZoneInfo|None=None, instruments:Instruments|None=None):
         super().__init__()
         if hours not in ('all', 'regular'): raise ValueError(f"hours {hours!r}: expected 'all' or 'regular'")
         self.tf, self.session, self.rule, self.hours, self.quotes = tf_seconds(tf), session, rule, hours, quotes
-        self.zone = _zone_of(session, tz)
+        self.tz, self.instruments = tz, instruments
+        self.zone = None if session == INSTRUMENT else _zone_of(session, tz)  # per symbol: `clock(symbol)`
         self.inputs = ('trade', 'nbbo') if quotes else ('trade',)
         self.outputs = ('bar', 'quote_bar') if quotes else ('bar',)
+
+    def clock(self, symbol:str) -> tuple:
+        "(session, zone, calendar) the bars of `symbol` follow."
+        return _clock(symbol, self.session, self.tz, self.instruments)
 
     def on_window(self, symbol, batches, st):
         tr, nb = batches.get('trade'), batches.get('nbbo') if self.quotes else None
         for b in (tr, nb):
             if b is not None and len(b): st['now'] = max(st.get('now', _HI), int(b['ts'].max()))
         out = []
+        ses, zone, cal = self.clock(symbol)
         if tr is not None and len(tr):
-            self._note_auctions(tr, st)
-            p = _partials(tr, self.tf * NS, self.zone, self.rule, self.session, self.hours)
+            self._note_auctions(symbol, tr, st)
+            p = _partials(tr, self.tf * NS, zone, self.rule, ses, self.hours, cal)
             st['p'] = _reduce(np.concatenate([st['p'], p])) if 'p' in st else _reduce(p)
         if 'p' in st and len(st['p']):
-            p, hold = st['p'], self._hold_from(st)
+            p, hold = st['p'], self._hold_from(symbol, st)
             done = (p['ts'] + self.tf * NS <= st['now']) & (p['ts'] < hold)
             if done.any():
                 out.append(('bar', _finish(p[done], symbol, self.tf)))
@@ -273,28 +302,29 @@ class BarStage(Stage):
         if self.quotes: out += self._quotes(symbol, nb, st)
         return out
 
-    def _note_auctions(self, tr, st):
+    def _note_auctions(self, symbol, tr, st):
         "Remember the session days whose opening / closing print has arrived."
-        if not (self.rule.auctions and self.session is not None): return
+        if not (self.rule.auctions and self.clock(symbol)[0] is not None): return
         for flag, key in (('OpeningPrints', 'opened'), ('ClosingPrints', 'closed')):
             m = has_condition(tr['cond'], flag) & ~has_condition(tr['cond'], 'Cross')
             if m.any(): st.setdefault(key, set()).update((tr['ts'][m] // (86400 * NS)).tolist())
 
-    def _hold_from(self, st) -> int:
+    def _hold_from(self, symbol, st) -> int:
         "Bars starting at or after this time must wait for an auction print."
-        if not (self.rule.auctions and self.session is not None): return _LO
+        ses, zone, _ = self.clock(symbol)
+        if not (self.rule.auctions and ses is not None): return _LO
         now = st['now']
         day = now // (86400 * NS)
-        o, c = self.session.day_bounds(day)
+        o, c = ses.day_bounds(day)
         step = self.tf * NS
-        floor = lambda t: int(bar_start([t], step // NS, self.zone)[0])
+        floor = lambda t: int(bar_start([t], step // NS, zone)[0])
         if day not in st.get('opened', ()) and now < o + self.rule.open_window_s * NS: return floor(o)
         if day not in st.get('closed', ()) and c <= now < c + self.rule.close_grace_s * NS: return floor(c - 1)
         return _LO
 
     def _quotes(self, symbol, nb, st):
         q, f = empty('quote_bar'), st.get('q')
-        if nb is not None and len(nb): q, st['carry'] = quote_bars_one(nb, self.tf, self.zone, st.get('carry'))
+        if nb is not None and len(nb): q, st['carry'] = quote_bars_one(nb, self.tf, *self.clock(symbol)[1:2], st.get('carry'), self.clock(symbol)[2])
         if f is not None and len(q) and q['ts'][0] == f['ts'][0]:  # the forming quote bar goes on
             q[0] = _merge_quote(f[0], q[0])
         elif f is not None:

@@ -13,7 +13,8 @@ from ..core import NS, ConfigError, Session, utc_offsets
 
 # %% auto #0
 __all__ = ['CALENDARS', 'INSTRUMENTS', 'nyse_holidays', 'cme_holidays', 'cme_early_halts', 'Calendar', 'Instrument', 'us_equity',
-           'crypto', 'Instruments', 'tick_of', 'zone_of', 'session_of', 'trade_date_of']
+           'crypto', 'Instruments', 'tick_of', 'zone_of', 'session_of', 'trade_date_of', 'calendar_of', 'session_edges',
+           'bar_starts', 'round_to_tick']
 
 # %% ../../nbs/market/07_instruments.ipynb #ac195577
 def _easter(y:int) -> date:
@@ -216,3 +217,32 @@ def session_of(symbol:str, registry:Instruments|None=None) -> Session|None:
 def trade_date_of(symbol:str, ts, registry:Instruments|None=None) -> np.ndarray:
     "Trade dates (datetime64[D]) of `symbol`'s timestamps on its venue's calendar."
     return _reg(registry).get(symbol).cal.trade_date(ts)
+
+# %% ../../nbs/market/07_instruments.ipynb #41b25905
+def calendar_of(symbol:str, registry:Instruments|None=None) -> Calendar:
+    "The venue `Calendar` of `symbol` (XNYS for an unknown one)."
+    return _reg(registry).get(symbol).cal
+
+def session_edges(cal:Calendar, ts) -> tuple[np.ndarray, np.ndarray]:
+    "Open and close (epoch ns) of the session of each timestamp's trade date on `cal`."
+    ts = np.asarray(ts, 'i8')
+    if not len(ts): return ts.copy(), ts.copy()
+    days, inv = np.unique(cal.trade_date(ts), return_inverse=True)
+    b = np.array([cal.session_bounds(d.item()) for d in days], 'i8').reshape(-1, 2)
+    return b[inv.ravel(), 0], b[inv.ravel(), 1]
+
+def bar_starts(cal:Calendar, ts, step_ns:int, tz:ZoneInfo|None=None) -> np.ndarray:
+    "Bar open (epoch ns) of each timestamp: from the session's open where it opens the evening before, else on the local clock of `tz` (default the venue's)."
+    ts = np.asarray(ts, 'i8')
+    if cal.opens_prior_day and tz is None:
+        o = session_edges(cal, ts)[0]
+        return o + (ts - o) // step_ns * step_ns
+    off = utc_offsets(ts, cal.zone if tz is None else tz)
+    return ts + off - (ts + off) % step_ns - off
+
+def round_to_tick(price, tick:int, side:int):
+    "`price` (1e-8 units, scalar or array) on the grid of `tick`, passive side: buys (side > 0) down, sells up; tick <= 0 leaves it."
+    if tick <= 0: return price
+    p = np.asarray(price, 'i8')
+    r = np.where(np.asarray(side) > 0, p // tick * tick, -(-p // tick) * tick)
+    return int(r) if np.ndim(r) == 0 else r
