@@ -11,7 +11,7 @@ import numpy as np
 from ..stage import register_state
 
 # %% auto #0
-__all__ = ['KIND_RANK', 'source_order', 'Run', 'TemporalMerge', 'ArraySource', 'WallClock', 'Replay']
+__all__ = ['KIND_RANK', 'source_order', 'Run', 'TemporalMerge', 'ArraySource', 'WallClock', 'Replay', 'WarmReplay']
 
 # %% ../../nbs/feeds/01_replay.ipynb #8737b5dd
 KIND_RANK = {'quote': 0, 'nbbo': 0, 'book': 0, 'trade': 1, 'bar': 2, 'quote_bar': 2, 'alert': 3}
@@ -129,8 +129,10 @@ class Replay:
 
     def stop(self): self._stopped.set(); self._running.set()
 
+    warm = False  # a `WarmReplay` also delivers what comes before `start`, to rebuild state
+
     def _window(self, b:np.ndarray) -> np.ndarray:
-        if self.start is not None: b = b[np.searchsorted(b['ts'], self.start, 'left'):] if _sorted(b) else b[b['ts'] >= self.start]
+        if self.start is not None and not self.warm: b = b[np.searchsorted(b['ts'], self.start, 'left'):] if _sorted(b) else b[b['ts'] >= self.start]
         if self.end is not None: b = b[:np.searchsorted(b['ts'], self.end, 'left')] if _sorted(b) else b[b['ts'] < self.end]
         return b
 
@@ -144,7 +146,10 @@ class Replay:
         only) gives each source's part of a window as one slice instead of interleaved runs."""
         data = [self._window(s.load()) for s in self.sources]
         self.total = sum(map(len, data))
-        if self.max_messages is not None: self.total = min(self.total, self.max_messages)
+        if self.warm and self.start is not None:
+            self.warm_rows = sum(int((d['ts'] < self.start).sum()) for d in data)
+        cap = None if self.max_messages is None else self.max_messages + getattr(self, 'warm_rows', 0)  # window events
+        if cap is not None: self.total = min(self.total, cap)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -170,13 +175,13 @@ class Replay:
                     if not self._gate(group[0][1]): return
                     window = []
                     for src, piece in group:
-                        if self.max_messages is not None: piece = piece[:self.max_messages - self.done]
+                        if cap is not None: piece = piece[:cap - self.done]
                         if not len(piece): break
                         self.done += len(piece); self.event_time = int(piece['ts'][-1])
                         window.append((src, piece))
                     if bar is not None: bar.update(sum(len(p) for _, p in window))
                     if window: yield window
-                    if self.max_messages is not None and self.done >= self.max_messages: return
+                    if cap is not None and self.done >= cap: return
         finally:
             with self._lock: self.state = 'stopped' if self._stopped.is_set() else 'finished'
             self.held.clear()
@@ -188,7 +193,7 @@ class Replay:
             t0 = self._clock(); self.held.set(); self._running.wait(); self.held.clear()
             if self._anchor is not None: self._anchor = (self._anchor[0] + self._clock() - t0, self._anchor[1])
         if self._stopped.is_set(): return False
-        if self.speed:
+        if self.speed and not (self.warm and self.start is not None and int(piece['ts'][-1]) < self.start):  # warm-up: at once
             ts = int(piece['ts'][0])
             if self._anchor is None: self._anchor = (self._clock(), ts)
             wait = self._anchor[0] + (ts - self._anchor[1]) / 1e9 / self.speed - self._clock()
@@ -205,3 +210,10 @@ class Replay:
         return np.split(b, cuts) if len(cuts) else (b,)
 
 def _sorted(b): return len(b) < 2 or bool((np.diff(b['ts']) >= 0).all())
+
+class WarmReplay(Replay):
+    """A `Replay` of the window [`start`, `end`) that starts warm: it also delivers every event of its sources
+    before `start` (from the day's first), so a runner can rebuild state the window depends on (the NBBO, forming
+    bars, indicators, detector memory) and emit only what falls in the window (`run_replay` does)."""
+    warm = True
+    warm_rows = 0  # events before `start` it delivered (known once iteration starts)

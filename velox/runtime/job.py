@@ -13,19 +13,19 @@ from ..detect.outside_nbbo import summarize_alerts
 from ..events import DTYPES, format_price, price_from_float
 from ..detect.params import detect_stage
 from ..feeds.parquet import open_catalog
-from ..feeds.replay import Replay
+from ..feeds.replay import Replay, WarmReplay
 from ..infra.connect import bus_from_config
 from ..infra.stores import Store
 from ..infra.sinks import StoreSink, HotSink
 from ..infra.connect import hot_from_dsn
 from ..market.nbbo import market_state, LOCKED, CROSSED
-from .runners import run_replay, RunResult
+from .runners import in_window, run_replay, RunResult
 from .stages import DETECT_INPUTS, DETECT_OUTPUTS, publish_replay, trading_stage
 from .worker import RunOptions, Worker, WorkerSettings
 
 # %% auto #0
 __all__ = ['TRADING_KINDS', 'run_window', 'window_text', 'Tally', 'stored_by_run', 'Summary', 'l1_line', 'summarize_trading',
-           'run']
+           'run', 'WindowSink']
 
 # %% ../../nbs/runtime/03_job.ipynb #48de2641
 def run_window(day:str, start:str|None=None, end:str|None=None, tz=NY) -> tuple[int, int]:
@@ -92,6 +92,7 @@ class Summary:
     span: tuple | None = None  # [lo, hi) epoch ns: the time the run covered (the window, or the day)
     tz: str = NY.key
     max_messages: int | None = None
+    warm: int = 0  # events before the window's start, replayed to rebuild state (not stored, not in `events`)
 
     @property
     def window(self) -> str: return window_text(self.start, self.end)
@@ -101,6 +102,8 @@ class Summary:
         where = f"{self.day} {self.window}".strip() + (f" (first {self.max_messages:,} events)" if self.max_messages else '')
         L = [f"velox run · {', '.join(self.symbols)} · {where} · {self.mode}", f"  times are {zone_label(self.tz)}", '']
         L += [f"  events replayed   {sum(self.events.values()):>12,}   " + ', '.join(f"{k} {v:,}" for k, v in self.events.items())]
+        if self.warm: L.append(f"  warm-up           {self.warm:>12,}   events before {self.start}, replayed to rebuild the NBBO and "
+                               "detector state (not stored, not counted)")
         L += [f"  NBBO updates      {self.nbbo.get('updates', 0):>12,}   locked {self.nbbo.get('locked', 0):,}, crossed {self.nbbo.get('crossed', 0):,}"]
         a = self.alerts
         L += [f"  alerts            {a.get('total', 0):>12,}   " + ', '.join(f"{k} {v:,}" for k, v in a.get('by_kind', {}).items())]
@@ -126,7 +129,7 @@ class Summary:
                                  + " (this run's: its symbols and span; kinds with ids by id)")
         for s, l1 in self.l1.items():
             if l1: L.append(f"  L1 {s:<6}         bid {l1['bid']} x ask {l1['ask']} at {l1['time']}" + ('' if l1['in_run'] else ' (before this run)'))
-        L += [f"  elapsed           {self.elapsed:>12.2f} s   {self.rate:,.0f} events/s"]
+        L += [f"  elapsed           {self.elapsed:>12.2f} s   {self.rate:,.0f} events/s" + (" (window and warm-up)" if self.warm else '')]
         if self.report: L.append(f"  report            {self.report}")
         return '\n'.join(L)
 
@@ -165,8 +168,9 @@ def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', spee
     cat = open_catalog(cfg.data_dir)  # recorded files, or a Parquet catalog (velox.feeds.parquet)
     symbols = [s.upper() for s in symbols]
     srcs = [s for sym in symbols for s in cat.find(sym, iso)]
-    replay = Replay(srcs, speed=speed, start=lo if windowed else None, end=hi if windowed else None,
-                    max_messages=max_messages, progress=progress)
+    # a window starts warm: the day's events before it rebuild the state its outputs depend on (see run_replay)
+    replay = (WarmReplay if windowed else Replay)(srcs, speed=speed, start=lo if windowed else None,
+                                                  end=hi if windowed else None, max_messages=max_messages, progress=progress)
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     store, hot, tally = Store(cfg.store_dsn, cfg.connect_timeout_s).migrate(), hot_from_dsn(cfg.hot, cfg.connect_timeout_s), Tally()
     # while the store is unreachable, batches spool to an append-only file and drain in order when it returns
@@ -188,12 +192,12 @@ def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', spee
     nb, al = res.outputs.get('nbbo'), res.outputs.get('alert')
     states = np.bincount(market_state(nb), minlength=4) if nb is not None else np.zeros(4, int)
     summ = Summary(symbols, iso, mode=mode, elapsed=elapsed, rate=replay.done / elapsed if elapsed else 0.0, start=start, end=end,
-                   span=(lo, hi), max_messages=max_messages)
+                   span=(lo, hi), max_messages=max_messages, warm=res.warm)
     summ.events = {k: tally.rows.get(k, 0) for k in ('quote', 'trade')}
     summ.nbbo = {'updates': 0 if nb is None else len(nb), 'locked': int(states[LOCKED]), 'crossed': int(states[CROSSED])}
     summ.alerts = summarize_alerts(al, trades, nb, (params or {}).get('explain'))  # the reasons the detector counted
     ids = lambda k: res.outputs[k]['id'] if k in res.outputs else []
-    # outputs may be stamped at the window's end (a bar closing at --end): count those by id over all the run wrote
+    # outputs are stamped inside a window (run_replay emits no others); a day's may pass midnight: count by id
     out_span = (lo, hi) if tally.first is None else (min(lo, tally.first), max(hi, tally.last + 1))
     summ.stored = {k: stored_by_run(store, k, symbols, out_span, ids(k)) if 'id' in DTYPES[k].names else
                       stored_by_run(store, k, symbols, (lo, hi)) for k in kinds}
@@ -203,8 +207,19 @@ def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', spee
     store.close(); hot.close()
     return summ, res
 
+class WindowSink:
+    "A sink that passes on to `sink` only the rows stamped in [lo, hi): a warm window's own (`in_window`)."
+    def __init__(self, sink, lo:int|None, hi:int|None): self.sink, self.lo, self.hi = sink, lo, hi
+    def write(self, kind:str, b:np.ndarray):
+        for k, part in in_window([(kind, b)], self.lo, self.hi): self.sink.write(k, part)
+    def flush(self): self.sink.flush()
+
 def _run_on_bus(cfg:Config, replay:Replay, params, sinks) -> RunResult:
-    "Publish the replay to Kafka and run a detect worker (in a thread) until it has drained the session."
+    """Publish the replay to Kafka and run a detect worker (in a thread) until it has drained the session. A warm
+    window is published from the day's start; the sinks and the result keep the window's rows only (the worker's
+    output topics carry the warm-up's outputs too)."""
+    lo, hi = (replay.start, replay.end) if replay.warm else (None, None)
+    sinks = [WindowSink(s, lo, hi) for s in sinks] if replay.warm else sinks
     bus = bus_from_config(cfg)
     group = f"{cfg.group}-run-{uuid.uuid4().hex[:8]}"
     w = Worker(detect_stage(params), bus, DETECT_INPUTS, DETECT_OUTPUTS, group, WorkerSettings(collect=('nbbo', 'alert')),
@@ -218,4 +233,6 @@ def _run_on_bus(cfg:Config, replay:Replay, params, sinks) -> RunResult:
     t.start()
     publish_replay(bus, replay)
     t.join()
-    return RunResult(w.collected.result(), w.stats.events, sources=replay.sources)
+    warm = replay.warm_rows if replay.warm else 0
+    out = dict(in_window(list(w.collected.result().items()), lo, hi))
+    return RunResult(out, w.stats.events - warm, sources=replay.sources, warm=warm)

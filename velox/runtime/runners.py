@@ -12,7 +12,7 @@ from ..stage import Outputs, Stage
 from ..feeds.replay import Replay, ArraySource, source_order
 
 # %% auto #0
-__all__ = ['RunResult', 'Collector', 'run_frame', 'run_replay']
+__all__ = ['RunResult', 'Collector', 'run_frame', 'in_window', 'run_replay']
 
 # %% ../../nbs/runtime/00_runners.ipynb #e6e2e9ba
 @dataclass
@@ -22,6 +22,7 @@ class RunResult:
     events: int = 0
     elapsed: float = 0.0
     sources: list = field(default_factory=list)  # what was replayed (reports draw the inputs beside the outputs)
+    warm: int = 0  # events before a warm window's start, replayed to rebuild state (not in `events`)
     def __getitem__(self, kind) -> np.ndarray: return self.outputs[kind]
     @property
     def rate(self) -> float: return self.events / self.elapsed if self.elapsed else float('nan')
@@ -66,10 +67,25 @@ def run_frame(stage:Stage, data, collect=None) -> RunResult:
     return RunResult(out.result(), n, time.perf_counter() - t0, srcs)
 
 # %% ../../nbs/runtime/00_runners.ipynb #75e1052c
+def in_window(items:Outputs, lo:int|None, hi:int|None) -> Outputs:
+    "The rows of each `(kind, batch)` stamped in [lo, hi) (None: unbounded); empty batches are dropped."
+    if lo is None and hi is None: return items
+    out = []
+    for k, b in items:
+        if 'ts' in (b.dtype.names or ()):
+            m = np.ones(len(b), bool)
+            if lo is not None: m &= b['ts'] >= lo
+            if hi is not None: m &= b['ts'] < hi
+            if not m.all(): b = b[m]
+        if len(b): out.append((k, b))
+    return out
+
 def run_replay(stage:Stage, replay:Replay, sinks=(), on_output=None, collect=None) -> RunResult:
-    "Drive `stage` from `replay`; write inputs and outputs to `sinks`."
+    "Drive `stage` from `replay`; write inputs and outputs to `sinks`. A `WarmReplay` starts warm (above)."
     t0, out = time.perf_counter(), Collector(collect)
+    lo, hi = (replay.start, replay.end) if replay.warm else (None, None)
     def emit(items):
+        items = in_window(items, lo, hi)
         out.add(items)
         for k, b in items:
             for s in sinks: s.write(k, b)
@@ -77,8 +93,9 @@ def run_replay(stage:Stage, replay:Replay, sinks=(), on_output=None, collect=Non
     for window in replay.windows(ordered=not stage.windowed):
         items = [(src.kind, b) for src, b in window]
         for s in sinks:
-            for k, b in items: s.write(k, b)
+            for k, b in in_window(items, lo, hi): s.write(k, b)
         emit(stage.process_window(items))
-    emit(stage.flush())
+    if hi is None: emit(stage.flush())  # a window to `end` stops where the full run stands at `end`
     for s in sinks: s.flush()
-    return RunResult(out.result(), replay.done, time.perf_counter() - t0, list(replay.sources))
+    warm = getattr(replay, 'warm_rows', 0)
+    return RunResult(out.result(), replay.done - warm, time.perf_counter() - t0, list(replay.sources), warm)
