@@ -14,7 +14,7 @@ from velox.core import NS, clock_ns
 from velox.detect.params import detect_stage
 from velox.feeds.parquet import ParquetCatalog, open_catalog
 from velox.feeds.recorded import Catalog, lean_tick_csv, read_bytes
-from velox.feeds.replay import Replay
+from velox.feeds.replay import Replay, WarmReplay
 from velox.infra.export import catalog_sql
 from velox.runtime.runners import run_replay
 
@@ -185,7 +185,7 @@ def test_export_of_stored_trades_and_alerts_reads_back_as_the_rows_that_went_in(
     assert r.returncode == 0, r.stderr[-2000:]
     lo, hi = clock_ns(DAY, '10:00'), clock_ns(DAY, '10:30')
     srcs = Catalog(DATA).find('IBM', DAY)
-    ref = run_replay(detect_stage(), Replay(srcs, start=lo, end=hi), collect=('alert',)).outputs['alert']
+    ref = run_replay(detect_stage(), WarmReplay(srcs, start=lo, end=hi), collect=('alert',)).outputs['alert']  # as velox run: warm
     trades = srcs[1].load(); trades = trades[(trades['ts'] >= lo) & (trades['ts'] < hi)]
     e1 = velox('data', 'export', 'alerts', '-o', str(tmp_path / 'alerts.parquet'), '--out-dir', str(out), cwd=tmp_path)
     e2 = velox('data', 'export', 'trades', '-o', str(tmp_path / 'trades.csv'), '--symbol', 'IBM', '--days', DAY, '--out-dir', str(out), cwd=tmp_path)

@@ -214,8 +214,9 @@ def test_a_window_that_ends_before_it_starts_is_refused_in_one_line_and_writes_n
     assert not list(tmp_path.glob('cli/report-*.html'))
 
 
-def test_a_trading_run_counts_the_rows_it_stored_of_every_kind_even_those_stamped_at_the_window_end(tmp_path):
-    "Predictions and signals of the bar closing at --end carry the end's time: still this run's, still counted."
+def test_a_trading_run_counts_the_rows_it_stored_of_every_kind_all_stamped_in_its_window(tmp_path):
+    """A window starts warm and emits only what is stamped in [--start, --end) (issue 16): predictions and signals
+    included (a bar closing at --end is stamped at --end, so it is the next window's); each kind stored is counted."""
     import shutil
     from velox.trade.registry import ModelRegistry
     reg = ModelRegistry(shutil.copytree(ROOT / 'tests' / 'fixtures' / 'pre_layers' / 'registry', tmp_path / 'registry'))
@@ -223,8 +224,11 @@ def test_a_trading_run_counts_the_rows_it_stored_of_every_kind_even_those_stampe
     cfg = Config.load(env={}, data_dir=str(DATA), out_dir=str(tmp_path / 'out'))
     window = {'start': '10:00', 'end': '10:30'}
     summ, res = run(cfg, SYMBOLS, DAY, progress=False, models=str(reg.root), **window)
-    _, hi = span_ns(window)
-    assert any((res[k]['ts'] >= hi).any() for k in ('prediction', 'signal') if k in res.outputs)
+    lo, hi = span_ns(window)
+    assert all(len(res[k]) for k in ('prediction', 'signal'))
+    assert all(((res[k]['ts'] >= lo) & (res[k]['ts'] < hi)).all() for k in res.outputs if k != 'trade'), 'a row outside the window'
+    assert summ.warm > 0 and summ.events == {k: sum(int(((b := s.load())['ts'] >= lo).sum() - (b['ts'] >= hi).sum())
+                                                    for s in res.sources if s.kind == k) for k in ('quote', 'trade')}
     for kind, n in summ.stored.items():
         want = sum(len(recorded_trades(s, window)) for s in SYMBOLS) if kind == 'trade' else \
             len(np.unique(res[kind]['id'])) if kind in res.outputs else 0

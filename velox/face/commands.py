@@ -17,7 +17,9 @@ __all__ = ['configure_run', 'configure_replay', 'configure_worker', 'configure_s
 # %% ../../nbs/face/00a_commands.ipynb #c08ac9b2
 def configure_run(p):
     "Options of `velox run`."
-    p.description = ('The main job. Embedded defaults need no services; --bus/--hot/--store point it at Kafka, Redis, ClickHouse.')
+    p.description = ('The main job. Embedded defaults need no services; --bus/--hot/--store point it at Kafka, Redis, ClickHouse. '
+                     'A --start/--end window starts warm: the day before --start is replayed to rebuild the NBBO, bars, '
+                     'indicators and detector state, and only what is stamped in [--start, --end) is stored and counted.')
     session_args(p); config_args(p)
     p.add_argument('--params', metavar='FILE', help='detector parameters (YAML/JSON), e.g. saved by the tuning notebook')
     p.add_argument('--report', metavar='FILE', help='where to write the HTML report (default <out-dir>/report-<symbols>-<date>'
