@@ -5,6 +5,7 @@
 # %% ../../nbs/trade/04b_broker.ipynb #41cd11ce
 from __future__ import annotations
 from ..events import PRICE_SCALE
+from ..market.instruments import Instruments, tick_of
 from .orders import Order
 
 # %% auto #0
@@ -20,8 +21,15 @@ class Broker:
 class PaperBroker(Broker):
     "Fills at the NBBO: buys at the ask, sells at the bid, up to the displayed size."
     name = 'paper'
-    def __init__(self, slippage_ticks:int=0, tick:int=PRICE_SCALE // 100, fee_per_share:float=0.0, min_fee:float=0.0):
-        self.slippage, self.fee_per_share, self.min_fee = slippage_ticks * tick, fee_per_share, min_fee
+    def __init__(self, slippage_ticks:int=0, tick:int|None=None, fee_per_share:float=0.0, min_fee:float=0.0,
+                 instruments:Instruments|None=None):
+        self.ticks, self.tick, self.fee_per_share, self.min_fee = slippage_ticks, tick, fee_per_share, min_fee
+        self.instruments = instruments  # None: the process's registry
+
+    def slippage(self, symbol:str) -> int:
+        "Slippage in price units: `slippage_ticks` of the symbol's tick (its instrument's; cents where unknown or 0)."
+        t = self.tick if self.tick is not None else tick_of(symbol, self.instruments)
+        return self.ticks * (t if t > 0 else PRICE_SCALE // 100)
 
     def execute(self, order:Order, quote:tuple) -> list:
         "Fills of `order` against `quote` = (bid, bid_size, ask, ask_size)."
@@ -30,4 +38,4 @@ class PaperBroker(Broker):
         if px <= 0 or avail <= 0 or order.remaining <= 0: return []
         if order.limit and (px > order.limit if order.side > 0 else px < order.limit): return []
         qty = min(order.remaining, float(avail))
-        return [(int(px + order.side * self.slippage), qty, max(self.min_fee, self.fee_per_share * qty))]
+        return [(int(px + order.side * self.slippage(order.symbol)), qty, max(self.min_fee, self.fee_per_share * qty))]

@@ -10,6 +10,7 @@ import numpy as np
 from fastcore.basics import patch
 from ..core import Session, event_id
 from ..events import DTYPES, PRICE_SCALE
+from ..market.instruments import INSTRUMENTS, Instrument, Instruments, round_to_tick, session_edges
 from ..stage import register_state
 from .books import DAY_NS, Book, Marks
 from .broker import Broker
@@ -85,12 +86,22 @@ class DealerSettings:
     stop_bps: float = 0.0  # stop / target this far from the entry fill when a signal names none (0 = none)
     target_bps: float = 0.0
     session: Session|None = None  # DAY orders expire at its close (None: never)
+    instruments: Instruments|None = None  # tick, lot, multiplier, calendar of each symbol (None: the process's registry)
 
 class Dealer:
     "Signals to orders, orders to the broker, quotes to marks, stops and guardrails: the events of one release."
     def __init__(self, settings:DealerSettings, books:dict, acct_risk:dict, flight:Flight, marks:Marks):
         self.settings, self.books, self.flight, self.marks = settings, books, flight, marks
-        self.guard, self.out = Guardrails(books, acct_risk, marks), Outbox()
+        self.guard, self.out = Guardrails(books, acct_risk, marks, self.multiplier), Outbox()
+
+    def instrument(self, sym:str) -> Instrument|None:
+        "The registered instrument of `sym`; None for an unknown symbol (a US stock: cents, shares, as before)."
+        reg = self.settings.instruments if self.settings.instruments is not None else INSTRUMENTS
+        return reg.get(sym) if sym in reg else None
+
+    def multiplier(self, sym:str) -> float:
+        i = self.instrument(sym)
+        return i.multiplier if i is not None else 1.0
 
     def on_event(self, ts:int, kind:str, sym:str, r, late:bool=False):
         "One released event: a quote (a tuple), a signal or an operator command (rows). `late`: behind the release."
@@ -172,17 +183,26 @@ def _size(self:Dealer, sym:str, r, bk:Book, capital:float, q:tuple, side:int) ->
     "Shares for a signal without a size."
     entry = r['entry'] or (q[2] if side > 0 else q[0])
     payoff = abs(r['target'] - entry) / abs(entry - r['stop']) if r['stop'] and r['target'] and entry != r['stop'] else math.nan
-    return bk.sizer.size((q[2] if side > 0 else q[0]) / PRICE_SCALE, capital, self.marks.sigma(sym), float(r['confidence']), payoff)
+    price = (q[2] if side > 0 else q[0]) / PRICE_SCALE * self.multiplier(sym)  # $ per unit: a contract's notional
+    return bk.sizer.size(price, capital, self.marks.sigma(sym), float(r['confidence']), payoff)
 
 # %% ../../nbs/trade/04e_dealing.ipynb #2ea2d953
 @patch
 def place(self:Dealer, ts:int, bk:Book, sym:str, side:int, qty:float, reason:str, signal_id:str='',
           limit:int=0, stop:int=0, target:int=0):
-    "Place an order of `bk` (or reject it, if a guardrail blocks it)."
+    "Place an order of `bk` (or reject it, if a guardrail blocks it); a registered instrument's lot and tick apply."
+    inst = self.instrument(sym)
+    if inst is not None:
+        qty = math.floor(qty / inst.lot + 1e-9) * inst.lot  # whole lots, never more than asked
+        if not qty > 0: return self._reject(ts, bk, sym, side, 0.0, f"size below one lot ({inst.lot:g})", signal_id)
+        if inst.tick > 0:  # passive side: a buy limit rounds down, a sell up; stops and targets as their exit's side
+            limit, stop, target = (round_to_tick(x, inst.tick, s) if x else 0 for x, s in ((limit, side), (stop, -side), (target, -side)))
     cfg, n = self.settings, self.flight.number(bk)
     o = Order(event_id('order', bk.account, bk.strategy, n), bk.account, bk.strategy, sym, side, qty, limit,
               cfg.tif if reason == 'signal' else 'DAY', ts, reason=reason, signal_id=signal_id, stop=stop, target=target)
-    if o.tif == 'DAY' and cfg.session is not None: o.expires = int(cfg.session.bounds([ts])[1][0])
+    if o.tif == 'DAY' and cfg.session is not None:
+        cal = inst.cal if inst is not None and inst.cal.session() is None else None  # CME, 24/7: the venue's close
+        o.expires = int(session_edges(cal, [ts])[1][0] if cal is not None else cfg.session.bounds([ts])[1][0])
     blocked = self.guard.check(ts, bk, sym, side, qty)
     if blocked:
         scope, (rule, value, lim) = blocked
@@ -224,14 +244,14 @@ def _execute(self:Dealer, ts:int, o:Order):
 
 @patch
 def _fill(self:Dealer, ts:int, o:Order, bk:Book, price:int, qty:float, fee:float):
-    p = bk.positions.setdefault(o.symbol, Position())
+    p = bk.positions.get(o.symbol) or bk.positions.setdefault(o.symbol, Position(multiplier=self.multiplier(o.symbol)))
     opening = p.qty == 0 or (p.qty > 0) == (o.side > 0)
     p.fill(o.side, qty, price, fee)
     self._refresh_active()
     if o.reason == 'signal' and opening and p.qty:
         sb, tb = self.settings.stop_bps * price / 1e4, self.settings.target_bps * price / 1e4
-        p.stop = o.stop or (int(round(price - o.side * sb)) if sb else 0)
-        p.target = o.target or (int(round(price + o.side * tb)) if tb else 0)
+        p.stop = o.stop or (self._grid(o.symbol, int(round(price - o.side * sb)), -o.side) if sb else 0)
+        p.target = o.target or (self._grid(o.symbol, int(round(price + o.side * tb)), -o.side) if tb else 0)
     o.filled += qty; o.cost += price * qty; o.last_price = price
     self.out.fill(ts, o, qty, price, fee)
     done = o.remaining <= 1e-9
@@ -239,6 +259,12 @@ def _fill(self:Dealer, ts:int, o:Order, bk:Book, price:int, qty:float, fee:float
     self.out.position(ts, bk, o.symbol, self.marks)
     if done and o in self.flight.working: self.flight.working.remove(o); self._refresh_active()
     self._watch(ts, {o.account}, [bk])
+
+@patch
+def _grid(self:Dealer, sym:str, price:int, side:int) -> int:
+    "`price` on a registered instrument's tick, passive for an order of `side`; unknown symbols as they are."
+    inst = self.instrument(sym)
+    return round_to_tick(price, inst.tick, side) if inst is not None else price
 
 @patch
 def _close(self:Dealer, ts:int, o:Order, status:str, why:str):

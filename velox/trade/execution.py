@@ -109,8 +109,9 @@ class ExecutionStage(Stage):
                  stop_bps:float=0.0, target_bps:float=0.0, allowed_lateness_s:float=120.0, session:Session|None=Session()):
         super().__init__()
         if tif not in ('IOC', 'DAY'): raise ValueError(f"tif {tif!r}: expected 'IOC' or 'DAY'")
-        self.settings = DealerSettings({a.name: a for a in accounts}, broker or PaperBroker(), tif, int(latency_ms * 1e6),
-                                     stop_bps, target_bps, session)
+        broker = broker or PaperBroker()  # the broker's instrument registry is the dealer's (None: the process's)
+        self.settings = DealerSettings({a.name: a for a in accounts}, broker, tif, int(latency_ms * 1e6),
+                                     stop_bps, target_bps, session, getattr(broker, 'instruments', None))
         self.lateness = int(allowed_lateness_s * NS)
         self._use(ExecutionState.new(accounts))
 

@@ -13,8 +13,9 @@ __all__ = ['Guardrails']
 # %% ../../nbs/trade/04d_guardrails.ipynb #f0660df2
 class Guardrails:
     "The risk checks of each strategy's book and of each account, before orders and as equity moves."
-    def __init__(self, books:dict, acct_risk:dict, marks:Marks):
+    def __init__(self, books:dict, acct_risk:dict, marks:Marks, multiplier=None):
         self.books, self.acct_risk, self.marks = books, acct_risk, marks
+        self.multiplier = multiplier or (lambda sym: 1.0)  # symbol -> contract multiplier (shares: 1)
 
     def books_of(self, acct:str) -> list: return [b for b in self.books.values() if b.account == acct]
 
@@ -30,13 +31,13 @@ class Guardrails:
         for a, rs in self.acct_risk.items(): rs.new_day(day, self.account_equity(a))
 
     def gross(self, acct:str, strat:str, sym:str, qty_after:float, price:float) -> float:
-        "Gross exposure ($) of a scope if its position in `sym` became `qty_after` at `price`."
-        g = abs(qty_after) * price / PRICE_SCALE
+        "Gross exposure ($) of a scope if its position in `sym` became `qty_after` at `price`: quantity x price x multiplier."
+        g = abs(qty_after) * price / PRICE_SCALE * self.multiplier(sym)
         for b in self.scope(acct, strat):
             for s, p in b.positions.items():
                 if s != sym and p.qty:
                     m = self.marks.mark(s)
-                    g += abs(p.qty) * (m if m == m else p.avg) / PRICE_SCALE
+                    g += abs(p.qty) * (m if m == m else p.avg) / PRICE_SCALE * p.multiplier
         return g
 
     def check(self, ts:int, bk:Book, sym:str, side:int, qty:float):

@@ -51,6 +51,7 @@ class Position:
     fees: float = 0.0  # $
     stop: int = 0
     target: int = 0
+    multiplier: float = 1.0  # currency per price unit per contract (an E-mini S&P: $50 a point; shares: 1)
 
     def fill(self, side:int, qty:float, price:int, fee:float=0.0) -> float:
         "Apply a fill; returns the PnL it realized ($)."
@@ -61,7 +62,7 @@ class Position:
             self.qty += side * qty
             return 0.0
         closed = min(qty, abs(self.qty))
-        pnl = closed * (price - self.avg) * (1 if self.qty > 0 else -1) / PRICE_SCALE
+        pnl = closed * (price - self.avg) * (1 if self.qty > 0 else -1) / PRICE_SCALE * self.multiplier
         self.realized += pnl
         self.qty += side * qty
         if abs(self.qty) < 1e-9: self.qty, self.avg = 0.0, 0.0
@@ -70,4 +71,4 @@ class Position:
 
     def unrealized(self, mark:float) -> float:
         "PnL of the open quantity at `mark` (scaled), in $."
-        return self.qty * (mark - self.avg) / PRICE_SCALE if self.qty else 0.0
+        return self.qty * (mark - self.avg) / PRICE_SCALE * self.multiplier if self.qty else 0.0
