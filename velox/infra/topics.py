@@ -37,6 +37,7 @@ PATTERNS = (  # most specific first
 
 TOPICS: dict[str, TopicSpec] = {s.name: s for s in [
     TopicSpec('market.trades'), TopicSpec('market.quotes'), TopicSpec('market.nbbo'), TopicSpec('market.book'),
+    TopicSpec('market.mbo'),  # market-by-order (L3) records: the `l3` stage builds the book from them
     *[TopicSpec(f'market.bars.{tf}') for tf in TIMEFRAMES],
     TopicSpec('features.indicators'),
     TopicSpec('alerts.darkpool', retention_ms=30 * DAY_MS), TopicSpec('alerts.accumulation', retention_ms=30 * DAY_MS),
@@ -53,7 +54,7 @@ TOPICS: dict[str, TopicSpec] = {s.name: s for s in [
 ]}
 
 KIND_TOPICS = {'quote': 'market.quotes', 'trade': 'market.trades', 'nbbo': 'market.nbbo', 'book': 'market.book',
-               'alert': 'alerts.darkpool'}  # where each kind of market data (and the detect stage's alerts) goes by default
+               'mbo': 'market.mbo', 'alert': 'alerts.darkpool'}  # where each kind of market data (and the detect stage's alerts) goes by default
 
 def dlq_topic(topic:str) -> str:
     "The dead-letter topic of `topic`."

@@ -18,8 +18,8 @@ from ..stage import Chain, Stage
 # %% auto #0
 __all__ = ['DETECT_INPUTS', 'DETECT_OUTPUTS', 'STAGES', 'EXECUTION_KEYS', 'MODELS', 'PAPER', 'EXECUTION_OUTPUTS',
            'PERSIST_TOPICS', 'publish_replay', 'StageSpec', 'register_stage', 'PersistStage', 'features_stage',
-           'execution_stage', 'predict_stage', 'predict_spec', 'ensemble_stage', 'ensemble_inputs', 'trading_stage',
-           'user_stage', 'default_topics', 'stage_spec', 'stage_worker']
+           'execution_stage', 'predict_stage', 'predict_spec', 'ensemble_stage', 'l3_worker_stage', 'ensemble_inputs',
+           'trading_stage', 'user_stage', 'default_topics', 'stage_spec', 'stage_worker']
 
 # %% ../../nbs/runtime/02_stages.ipynb #0848245f
 DETECT_INPUTS = {KIND_TOPICS['quote']: 'quote', KIND_TOPICS['trade']: 'trade'}
@@ -129,6 +129,15 @@ def ensemble_stage(params:dict|None=None):
     rules = {f.name: p.pop(f.name) for f in fields(SignalRules) if f.name in p}
     return _build('ensemble', lambda registry, **kw: EnsembleStage(registry, rules=SignalRules(**rules), **kw), p)
 
+def l3_worker_stage(params:dict|None=None):
+    """The L3 (market-by-order) book on the bus (`velox.market.l3.l3_stage`): mbo -> book level changes -> nbbo.
+    Parameters: `tick` (price units, or {symbol: tick}; default: inferred from the prices) and `venue` (the NBBO's)."""
+    from velox.market.l3 import l3_stage
+    p = dict(params or {})
+    bad = sorted(set(p) - {'tick', 'venue'})
+    if bad: raise ConfigError(f"l3 parameters: unknown {bad}; expected 'tick' and 'venue'")
+    return l3_stage(p.get('tick'), str(p.get('venue', '')))
+
 def ensemble_inputs(params:dict|None=None) -> dict:
     "One input topic per model the ensemble combines."
     return {f'predictions.{m}': 'prediction' for m in (params or {}).get('models', MODELS)}
@@ -152,6 +161,8 @@ PERSIST_TOPICS = {'market.trades': 'trade', 'market.quotes': 'quote', 'market.nb
 
 register_stage(StageSpec('detect', lambda p: detect_stage(p), DETECT_INPUTS, DETECT_OUTPUTS, store_kinds=('alert',)))
 register_stage(StageSpec('features', features_stage, {'market.trades': 'trade'}, {'indicator': 'features.indicators'}))
+register_stage(StageSpec('l3', lambda p: l3_worker_stage(p), {KIND_TOPICS['mbo']: 'mbo'},
+                         {'book': KIND_TOPICS['book'], 'nbbo': KIND_TOPICS['nbbo']}))
 for _m in MODELS: register_stage(predict_spec(_m))
 register_stage(StageSpec('ensemble', ensemble_stage, ensemble_inputs(), {'signal': 'signals.{stage}'}, store_kinds=('signal',),
                          inputs_for=ensemble_inputs))
