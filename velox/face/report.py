@@ -6,7 +6,8 @@
 from __future__ import annotations
 from pathlib import Path
 import numpy as np
-from ..core import local_ms, clock_text, zone_label
+from ..core import NY, local_ms, clock_text, zone_label
+from ..market.instruments import Instruments, zone_of, INSTRUMENTS
 from ..runtime.job import Summary
 from ..runtime.runners import RunResult
 from ..detect.outside_nbbo import alerts_by, summarize_alerts
@@ -16,7 +17,7 @@ from .desk import ALERT_COLOURS
 # %% auto #0
 __all__ = ['MARKERS', 'pixel_columns', 'minmax_rows', 'represented', 'distinct_rows', 'alert_source', 'nbbo_line', 'print_dots',
            'alert_marks', 'price_chart', 'breakdown_chart', 'alert_breakdowns', 'write_html_report', 'report_path',
-           'write_report']
+           'clock_note', 'write_report']
 
 # %% ../../nbs/face/01_report.ipynb #deb5968f
 def pixel_columns(x:np.ndarray, width:int, lo:float|None=None, hi:float|None=None) -> np.ndarray:
@@ -61,17 +62,17 @@ def distinct_rows(x:np.ndarray, y:np.ndarray, width:int, lo:float|None=None, hi:
 # %% ../../nbs/face/01_report.ipynb #2e559b55
 MARKERS = {'outside_nbbo': 'circle', 'dark_print': 'square', 'block_print': 'diamond', 'dark_volume': 'triangle'}
 
-def alert_source(a:np.ndarray, name:str):
-    "A data source of alerts with the columns an alert's hover shows."
+def alert_source(a:np.ndarray, name:str, tz=NY):
+    "A data source of alerts with the columns an alert's hover shows (times on the clock of `tz`)."
     from bokeh.models import ColumnDataSource
-    return ColumnDataSource(dict(x=local_ms(a['ts']), price=a['price'] / PRICE_SCALE, price_text=format_price(a['price']),
-        time=clock_text(a['ts']), venue=a['venue'].tolist(), size=a['size'], bps=np.round(a['distance_bps'], 2),
+    return ColumnDataSource(dict(x=local_ms(a['ts'], tz), price=a['price'] / PRICE_SCALE, price_text=format_price(a['price']),
+        time=clock_text(a['ts'], tz), venue=a['venue'].tolist(), size=a['size'], bps=np.round(a['distance_bps'], 2),
         conf=np.round(a['confidence'], 2), cond=[','.join(decode_conditions(int(c))) for c in a['cond']]), name=name)
 
-def nbbo_line(p, nbbo:np.ndarray, name:str, width:int, lo:float, hi:float) -> str:
+def nbbo_line(p, nbbo:np.ndarray, name:str, width:int, lo:float, hi:float, tz=NY) -> str:
     "Draw bid and ask of one symbol's NBBO as step lines on `p`, first/last/min/max per pixel column; says what it drew."
     from bokeh.models import ColumnDataSource
-    x = local_ms(nbbo['ts'])
+    x = local_ms(nbbo['ts'], tz)
     bid, ask = (np.where(nbbo[f] > 0, nbbo[f] / PRICE_SCALE, np.nan) for f in ('bid', 'ask'))  # a missing side is a gap
     k = minmax_rows(x, [bid, ask], width, lo, hi)
     src = ColumnDataSource(dict(x=x[k], bid=bid[k], ask=ask[k], n=represented(k, len(x))), name=name)
@@ -79,22 +80,22 @@ def nbbo_line(p, nbbo:np.ndarray, name:str, width:int, lo:float, hi:float) -> st
     p.step('x', 'ask', source=src, mode='after', color='#de2d26', alpha=0.6, legend_label='ask')
     return f"{len(nbbo):,} NBBO updates drawn as {len(k):,} points (first, last, min and max per pixel column)"
 
-def print_dots(p, trades:np.ndarray, name:str, width:int, lo:float, hi:float) -> str:
+def print_dots(p, trades:np.ndarray, name:str, width:int, lo:float, hi:float, tz=NY) -> str:
     "Draw one symbol's prints on `p`, one dot per distinct price per pixel column; says what it drew."
     from bokeh.models import ColumnDataSource
-    x = local_ms(trades['ts'])
+    x = local_ms(trades['ts'], tz)
     k, n = distinct_rows(x, trades['price'], width, lo, hi)
     src = ColumnDataSource(dict(x=x[k], price=trades['price'][k] / PRICE_SCALE, n=n), name=name)
     p.scatter('x', 'price', source=src, size=3, color='#999999', alpha=0.5, legend_label=f"prints · {len(trades):,}")
     return f"{len(trades):,} prints as {len(k):,} dots (one per price per pixel column)"
 
-def alert_marks(p, alerts:np.ndarray, symbol:str):
+def alert_marks(p, alerts:np.ndarray, symbol:str, tz=NY):
     "Mark every alert of one symbol on `p`: a renderer per kind (its colour, shape and count in the legend), with hover."
     from bokeh.models import HoverTool
     marks = []
     for kind in dict.fromkeys(alerts['kind'].tolist()):
         a = alerts[alerts['kind'] == kind]
-        marks.append(p.scatter('x', 'price', source=alert_source(a, f'alerts:{symbol}:{kind}'), size=8, line_color='black',
+        marks.append(p.scatter('x', 'price', source=alert_source(a, f'alerts:{symbol}:{kind}', tz), size=8, line_color='black',
                                marker=MARKERS.get(kind, 'inverted_triangle'), color=ALERT_COLOURS.get(kind, '#444444'),
                                legend_label=f"{kind} · {len(a):,}"))
     if marks:
@@ -102,29 +103,32 @@ def alert_marks(p, alerts:np.ndarray, symbol:str):
             ('size', '@size{0,0}'), ('bps outside', '@bps'), ('confidence', '@conf'), ('conditions', '@cond')]))
 
 def price_chart(trades:np.ndarray|None, nbbo:np.ndarray|None, alerts:np.ndarray|None=None, symbol:str|None=None,
-                x_span:tuple[int, int]|None=None, height:int=400, width:int=1200):
-    """A Bokeh figure of one symbol's prints against its NBBO, every alert marked by kind, in New York time. `x_span`
-    ([lo, hi) epoch ns): the window to show (default: the data's extent)."""
+                x_span:tuple[int, int]|None=None, height:int=400, width:int=1200, instruments:Instruments|None=None):
+    """A Bokeh figure of one symbol's prints against its NBBO, every alert marked by kind, in its venue's time (the
+    instrument registry's; New York for an unknown symbol). `x_span` ([lo, hi) epoch ns): the window to show (default:
+    the data's extent)."""
     from bokeh.models import Range1d, Title
     from bokeh.plotting import figure
     symbol = symbol or (str(trades['symbol'][0]) if trades is not None and len(trades) else '')
     pick = lambda b, kind: empty(kind) if b is None else b[b['symbol'] == symbol]
     trades, nbbo, alerts = pick(trades, 'trade'), pick(nbbo, 'nbbo'), pick(alerts, 'alert')
-    xs = [local_ms(b['ts']) for b in (trades, nbbo, alerts) if len(b)]
-    if x_span is not None: lo, hi = local_ms(np.asarray(x_span, 'i8'))
+    tz = zone_of(symbol, instruments)
+    xs = [local_ms(b['ts'], tz) for b in (trades, nbbo, alerts) if len(b)]
+    if x_span is not None: lo, hi = local_ms(np.asarray(x_span, 'i8'), tz)
     else: lo, hi = (min(v.min() for v in xs), max(v.max() for v in xs)) if xs else (0.0, 1.0)
     p = figure(title=f"{symbol}: prints, NBBO and alerts", x_axis_type='datetime', height=height, width=width,
                tools='pan,xwheel_zoom,box_zoom,reset,save', active_scroll='xwheel_zoom', name=f'price:{symbol}',
                **({'x_range': Range1d(lo, hi)} if x_span is not None else {}))
-    said = [nbbo_line(p, nbbo, f'nbbo:{symbol}', width, lo, hi)] if len(nbbo) else []
-    if len(trades): said.append(print_dots(p, trades, f'prints:{symbol}', width, lo, hi))
-    alert_marks(p, alerts, symbol)
+    said = [nbbo_line(p, nbbo, f'nbbo:{symbol}', width, lo, hi, tz)] if len(nbbo) else []
+    if len(trades): said.append(print_dots(p, trades, f'prints:{symbol}', width, lo, hi, tz))
+    alert_marks(p, alerts, symbol, tz)
     if said: p.add_layout(Title(text=' · '.join(said), text_font_style='italic', text_font_size='11px'), 'above')
     if p.legend:
         legend = p.legend[0]
         legend.location, legend.click_policy, legend.label_text_font_size = 'top_left', 'hide', '11px'
         p.center.remove(legend); p.add_layout(legend, 'right')  # beside the chart, not over the prints
-    p.yaxis.axis_label, p.xaxis.axis_label = 'price ($)', zone_label()
+    cur = (instruments if instruments is not None else INSTRUMENTS).get(symbol).currency
+    p.yaxis.axis_label, p.xaxis.axis_label = 'price ($)' if cur == 'USD' else f'price ({cur})', zone_label(tz)
     return p
 
 # %% ../../nbs/face/01_report.ipynb #3c854948
@@ -177,24 +181,30 @@ def write_html_report(path, title:str, summary:str, figures) -> str:
     Path(path).write_text(page, encoding='utf-8')
     return str(path)
 
-# %% ../../nbs/face/01_report.ipynb #518aeb4f
+# %% ../../nbs/face/01_report.ipynb #aabb3426
 def report_path(out_dir, summ:Summary) -> Path:
     "Where `velox run` writes its report: `<out_dir>/report-<symbols>-<date>[-<start>-<end>][-first<N>].html`."
     window = f"-{(summ.start or '00:00').replace(':', '')}-{(summ.end or '24:00').replace(':', '')}" if summ.window else ''
     first = f"-first{summ.max_messages}" if summ.max_messages else ''
     return Path(out_dir) / f"report-{'_'.join(summ.symbols)}-{summ.day}{window}{first}.html"
 
-def write_report(path, summ:Summary, res:RunResult) -> str:
-    "Write the HTML report of a `velox run` (its summary and result); returns its path."
+def clock_note(symbols, summary_tz:str, instruments:Instruments|None=None) -> str:
+    "The line a report adds where a symbol's chart is on another clock than the summary's ('' if none is)."
+    other = [f"{s} in {zone_label(zone_of(s, instruments))}" for s in symbols if zone_of(s, instruments).key != summary_tz]
+    return f"  charts: {', '.join(other)}" if other else ''
+
+def write_report(path, summ:Summary, res:RunResult, instruments:Instruments|None=None) -> str:
+    "Write the HTML report of a `velox run` (its summary and result); each chart on its symbol's clock; returns its path."
     from bokeh.layouts import row
     from velox.face.candles import candle_chart
     al, nb, tr = (res.outputs.get(k) for k in ('alert', 'nbbo', 'trade'))
     x_span = summ.span if summ.window else None
     figs = []
     for sym in summ.symbols:
-        figs.append(price_chart(tr, nb, al, symbol=sym, x_span=x_span))
+        figs.append(price_chart(tr, nb, al, symbol=sym, x_span=x_span, instruments=instruments))
         if tr is not None and (tr['symbol'] == sym).any(): figs.append(candle_chart(tr, al, symbol=sym, tf='5m', width=1200))
     bars = alert_breakdowns(al)
     figs += [row(*bars[i:i + 2]) for i in range(0, len(bars), 2)]
     title = f"velox run · {', '.join(summ.symbols)} · {summ.day} {summ.window}".rstrip()
-    return write_html_report(path, title, summ.text(), figs)
+    note = clock_note(summ.symbols, summ.tz, instruments)
+    return write_html_report(path, title, summ.text() + ('\n' + note if note else ''), figs)
