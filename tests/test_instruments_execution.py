@@ -103,3 +103,22 @@ def test_real_es_quotes_pnl_equals_a_brute_force_recomputation_from_the_fills():
     assert last['qty'] == qty
     np.testing.assert_allclose(last['realized'] + last['unrealized'], cash + qty * mid * 50, rtol=0, atol=1e-6)
     np.testing.assert_allclose(last['fees'], 0.85 * f['qty'].sum(), rtol=1e-12)
+
+
+def test_a_day_order_on_es_works_until_the_globex_close_not_new_yorks():
+    reg = Instruments([ES])
+    ct = lambda h, m: int(pd_ts(f'2024-07-01 {h:02d}:{m:02d}'))  # Monday, Chicago (CDT)
+    quotes = nbbo([(ct(14, 50), 5500.00, 5500.25), (ct(15, 30), 5500.00, 5500.25), (ct(16, 5), 5500.00, 5500.25)])
+    sig = signal([(ct(14, 55), 1, 1, 5490.10, 0.0, 0.0)])  # a resting buy at 5490.00, far below the ask
+    res = run_frame(stage(reg, tif='DAY'), [ArraySource('nbbo', 'ESU4', quotes), ArraySource('signal', 'ESU4', sig)], collect=KEEP)
+    o = res['order']
+    assert o[['ts', 'status', 'price', 'reason']].tolist() == [(ct(14, 55), 'PLACED', px(5490.00), 'signal'),
+                                                               (ct(16, 0), 'CANCELLED', px(5490.00), 'end of day')]
+    # unknown to the registry, the same symbol gets the old New York session: ended at 16:00 New York = 15:00 Chicago
+    old = run_frame(stage(Instruments(), tif='DAY'), [ArraySource('nbbo', 'ESU4', quotes), ArraySource('signal', 'ESU4', sig)], collect=KEEP)
+    assert old['order'][['ts', 'status']].tolist() == [(ct(14, 55), 'PLACED'), (ct(15, 0), 'CANCELLED')]
+
+
+def pd_ts(s):
+    import pandas as pd
+    return pd.Timestamp(s).tz_localize('America/Chicago').value
