@@ -136,19 +136,35 @@ class ConfluentBus:
         md = self._prod().list_topics(topic, timeout=max(self.connect_timeout_s, 10)).topics.get(topic)
         return None if md is None or md.error is not None else len(md.partitions) or None
 
+    def _header_list(self, headers:dict|None):
+        "Headers as librdkafka takes them; a publisher sends the same ones with every message, so the last are kept converted."
+        if not headers: return None
+        if headers != self._headers[0]: self._headers = (dict(headers), list(as_headers(headers).items()))
+        return self._headers[1]
+
     def produce(self, topic:str, value:bytes, key:str|None=None, headers:dict|None=None, partition:int|None=None) -> None:
         "Send a message (asynchronously; `flush` waits and raises the first delivery error)."
         if topic not in self._known: self.create_topics(topic)
-        p, k = self._producer or self._prod(), None if key is None else key_bytes(key)
-        if not headers: h = None
-        elif headers == self._headers[0]: h = self._headers[1]  # a publisher sends the same headers with every message
-        else: h = list(as_headers(headers).items()); self._headers = (dict(headers), h)
+        p, k, h = self._producer or self._prod(), None if key is None else key_bytes(key), self._header_list(headers)
         while True:
             try:
                 if partition is None: p.produce(topic, value, k, headers=h)
                 else: p.produce(topic, value, k, partition, headers=h)
                 return
             except BufferError: p.poll(0.05)  # the local queue is full: let deliveries drain it
+
+    def produce_many(self, topic:str, values, key:str|None=None, headers:dict|None=None) -> None:
+        "Send `values` under one key with the same headers (a publisher's batch of one symbol): `produce` without its per-message work."
+        if topic not in self._known: self.create_topics(topic)
+        p, k, h = self._producer or self._prod(), None if key is None else key_bytes(key), self._header_list(headers)
+        send = p.produce
+        for v in values:
+            try: send(topic, v, k, headers=h)
+            except BufferError:
+                while True:
+                    p.poll(0.05)
+                    try: send(topic, v, k, headers=h); break
+                    except BufferError: pass
 
     def flush(self, timeout_s:float|None=None) -> None:
         "Wait until every produced message is acknowledged; raise `VeloxError` if any failed."
