@@ -39,13 +39,14 @@ def stage():
 
 
 def draw_windows(rng, day) -> list:
-    "Two windows per period of `day`: a random start to the second, 1 to 25 minutes long (so bars straddle the edges)."
+    """Two windows per period of `day`, 1 to 25 minutes long: one from a random second (bars straddle its edges), one
+    on whole minutes (bars end exactly at its end, as in `velox run --start 10:00 --end 10:30`)."""
     out = []
     for period, (a, b) in PERIODS.items():
         lo, hi = clock_ns(day, a), clock_ns(day, b)
-        for _ in range(2):
-            length = int(rng.integers(60, 25 * 60)) * NS
-            start = lo + int(rng.integers(0, (hi - lo - length) // NS)) * NS
+        for unit in (1, 60):
+            length = int(rng.integers(60 // unit, 25 * 60 // unit + 1)) * unit * NS
+            start = lo + int(rng.integers(0, (hi - lo - length) // (unit * NS))) * unit * NS
             out.append((period, start, start + length))
     return out
 
