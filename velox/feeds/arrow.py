@@ -8,6 +8,7 @@ import functools, json
 from pathlib import Path
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from ..events import DTYPES, PRICE_FIELDS, QUOTE_CONDITIONS, TIME_FIELDS, TRADE_CONDITIONS
 
 # %% auto #0
@@ -87,6 +88,9 @@ def _text(col:pa.Array, width:int, name:str) -> np.ndarray:
     if not pa.types.is_string(col.type): col = col.cast(pa.string())
     n = len(col)
     if n == 0: return np.zeros(0, f'U{width}')
+    if n >= 64:  # few distinct texts (a message's symbol, venues, alert kinds): convert each distinct one once
+        d = pc.dictionary_encode(col)
+        if len(d.dictionary) * 8 <= n: return _text(d.dictionary, width, name)[d.indices.to_numpy(zero_copy_only=False)]
     _, offs, data = col.buffers()
     offs = np.frombuffer(offs, 'i4', n + 1, col.offset * 4)
     raw = np.frombuffer(data, 'u1')[offs[0]:offs[-1]] if data is not None else np.zeros(0, 'u1')
@@ -144,7 +148,7 @@ def from_arrow(data, kind:str|None=None) -> tuple[str, np.ndarray]:
         out[f.name] = _column(col, f, dt[f.name])
     return kind, out
 
-# %% ../../nbs/feeds/02_arrow.ipynb #848f670b
+# %% ../../nbs/feeds/02_arrow.ipynb #70814dc3
 _JSON_NAMES = {'ts': 'timestamp', 'venue': 'exchange', 'cond': 'conditions'}
 JSON_SCHEMA_DRAFT = 'https://json-schema.org/draft/2020-12/schema'
 
