@@ -120,3 +120,27 @@ def test_the_baseline_of_an_alert_uses_nothing_after_its_time(day, seed):
     assert b0['ts'].tolist() == b1['ts'].tolist()  # the same matched times
     same(b1[[f'm_{h}' for h in H]], b0[[f'm_{h}' for h in H]])  # and the same baseline markouts
     assert (b0['ts'] + 300 * NS <= b0['at']).all()  # every baseline markout ends by its alert's time
+
+
+def test_the_reports_markout_charts_show_the_numbers_of_markouts(tmp_path):
+    "`velox run`'s report on the default day: each horizon's chart holds exactly `markouts()`'s table, alerts and baseline."
+    import json, re
+    from bokeh.document import Document
+    from velox.core import Config
+    from velox.face.report import report_path, write_report
+    from velox.runtime.job import run
+    summ, res = run(Config.load(env={}, data_dir=str(DATA), out_dir=str(tmp_path)), ['IBM', 'BAC'], DAY, progress=False)
+    page = Path(write_report(report_path(tmp_path, summ), summ, res)).read_text(encoding='utf-8')
+    (doc_json,) = json.loads(re.findall(r'<script type="application/json" id="[^"]+">\s*(.*?)\s*</script>', page, re.S)[0]).values()
+    doc = Document.from_json(doc_json)
+    tab = markouts(res['alert'], res['nbbo']).table()
+    assert set(tab['kind']) == set(res['alert']['kind'].tolist()) and len(tab) == 4 * len(set(tab['kind']))
+    for h in H:
+        (src,) = doc.select({'name': f'markouts:{h}'})
+        got = pd.DataFrame({k: src.data[k] for k in ('kind', 'sample', 'n', 'mean', 'lo', 'hi')})
+        t = tab[tab['horizon'] == h]
+        for sample, pre in (('alerts', ''), ('baseline', 'base_')):
+            g = got[got['sample'] == sample].set_index('kind').loc[t['kind']]
+            assert g['n'].tolist() == t[pre + 'n'].tolist()
+            for k in ('mean', 'lo', 'hi'):
+                np.testing.assert_allclose(g[k].astype(float), t[f'{pre}{k}_bps'], rtol=0, atol=1e-9)

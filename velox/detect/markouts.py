@@ -47,8 +47,9 @@ def mid_at(ts:np.ndarray, mid:np.ndarray, t) -> np.ndarray:
     i = np.searchsorted(ts, np.asarray(t, 'i8'), 'right') - 1
     return np.where(i >= 0, mid[i.clip(0)] if len(mid) else np.nan, np.nan)
 
-def forward_markouts(t, side, ts:np.ndarray, mid:np.ndarray, horizons=HORIZONS, session:Session=Session()) -> np.ndarray:
-    "Signed forward mid returns (bps), one column per horizon, of times `t` with sides `side` over one symbol's mids."
+def forward_markouts(t, side, ts:np.ndarray, mid:np.ndarray, horizons=HORIZONS, session:Session=Session(),
+                     until:int|None=None) -> np.ndarray:
+    "Signed forward mid returns (bps), one column per horizon, of times `t` with sides `side` over one symbol's mids; none past `until`."
     t, side = np.asarray(t, 'i8'), np.asarray(side, 'f8')
     hs = horizon_ns(horizons)
     out = np.full((len(t), len(hs)), np.nan)
@@ -56,7 +57,7 @@ def forward_markouts(t, side, ts:np.ndarray, mid:np.ndarray, horizons=HORIZONS, 
     o, c = session.bounds(t)
     m0 = np.where((t >= o) & (t < c) & (side != 0), mid_at(ts, mid, t), np.nan)
     for j, dt in enumerate(hs.values()):
-        out[:, j] = np.where(t + dt <= c, side * (mid_at(ts, mid, t + dt) / m0 - 1) * 1e4, np.nan)
+        out[:, j] = np.where((t + dt <= c) & (until is None or t + dt <= until), side * (mid_at(ts, mid, t + dt) / m0 - 1) * 1e4, np.nan)
     return out
 
 # %% ../../nbs/detect/08_markouts.ipynb #9b6621b9
@@ -137,8 +138,9 @@ class Markouts:
                                            'base_mean_bps', 'base_lo_bps', 'base_hi_bps', 'excess_bps'])
 
 def markouts(alerts, nbbo:np.ndarray, horizons=HORIZONS, n_random:int=10, lookback_s:float=1800, burst_s:float=60,
-             seed:int=0, session:Session=Session()) -> Markouts:
-    "Markouts of `alerts` (any kinds, with `side`) over the mids of `nbbo`, and of `n_random` matched random times each."
+             seed:int=0, session:Session=Session(), until:int|None=None) -> Markouts:
+    """Markouts of `alerts` (any kinds, with `side`) over the mids of `nbbo`, and of `n_random` matched random times
+    each; no horizon past `until` (default: each symbol's last NBBO update)."""
     hs = horizon_ns(horizons)
     cols = [f'm_{h}' for h in hs]
     al = alerts_frame(alerts)
@@ -148,12 +150,13 @@ def markouts(alerts, nbbo:np.ndarray, horizons=HORIZONS, n_random:int=10, lookba
     for sym, idx in al.groupby('symbol', sort=True).indices.items():
         ts, mid = path.get(sym, (np.zeros(0, 'i8'), np.zeros(0)))
         t, side = al['ts'].to_numpy('i8')[idx], al['side'].to_numpy()[idx]
-        ma[idx] = forward_markouts(t, side, ts, mid, horizons, session)
+        end = until if until is not None else (int(ts[-1]) if len(ts) else None)
+        ma[idx] = forward_markouts(t, side, ts, mid, horizons, session, end)
         bt = baseline_times(t, sym, n_random, lookback_s, max(hs.values()), seed, session)
         got = bt >= 0
         row = np.broadcast_to(idx[:, None], bt.shape)[got]
         base.append(pd.DataFrame({'alert': row, 'ts': bt[got]}))
-        base[-1][cols] = forward_markouts(bt[got], np.broadcast_to(side[:, None], bt.shape)[got], ts, mid, horizons, session)
+        base[-1][cols] = forward_markouts(bt[got], np.broadcast_to(side[:, None], bt.shape)[got], ts, mid, horizons, session, end)
     al[cols] = ma
     b = pd.concat(base, ignore_index=True) if base else pd.DataFrame({'alert': pd.Series(dtype='i8'), 'ts': pd.Series(dtype='i8'), **{c: pd.Series(dtype='f8') for c in cols}})
     for c in ('symbol', 'kind', 'side', 'burst'): b[c] = al[c].to_numpy()[b['alert'].to_numpy('i8')]

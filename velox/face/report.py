@@ -11,13 +11,14 @@ from ..market.instruments import Instruments, zone_of, INSTRUMENTS
 from ..runtime.job import Summary
 from ..runtime.runners import RunResult
 from ..detect.outside_nbbo import alerts_by, summarize_alerts
+from ..detect.markouts import Markouts, markouts
 from ..events import PRICE_SCALE, decode_conditions, empty, format_price
 from .desk import ALERT_COLOURS
 
 # %% auto #0
-__all__ = ['MARKERS', 'pixel_columns', 'minmax_rows', 'represented', 'distinct_rows', 'alert_source', 'nbbo_line', 'print_dots',
-           'alert_marks', 'price_chart', 'breakdown_chart', 'alert_breakdowns', 'write_html_report', 'report_path',
-           'clock_note', 'write_report']
+__all__ = ['MARKERS', 'MARKOUT_COLOURS', 'pixel_columns', 'minmax_rows', 'represented', 'distinct_rows', 'alert_source',
+           'nbbo_line', 'print_dots', 'alert_marks', 'price_chart', 'breakdown_chart', 'alert_breakdowns',
+           'markout_charts', 'write_html_report', 'report_path', 'clock_note', 'write_report']
 
 # %% ../../nbs/face/01_report.ipynb #deb5968f
 def pixel_columns(x:np.ndarray, width:int, lo:float|None=None, hi:float|None=None) -> np.ndarray:
@@ -167,6 +168,35 @@ def alert_breakdowns(alerts:np.ndarray|None) -> list:
     return figs
 
 # %% ../../nbs/face/01_report.ipynb #92a22dff
+MARKOUT_COLOURS = {'alerts': '#d62728', 'baseline': '#7f7f7f'}
+
+def markout_charts(mk:Markouts, width:int=580, height:int=300) -> list:
+    "One chart per horizon of `mk`: per alert kind, mean markout ± 95% CI (clustered by burst), alerts vs baseline."
+    from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Span
+    from bokeh.plotting import figure
+    tab, figs = mk.table(), []
+    for h in mk.horizons:
+        t = tab[tab['horizon'] == h]
+        if not len(t): continue
+        cols = {'kind': [], 'sample': [], 'n': [], 'mean': [], 'lo': [], 'hi': []}
+        for r in t.itertuples():
+            for sample, pre in (('alerts', ''), ('baseline', 'base_')):
+                cols['kind'].append(r.kind); cols['sample'].append(sample); cols['n'].append(int(getattr(r, pre + 'n')))
+                for k in ('mean', 'lo', 'hi'): cols[k].append(float(getattr(r, f'{pre}{k}_bps')))
+        x = list(zip(cols['kind'], cols['sample']))
+        src = ColumnDataSource(dict(x=x, colour=[MARKOUT_COLOURS[s] for s in cols['sample']], **cols), name=f'markouts:{h}')
+        p = figure(x_range=FactorRange(*x), title=f"markouts at {h}: mean ± 95% CI (clustered by burst)", width=width,
+                   height=height, toolbar_location=None, name=f'chart:markouts:{h}')
+        p.segment(x0='x', y0='lo', x1='x', y1='hi', source=src, color='colour', line_width=2)
+        dots = p.scatter('x', 'mean', source=src, size=9, color='colour')
+        p.add_layout(Span(location=0, dimension='width', line_color='#444444', line_dash='dashed'))
+        p.add_tools(HoverTool(renderers=[dots], tooltips=[('', '@kind @sample'), ('n', '@n'), ('mean bps', '@mean{0.00}'),
+                                                          ('95% CI', '@lo{0.00} .. @hi{0.00}')]))
+        p.yaxis.axis_label, p.xaxis.major_label_orientation = 'bps in the alert\'s direction', 0.6
+        figs.append(p)
+    return figs
+
+# %% ../../nbs/face/01_report.ipynb #e589b36b
 def write_html_report(path, title:str, summary:str, figures) -> str:
     "Write a standalone HTML page with `summary` text and Bokeh `figures`; returns the path."
     import html
@@ -181,7 +211,7 @@ def write_html_report(path, title:str, summary:str, figures) -> str:
     Path(path).write_text(page, encoding='utf-8')
     return str(path)
 
-# %% ../../nbs/face/01_report.ipynb #aabb3426
+# %% ../../nbs/face/01_report.ipynb #e7c4b842
 def report_path(out_dir, summ:Summary) -> Path:
     "Where `velox run` writes its report: `<out_dir>/report-<symbols>-<date>[-<start>-<end>][-first<N>].html`."
     window = f"-{(summ.start or '00:00').replace(':', '')}-{(summ.end or '24:00').replace(':', '')}" if summ.window else ''
@@ -205,6 +235,9 @@ def write_report(path, summ:Summary, res:RunResult, instruments:Instruments|None
         if tr is not None and (tr['symbol'] == sym).any(): figs.append(candle_chart(tr, al, symbol=sym, tf='5m', width=1200))
     bars = alert_breakdowns(al)
     figs += [row(*bars[i:i + 2]) for i in range(0, len(bars), 2)]
+    if al is not None and len(al) and nb is not None and len(nb):
+        marks = markout_charts(markouts(al, nb))
+        figs += [row(*marks[i:i + 2]) for i in range(0, len(marks), 2)]
     title = f"velox run · {', '.join(summ.symbols)} · {summ.day} {summ.window}".rstrip()
     note = clock_note(summ.symbols, summ.tz, instruments)
     return write_html_report(path, title, summ.text() + ('\n' + note if note else ''), figs)
