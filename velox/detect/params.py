@@ -18,10 +18,15 @@ __all__ = ['PARAM_SECTIONS', 'load_params', 'load_param_file', 'check_params', '
            'accumulation_stage']
 
 # %% ../../nbs/detect/06_params.ipynb #1326b536
-def load_params(path:str|Path|None) -> dict:
-    "Detector parameters from a YAML/JSON file (None -> defaults); unknown keys are errors naming the file."
+def load_params(path:str|Path|None, by:str|None=None) -> dict:
+    """The `darkpool` parameters of a YAML/JSON file (None -> defaults); unknown keys are errors naming the file.
+    `by` (e.g. 'velox run'): a program that runs only the dark-pool detectors, so any other section is an error too."""
     if not path: return {}
-    return load_param_file(path).get('darkpool', {})
+    d = load_param_file(path)
+    other = [k for k in d if k != 'darkpool']
+    if by and other: raise ConfigError(f"{path}: section '{other[0]}' is not used by {by} (it runs the darkpool detectors "
+                                       f"only); remove the section, or give the file to the worker that runs it")
+    return d.get('darkpool', {})
 
 PARAM_SECTIONS = ('darkpool', 'accumulation')
 _PARAMS = {'darkpool': DarkPoolParams, 'accumulation': AccumulationParams}  # each section's parameters

@@ -124,7 +124,7 @@ def cmd_run(a):
     from velox.runtime.job import run
     cfg = config_from_args(a)
     summ, res = run(cfg, a.symbols.split(','), a.date, speed=a.speed, start=a.start, end=a.end,
-                    max_messages=a.max_messages, params=load_params(a.params), progress=not a.no_progress, models=a.models,
+                    max_messages=a.max_messages, params=load_params(a.params, by='velox run'), progress=not a.no_progress, models=a.models,
                     execution=read_mapping(a.execution, 'execution file', 'a mapping of parameter: value') if a.execution else None)
     if not a.no_report:
         summ.report = write_report(a.report or report_path(cfg.out_dir, summ), summ, res)
