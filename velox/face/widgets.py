@@ -37,13 +37,14 @@ class ReplayControl:
         display(self.widget)
 
     def start(self, **replay_kw):
-        "Start replaying the selected symbols and date (extra args go to `Replay`)."
-        from velox.feeds.replay import Replay
+        "Start replaying the selected symbols and date (extra args go to `Replay`; a `start` makes it a warm `WarmReplay`)."
+        from velox.feeds.replay import Replay, WarmReplay
         from velox.runtime.runners import run_replay
         if self._thread and self._thread.is_alive(): return
         srcs = [s for sym in self.symbol.value for s in self.catalog.find(sym, self.date.value, kinds=('quote', 'trade'))]
         speed = 0 if self.speed.value == 'max' else float(self.speed.value)
-        self.replay, self.counts, self.stage = Replay(srcs, speed=speed, **replay_kw), {}, self.make_stage()
+        kind = WarmReplay if replay_kw.get('start') is not None else Replay  # a window starts where the day stands
+        self.replay, self.counts, self.stage = kind(srcs, speed=speed, **replay_kw), {}, self.make_stage()
         self._t0 = time.monotonic()
         def watch(kind, b):
             self.counts[kind] = self.counts.get(kind, 0) + len(b)
