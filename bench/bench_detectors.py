@@ -24,9 +24,10 @@ import pandas as pd
 
 from velox.core import clock_ns
 from velox.detect.accumulation import AccumulationStage
-from velox.detect.darkpool import DarkPoolStage
-from velox.events import empty
+from velox.detect.darkpool import DarkPoolParams, DarkPoolStage
+from velox.events import empty, encode_conditions
 from velox.feeds.recorded import Catalog
+from velox.market.conditions import names_without
 from velox.market.nbbo import NBBOStage
 from velox.feeds.replay import ArraySource, Replay
 from velox.stage import Chain
@@ -46,8 +47,16 @@ def best(fn, repeat):
     return min(ts), out
 
 
+NO_FLOW = encode_conditions(names_without('flow'))  # conditions whose prints carry no order flow (derivatively priced, ...)
+
+
+def darkpool():
+    "The dark-pool detector judged like the pandas reference: no tolerance (the product's default is 1 bp)."
+    return DarkPoolStage(DarkPoolParams(tolerance_bps=0))
+
+
 def detectors():
-    return Chain(DarkPoolStage(), AccumulationStage())
+    return Chain(darkpool(), AccumulationStage())
 
 
 def pandas_reference(nbbo: np.ndarray, trades: np.ndarray, tz='America/New_York'):
@@ -74,11 +83,12 @@ def pandas_reference(nbbo: np.ndarray, trades: np.ndarray, tz='America/New_York'
         outside = valid & sess & ((m['price'] > m['ask']) | (m['price'] < m['bid']))
         res = out[str(sym)] = {'blocks': set(zip(m['ts'][block].tolist(), m['seq'][block].tolist())),
                                'outside': set(zip(m['ts'][outside].tolist(), m['seq'][outside].tolist()))}
-        s = m[sess].assign(off=np.where(off[sess], m['size'][sess], 0.0),
-                           buy=np.where(m['side'][sess] > 0, m['size'][sess], 0.0),
-                           pv=m['price'][sess] / 1e8 * m['size'][sess])
+        flow = sess & ((m['cond'].astype('u8') & NO_FLOW) == 0)  # prints that carry order flow (the condition table's)
+        s = m[flow].assign(off=np.where(off[flow], m['size'][flow], 0.0),
+                           buy=np.where(m['side'][flow] > 0, m['size'][flow], 0.0),
+                           pv=m['price'][flow] / 1e8 * m['size'][flow])
         for minutes in (5, 30):
-            g = s.groupby(local[sess].dt.floor(f'{minutes}min'))
+            g = s.groupby(local[flow].dt.floor(f'{minutes}min'))
             agg = g.agg(volume=('size', 'sum'), off=('off', 'sum'), buy=('buy', 'sum'), pv=('pv', 'sum'),
                         first=('price', 'first'), last=('price', 'last'))
             res[f'i{minutes}'] = agg
@@ -131,8 +141,8 @@ def day_rows(cat, symbols, day, repeat, start=None, end=None):
     if not len(al) or 'accumulation' not in ref.outputs:
         raise AssertionError('no alert or no completed interval in this data: the checks would compare nothing')
     bad = differences(ref, nb, trades)
-    for name, res in (('nbbo+detectors run_frame', run_frame(Chain(NBBOStage(), DarkPoolStage(), AccumulationStage()), srcs)),
-                      ('nbbo+detectors run_replay', run_replay(Chain(NBBOStage(), DarkPoolStage(), AccumulationStage()), Replay(srcs)))):
+    for name, res in (('nbbo+detectors run_frame', run_frame(Chain(NBBOStage(), darkpool(), AccumulationStage()), srcs)),
+                      ('nbbo+detectors run_replay', run_replay(Chain(NBBOStage(), darkpool(), AccumulationStage()), Replay(srcs)))):
         if not np.array_equal(by_id(res.outputs.get('alert', empty('alert'))), by_id(al)):
             bad.append(f"{name}: alerts differ from detectors run_frame on the same NBBO")
     if bad: raise AssertionError('results differ, the rates would not compare the same work:\n  ' + '\n  '.join(bad))
@@ -141,9 +151,9 @@ def day_rows(cat, symbols, day, repeat, start=None, end=None):
     rows = []
     t, res = best(lambda: run_frame(detectors(), det_srcs), repeat)
     rows.append(('detectors (run_frame)', n_det, t))
-    t, _ = best(lambda: run_frame(Chain(NBBOStage(), DarkPoolStage(), AccumulationStage()), srcs), repeat)
+    t, _ = best(lambda: run_frame(Chain(NBBOStage(), darkpool(), AccumulationStage()), srcs), repeat)
     rows.append(('nbbo+detectors (run_frame)', n_raw, t))
-    t, _ = best(lambda: run_replay(Chain(NBBOStage(), DarkPoolStage(), AccumulationStage()), Replay(srcs)), max(1, repeat // 2))
+    t, _ = best(lambda: run_replay(Chain(NBBOStage(), darkpool(), AccumulationStage()), Replay(srcs)), max(1, repeat // 2))
     rows.append(('nbbo+detectors (run_replay, speed 0)', n_raw, t))
     t, _ = best(lambda: pandas_reference(nb, trades), repeat)
     rows.append(('pandas reference (same work)', n_det, t))
@@ -160,7 +170,7 @@ def week_table(cat, symbols):
     days = sorted(cat.table().query("format == 'lean_tick' and symbol == @symbols[0]")['date'].unique())
     rows = []
     for sym in symbols:
-        chain = Chain(NBBOStage(), DarkPoolStage(), AccumulationStage())
+        chain = Chain(NBBOStage(), darkpool(), AccumulationStage())
         for day in days:
             res = run_frame(chain, cat.find(sym, day), collect=('alert', 'accumulation'))
             al = res.outputs.get('alert', empty('alert'))

@@ -8,7 +8,7 @@ recorded data, against references run in the same process.
 Prints one row per way of running a job: events, best-of-R seconds, events/s, ns/event and the ratio of events/s to
 the job's reference run in this process. Two jobs, each compared like with like:
 - NBBO -> outside-NBBO (`outside_stage`), against an independent pandas implementation of the same job;
-- the product's detect stage (`detect_stage()`: NBBO -> dark-pool, every alert kind it emits), against its own
+- the product's detect stage (`detect_stage({'tolerance_bps': 0})`, the reference's tolerance: NBBO -> dark-pool, every alert kind it emits), against its own
   notebook runner (`run_frame`).
 Nothing here is asserted except that every runner finds its reference's alerts (so the rates compare the same
 work, and stop with the differences otherwise); see bench/README.md.
@@ -41,7 +41,7 @@ SMOKE = dict(symbols='IBM', start='10:00', end='10:30', repeat=1)  # --smoke: ha
 
 def outside_stage():
     "NBBO -> outside-NBBO alone: the job the pandas reference does (tolerance 0, regular hours)."
-    return Chain(NBBOStage(), OutsideNBBO())
+    return Chain(NBBOStage(), OutsideNBBO(tolerance_bps=0))
 
 # -- data --------------------------------------------------------------------------------------------------------
 
@@ -74,6 +74,11 @@ def to_frames(srcs:list[ArraySource]) -> tuple[pd.DataFrame, pd.DataFrame]:
             frame('trade', ('ts', 'symbol', 'price', 'size', 'seq')))
 
 # -- the pandas reference: the same job, written independently --------------------------------------------------
+
+def product_stage():
+    "The product's detect stage judged like the pandas reference: no tolerance (the product's default is 1 bp)."
+    return detect_stage({'tolerance_bps': 0})
+
 
 def pandas_outside_nbbo(quotes:pd.DataFrame, trades:pd.DataFrame) -> pd.DataFrame:
     "Trades in regular hours printed outside the prevailing two-sided, uncrossed NBBO (tolerance 0)."
@@ -171,7 +176,7 @@ def check(srcs, quotes, trades, store) -> dict:
     pandas_keys = alert_keys(pandas_outside_nbbo(quotes, trades))
     if not pandas_keys: raise AssertionError('the pandas reference finds no alert in this data: pick a longer window')
     bad = [differ(name, alert_keys(fn()), pandas_keys, 'pandas') for name, fn in outside_runners(srcs, store)]
-    detect_ref = velox_frame(srcs, detect_stage)
+    detect_ref = velox_frame(srcs, product_stage)
     frame_keys = kind_keys(detect_ref)
     bad.append(differ('detect_stage run_frame, its outside_nbbo alerts', alert_keys(detect_ref[detect_ref['kind'] == 'outside_nbbo']),
                       pandas_keys, 'pandas'))
@@ -190,9 +195,9 @@ def outside_runners(srcs, store):
             ('velox bus: publish_replay + Worker', lambda: velox_bus(srcs))]
 
 def detect_runners(srcs):
-    return [('run_frame (notebook runner): reference', lambda: velox_frame(srcs, detect_stage)),
-            ('run_replay (in-process replay)', lambda: velox_replay(srcs, detect_stage)),
-            ('bus: publish_replay + Worker', lambda: velox_bus(srcs, stage=detect_stage))]
+    return [('run_frame (notebook runner): reference', lambda: velox_frame(srcs, product_stage)),
+            ('run_replay (in-process replay)', lambda: velox_replay(srcs, product_stage)),
+            ('bus: publish_replay + Worker', lambda: velox_bus(srcs, stage=product_stage))]
 
 def bus_rows(srcs, n:int, repeat:int, ref:float|None, name:str, stage) -> list:
     "The bus row (best of `repeat`) and its two parts from the best run."
@@ -251,7 +256,7 @@ def main(argv=None):
         t_det, _ = best_of(det[0][1], a.repeat)
         rows.append(('velox ' + det[0][0], n, t_det, t_det))
         rows.append(('velox ' + det[1][0], n, best_of(det[1][1], a.repeat)[0], t_det))
-        rows += bus_rows(srcs, n, a.repeat, t_det, 'velox ' + det[2][0], detect_stage)
+        rows += bus_rows(srcs, n, a.repeat, t_det, 'velox ' + det[2][0], product_stage)
         print()
         print(table(rows))
         print(f"\nseconds = best of {a.repeat} wall times (time.perf_counter); vs ref = events/s over the reference's of the "
