@@ -1,27 +1,22 @@
 """Bars follow each symbol's venue calendar from the instrument registry (velox.market.instruments): the real CME
 E-mini trades sample (tests/fixtures/vendor, NautilusTrader test data, LGPL-3.0, originally from Databento; see its
 README) with the vendor's definitions loaded; the trade date and session open derived independently with pandas."""
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from velox.core import Session
-from velox.feeds.databento import load_dbn, read_dbn
+from velox.feeds.databento import load_dbn
 from velox.market.bars import BarStage, resample_bars, trade_bars
-from velox.market.instruments import Instruments, crypto
+from velox.market.instruments import crypto
 from velox.feeds.replay import ArraySource
 from velox.runtime.runners import run_frame
 
-VENDOR = Path(__file__).parent / 'fixtures' / 'vendor' / 'databento'
-TRADES = VENDOR / 'futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst'
-OHLCV = VENDOR / 'futures_ohlcv-1m_2024-07-01T23-40_2024-07-02T00-10.dbn.zst'
-DEFS = VENDOR / 'futures_definition.dbn.zst'
+from vendor_files import ES_OHLCV as OHLCV, ES_TRADES as TRADES, es_registry
 
 
 def es_sample():
-    reg = Instruments()
-    read_dbn(DEFS, reg)
+    reg = es_registry()
     return reg, load_dbn(TRADES, reg)['trade']
 
 

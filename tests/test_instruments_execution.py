@@ -3,7 +3,6 @@ built by hand, against numbers derived by hand and a brute-force recomputation f
 mbp-1 quotes (tests/fixtures/vendor, NautilusTrader test data, LGPL-3.0, originally from Databento; see its README).
 Rounding is on the passive side: a buy price rounds down, a sell price up; a stop or target rounds as the order that
 would close the position (a long's exits are sells: up)."""
-from pathlib import Path
 
 import numpy as np
 
@@ -16,9 +15,10 @@ from velox.trade.broker import PaperBroker
 from velox.trade.execution import ExecutionStage
 from velox.trade.risk import Account, Limits, Strategy
 
+from vendor_files import ES_MBP1 as MBP1
+
 KEEP = ('order', 'fill', 'position', 'risk')
 ES = Instrument('ESU4', 'GLBX', 25_000_000, multiplier=50.0, calendar='CME', asset_class='future', vendor_ids=(('databento', 5602),))
-MBP1 = Path(__file__).parent / 'fixtures' / 'vendor' / 'databento' / 'futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst'
 T = 1_719_878_400 * 10**9  # 2024-07-02 00:00 UTC (19:00 CT, Tuesday's Globex session)
 
 

@@ -2,7 +2,6 @@
 LGPL-3.0, originally from Databento; see its README) published to `market.mbo`, run by `stage_worker('l3', ...)` as
 `velox worker l3` does, gives on `market.book` and `market.nbbo` exactly what the notebook runner gives."""
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from velox.runtime.runners import run_frame
 from velox.runtime.stages import STAGES, stage_worker
 from velox.runtime.worker import RunOptions
 
-MBO = Path(__file__).parent / 'fixtures' / 'vendor' / 'databento' / 'orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst'
+from vendor_files import MBO_ESM4 as MBO
 
 
 def on_topic(bus, topic):

@@ -9,19 +9,14 @@ import pandas as pd
 from velox.events import empty
 from velox.feeds.databento import load_dbn, read_dbn
 from velox.face.report import price_chart, write_report
-from velox.market.instruments import Instruments
 from velox.runtime.job import Summary
 from velox.runtime.runners import RunResult
 
-VENDOR = Path(__file__).parent / 'fixtures' / 'vendor' / 'databento'
-TRADES = VENDOR / 'futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst'
-MBP1 = VENDOR / 'futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst'
-DEFS = VENDOR / 'futures_definition.dbn.zst'
+from vendor_files import ES_MBP1 as MBP1, ES_TRADES as TRADES, es_registry
 
 
 def es_day():
-    reg = Instruments()
-    read_dbn(DEFS, reg)
+    reg = es_registry()
     tr = load_dbn(TRADES, reg)['trade']
     q = read_dbn(MBP1, reg).events['quote']
     nb = empty('nbbo', len(q))

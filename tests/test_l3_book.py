@@ -2,7 +2,6 @@
 tests/fixtures/vendor/README.md): at every event end (F_LAST) its top of book equals the best bid and ask of an
 independent brute-force order map kept here in plain dicts, from the records as the databento-dbn package decodes them
 (no velox code in the reference); the level rows it emits replay into velox's L2 book and BookStage."""
-from pathlib import Path
 
 import databento_dbn as dbn
 import numpy as np
@@ -13,8 +12,9 @@ from velox.feeds.databento import load_dbn
 from velox.market.book import BookStage
 from velox.market.l3 import F_LAST, L3Book, l3_stage
 
-VENDOR = Path(__file__).parent / 'fixtures' / 'vendor' / 'databento'
-MBO = ['esh4-glbx-mdp3-20231224.mbo.dbn.zst', 'orderbooks_mbo_2024-05-08T00-00-00_2024-05-08T00-00-02.dbn.zst']
+from vendor_files import DATABENTO as VENDOR, MBO_ESH4, MBO_ESM4
+
+MBO = [MBO_ESH4.name, MBO_ESM4.name]
 
 
 def vendor_records(name):

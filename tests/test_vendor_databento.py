@@ -15,11 +15,7 @@ from velox.market.bars import ALL_PRINTS, LEAN, trade_bars
 from velox.market.book import L2Book, message_ends
 from velox.market.instruments import Instruments
 
-VENDOR = Path(__file__).parent / 'fixtures' / 'vendor' / 'databento'
-TRADES = VENDOR / 'futures_trades_2024-07-01T23-58_2024-07-02T00-02.dbn.zst'
-MBP1 = VENDOR / 'futures_mbp-1_2024-07-01T23-58_2024-07-02T00-02.dbn.zst'
-OHLCV = VENDOR / 'futures_ohlcv-1m_2024-07-01T23-40_2024-07-02T00-10.dbn.zst'
-DEFS = VENDOR / 'futures_definition.dbn.zst'
+from vendor_files import DATABENTO as VENDOR, ES_DEFS as DEFS, ES_MBP1 as MBP1, ES_OHLCV as OHLCV, ES_TRADES as TRADES
 
 
 def plain(path) -> bytes:
