@@ -154,16 +154,18 @@ def expected_keys(srcs) -> set:
 
 # -- publishing ---------------------------------------------------------------------------------------------------
 
-def publish_all(bus, srcs, codec:str) -> tuple[int, int]:
-    "publish_replay with a codec: every event in event-time windows, keyed by symbol, then the end markers."
+def publish_all(bus, srcs, codec:str, topics:dict|None=None) -> tuple[int, int]:
+    """publish_replay with a codec (and `topics` per kind, default KIND_TOPICS): every event in event-time windows, keyed
+    by symbol, then the end markers; (events, messages)."""
     from velox.infra.bus import publish, publish_eos
     from velox.infra.topics import KIND_TOPICS
     from velox.feeds.replay import Replay
+    topics = topics or KIND_TOPICS
     syms, n, msgs = {}, 0, 0
     for win in Replay(srcs).windows(ordered=False):
         for src, b in win:
-            msgs += publish(bus, KIND_TOPICS[src.kind], src.kind, b, codec=codec)
-            syms.setdefault(KIND_TOPICS[src.kind], set()).add(src.symbol); n += len(b)
+            msgs += publish(bus, topics[src.kind], src.kind, b, codec=codec)
+            syms.setdefault(topics[src.kind], set()).add(src.symbol); n += len(b)
     for topic, ss in syms.items(): msgs += publish_eos(bus, topic, sorted(ss))
     bus.flush()
     return n, msgs

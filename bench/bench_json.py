@@ -275,17 +275,10 @@ def run_role(role:str, bootstrap:str, tmp:str, day:str, name:str, *extra, timeou
 # -- publishing (row g) ---------------------------------------------------------------------------------------------
 
 def publish_velox(bus, srcs, topics=INPUTS, codec:str='json') -> tuple[int, int, float]:
-    "velox's publisher: every event in event-time windows, keyed by symbol, then the end markers; (events, messages, s)."
-    from velox.feeds.replay import Replay
-    from velox.infra.bus import publish, publish_eos
-    to = dict(zip(('quote', 'trade'), topics))
-    syms, n, msgs, t0 = {}, 0, 0, time.perf_counter()
-    for win in Replay(srcs).windows(ordered=False):
-        for src, b in win:
-            msgs += publish(bus, to[src.kind], src.kind, b, codec=codec)
-            syms.setdefault(to[src.kind], set()).add(src.symbol); n += len(b)
-    for topic, ss in syms.items(): msgs += publish_eos(bus, topic, sorted(ss))
-    bus.flush()
+    "velox's publisher (bench_bus.publish_all) onto the quote and trade `topics`: (events, messages, seconds)."
+    from bench_bus import publish_all
+    t0 = time.perf_counter()
+    n, msgs = publish_all(bus, srcs, codec, dict(zip(('quote', 'trade'), topics)))
     return n, msgs, time.perf_counter() - t0
 
 

@@ -1,5 +1,6 @@
 "Helpers shared by the tests that read topics on a real broker."
 import time, uuid
+import pytest
 from velox.infra.bus import is_eos
 
 
@@ -18,3 +19,13 @@ def read_topic(bus, topic, idle_polls=4, markers=False):
 def fresh_topic(name):
     "A topic name of its own per test: the session's broker outlives each test."
     return f'test.{name}.{uuid.uuid4().hex[:8]}'
+
+
+def wait_for(what, pred, timeout=120, every=0.25):
+    "`pred()` once it is truthy (polled every `every` s); the test fails naming `what` after `timeout` s."
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got: return got
+        if time.monotonic() > deadline: pytest.fail(f'timed out waiting for {what}')
+        time.sleep(every)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from bus_util import wait_for
 from velox.infra.kafka_bus import KafkaBus
 from velox.infra.codecs import decode_message
 from velox.infra.bus import is_eos, publish_eos
@@ -48,15 +49,6 @@ def velox(*args, timeout=120):
     r = subprocess.run([sys.executable, '-m', 'velox.face.cli', *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"velox {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
     return r.stdout
-
-
-def wait_for(what, pred, timeout=120, every=0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got: return got
-        if time.monotonic() > deadline: pytest.fail(f'timed out waiting for {what}')
-        time.sleep(every)
 
 
 def fresh_status(fd, name):

@@ -9,11 +9,11 @@
    notebook of a one-member fleet: after two deaths the message is dead-lettered for repeated failure, the member
    (restarted twice) finishes the stream with the outputs of the data without the print, and the fleet runs on.
 """
-import json, os, time, uuid
+import json, os, uuid
 from pathlib import Path
 import numpy as np
 import pytest
-from bus_util import read_topic
+from bus_util import read_topic, wait_for
 import poison_stage
 from poison_stage import MARKER
 from velox.core import clock_ns
@@ -125,15 +125,6 @@ def test_one_poll_of_poison_is_dead_lettered_once_each_and_the_outputs_are_run_f
         assert (decode_message(m.value)[1] == poison).all() and key_bytes(m.key) == b'IBM'
         assert json.loads((tmp_path / 'w0.json').read_text())['state'] == 'stopped'
         bus.close()
-
-
-def wait_for(what, pred, timeout=300, every=0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got: return got
-        if time.monotonic() > deadline: pytest.fail(f'timed out waiting for {what}')
-        time.sleep(every)
 
 
 @pytest.mark.redis
