@@ -64,6 +64,20 @@ def _export_args(p):
                    'offset (default) or as epoch nanoseconds')
     p.add_argument('--tz', default='America/New_York', help='time zone of --days and of CSV times (default America/New_York)')
 
+def _synth_args(p):
+    p.add_argument('--catalog', metavar='DIR', required=True, help='the Parquet catalog to write (created if missing; '
+                   'its synthetic partitions are replaced)')
+    p.add_argument('-n', '--symbols', type=COUNT, default=2000, metavar='N', help='synthetic symbols to write, SYN00000.. (default 2000)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the draws (source symbol-day, time jitter, price scale); '
+                   'the same seed writes the same session (default 0)')
+    p.add_argument('--day', metavar='YYYY-MM-DD', help='the session day every copy moves to (default: the first recorded day)')
+    p.add_argument('--start', metavar='HH:MM', help='keep the source days from this New York time (e.g. 10:00; default: all)')
+    p.add_argument('--end', metavar='HH:MM', help='keep the source days until this New York time, exclusive (e.g. 11:00)')
+    p.add_argument('--sources', metavar='SYM,...', help='copy only these recorded symbols (default: every Lean tick symbol-day)')
+    p.add_argument('--jitter-s', type=float, default=300., metavar='S', help='each copy moves by a seeded jitter of at most S '
+                   'seconds around the same clock time on --day (default 300)')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+
 def _query_args(p):
     p.add_argument('sql', help="the query; {trade}, {quote}, {alert}, ... stand for file('<catalog>/kind=<kind>/**/*.parquet', "
                    "Parquet); columns are the schema's (ts DateTime64(9, 'UTC'), prices as integers of 1e-8 $) plus date and kind")
@@ -76,6 +90,7 @@ ACTIONS = {  # action -> (its options, one-line help)
     'import': (_import_args, 'validate files (recorded, vendor, CSV/Parquet with a mapping), then write them into a Parquet catalog or the store'),
     'export': (_export_args, 'write one stored kind from the store or a Parquet catalog to a Parquet or CSV file'),
     'query': (_query_args, 'run SQL over a Parquet catalog in place with the embedded ClickHouse'),
+    'synth': (_synth_args, 'write a synthetic full-market session (recorded symbol-days re-keyed SYN00000.., time-shifted, price-scaled; seeded) into a Parquet catalog, for scale benches'),
 }
 
 def configure_data(p):
@@ -169,6 +184,16 @@ def _query(a, cfg):
         with pd.option_context('display.max_rows', a.max_rows, 'display.width', 200): print(df.to_string(index=False, max_rows=a.max_rows))
         print(f"\n{len(df):,} rows")
 
+def _synth(a, cfg):
+    from velox.feeds.parquet import ParquetCatalog
+    from velox.feeds.recorded import Catalog
+    from velox.feeds.synth import recorded_pool, synth_catalog
+    pool = recorded_pool(Catalog(cfg.data_dir), _symbols(a.sources))
+    if not pool: raise ConfigError(f"no recorded Lean tick quotes and trades{' of ' + a.sources if a.sources else ''} under {cfg.data_dir} to copy")
+    rep = synth_catalog(Catalog(cfg.data_dir), ParquetCatalog(a.catalog), a.symbols, a.seed, a.day, (a.start, a.end), pool,
+                        a.jitter_s, not a.no_progress)
+    print(rep.text())
+
 def cmd_data(a):
     "`velox data ACTION`."
-    {'list': _list, 'import': _import, 'export': _export, 'query': _query}[a.action](a, config_from_args(a))
+    {'list': _list, 'import': _import, 'export': _export, 'query': _query, 'synth': _synth}[a.action](a, config_from_args(a))
