@@ -34,3 +34,13 @@ def test_bench_smoke_runs_every_check_and_prints_its_table(name, tmp_path):
 def test_velox_bench_passes_its_options_through_to_the_script(tmp_path):
     out = smoke('-m', 'velox.face.cli', 'bench', 'bars', tmp_path=tmp_path)
     assert out.splitlines()[0].startswith('velox bench bars · smoke'), out[:300]
+
+
+def test_velox_bench_all_writes_one_report_with_each_bench_table(tmp_path):
+    out = tmp_path / 'B.md'
+    r = subprocess.run([sys.executable, '-m', 'velox.face.cli', 'bench', 'all', '--smoke', '--only', 'catalog', '--out', str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, 'VELOX_OUT_DIR': str(tmp_path)})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    md = out.read_text()
+    assert '- commit: ' in md and '- machine: ' in md and '| [catalog](#catalog) | ok |' in md
+    assert 'velox bench catalog · smoke' in md and 'vs zips' in md  # the bench's own table, with its reference column

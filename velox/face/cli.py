@@ -32,7 +32,7 @@ COMMANDS = {  # command -> (module defining `configure_<command>(parser)`, one-l
     'offsets': ('velox.face.ops', "show a consumer group's offsets and lag, or reset them (earliest, latest, a time)"),
     'backfill': ('velox.face.ops', 'republish a range of the Parquet catalog onto the topics, in event-time order'),
     'docs': ('velox.face.docs', 'build the HTML documentation site from the notebooks, offline'),
-    'bench': ('velox.face.commands', 'run the benchmarks in bench/ (throughput tables against in-process references)'),
+    'bench': ('velox.face.bench', 'run the benchmarks in bench/ (throughput tables against in-process references); all: every one into bench/BENCHMARKS.md'),
 }
 
 class Parser(argparse.ArgumentParser):
