@@ -4,7 +4,7 @@
 
 # %% ../../nbs/runtime/07a_sweep.ipynb #5f6556b9
 from __future__ import annotations
-import hashlib, itertools, json
+import hashlib, importlib.util, itertools, json
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -163,19 +163,16 @@ def _run(todo:list, evaluate, settings, scheduler, workers:int, progress:bool, d
         bar.close(); client.close()
         if cluster is not None: cluster.close()
 
-def _source_of(*fs) -> str:
-    import inspect
-    return hashlib.blake2b(''.join(inspect.getsource(f) for f in fs).encode(), digest_size=8).hexdigest()
-
 def sweep(param_sets:list, symbols, days, settings:SweepSettings=SweepSettings(), out_dir:str|Path='sweep',
           scheduler:str|None=None, workers:int=2, progress:bool=True, evaluate=evaluate_cell) -> Sweep:
-    "Score `param_sets` (darkpool parameter dicts) over every symbol-day; resumable in `out_dir`."
+    """Score `param_sets` (darkpool parameter dicts) over every symbol-day; resumable in `out_dir`. `evaluate`: computes
+    what `evaluate_cell` does (e.g. wrapped to count or log calls); cells are keyed by this module's code, not its."""
     out = Path(out_dir)
     sets = {params_version({'darkpool': check_sections({'darkpool': p}, 'sweep parameter set')['darkpool']}): p for p in param_sets}
     cat = Catalog(settings.data)
     srcs = {(s, d): cat.find(s, d) for s in symbols for d in days}
     data = {k: [file_hash(x.path) for x in v] for k, v in srcs.items()}
-    code = source_hash(('detect', 'market', 'feeds')) + _source_of(evaluate, cell_alerts, window_data.__wrapped__)
+    code = source_hash(('detect', 'market', 'feeds')) + file_hash(importlib.util.find_spec('velox.runtime.sweep').origin)[:16]
     rows, todo = [], []
     for pid, p in sets.items():
         for (s, d) in srcs:
