@@ -32,6 +32,8 @@ COMMANDS = {  # command -> (module defining `configure_<command>(parser)`, one-l
     'offsets': ('velox.face.ops', "show a consumer group's offsets and lag, or reset them (earliest, latest, a time)"),
     'backfill': ('velox.face.ops', 'republish a range of the Parquet catalog onto the topics, in event-time order'),
     'docs': ('velox.face.docs', 'build the HTML documentation site from the notebooks, offline'),
+    'sweep': ('velox.face.sweep', 'score a grid or random sample of detector parameters over many symbol-days on Dask (markouts, counts, walk-forward); resumable'),
+    'params': ('velox.face.sweep', 'register a parameter set in a registry, or promote a version to running detect workers from an event time'),
     'bench': ('velox.face.bench', 'run the benchmarks in bench/ (throughput tables against in-process references); all: every one into bench/BENCHMARKS.md'),
 }
 
