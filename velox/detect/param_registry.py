@@ -13,7 +13,7 @@ from .params import PARAM_SECTIONS, check_params, detect_stage
 from ..stage import Stage, dump_state, load_state
 
 # %% auto #0
-__all__ = ['params_version', 'check_sections', 'ParamRegistry', 'ParamSwitch']
+__all__ = ['params_version', 'check_sections', 'ParamRegistry', 'ParamSwitch', 'registry_detect_stage']
 
 # %% ../../nbs/detect/09_param_registry.ipynb #1a64065a
 def params_version(sections:dict) -> str:
@@ -107,6 +107,7 @@ class ParamSwitch(Stage):
         self.inner = make(params or {})
         self.name = self.inner.name
         self.version = params_version(check_sections(params or {}))
+        if self.registry is not None: self.registry.register(params or {}, note='the parameters a worker started with')  # traceable too
         self.history = [(None, self.version)]  # (from_ns, version), the first from the start
         self.late, self.high = [], None  # promotions read after their time had passed; the latest event time seen
         self._seen, self._checked, self._pending = None, -1e18, []
@@ -179,3 +180,11 @@ class ParamSwitch(Stage):
         out = np.full(ts.shape, self.history[0][1], dtype=object)
         for f, v in self.history[1:]: out[ts >= f] = v
         return out.astype(str)
+
+# %% ../../nbs/detect/09_param_registry.ipynb #83f45105
+def registry_detect_stage(params:dict|None=None) -> Stage:
+    "`detect_stage(params)`, wrapped in a `ParamSwitch` on `params['param_registry']` (group `param_group`) if given."
+    p = dict(params or {})
+    reg, group = p.pop('param_registry', None), p.pop('param_group', 'velox-detect')
+    if not reg: return detect_stage(p)
+    return ParamSwitch(reg, group, {'darkpool': p} if p else {})
