@@ -39,6 +39,21 @@ class Marks:
     vol: dict = field(default_factory=dict)  # symbol -> [minute, mid at its first quote, EW variance of 1-minute mid log returns]
     day: int|None = None  # event-time day being traded (ts // DAY_NS)
     active: set = field(default_factory=set)  # symbols with a working order or an open position
+    used: dict|None = None  # symbol -> [bid, bid size we took, ask, ask size we took] (exact tier: own fills consume)
+
+    def available(self, sym:str, q:tuple) -> tuple:
+        "`q` less the displayed size our own fills took at its prices: two orders never fill on the same shares."
+        u = (self.used or {}).get(sym)
+        if u is None: return q
+        return (q[0], max(0.0, q[1] - u[1]) if u[0] == q[0] else q[1], q[2], max(0.0, q[3] - u[3]) if u[2] == q[2] else q[3])
+
+    def consume(self, sym:str, side:int, q:tuple, qty:float):
+        "A fill of `qty` by an order of `side` took displayed shares of `q`'s other side (until its price moves)."
+        if self.used is None: self.used = {}
+        u = self.used.setdefault(sym, [0, 0.0, 0, 0.0])
+        k = 2 if side > 0 else 0  # a buy takes the offer
+        if u[k] != q[k]: u[k], u[k + 1] = q[k], 0.0
+        u[k + 1] += qty
 
     def mark(self, sym:str) -> float:
         "The mid of `sym` (scaled), NaN without a two-sided quote."

@@ -15,8 +15,12 @@ __all__ = ['Broker', 'PaperBroker']
 class Broker:
     "Broker adapter interface: `execute(order, quote)` -> `[(price, qty, fee)]` fills now."
     name = 'broker'
+    consumes = False  # True: the dealer passes quotes less what our own fills took (`Marks.available`)
     def execute(self, order:Order, quote:tuple) -> list:
         raise NotImplementedError
+    def entry_latency(self, order:Order) -> int|None:
+        "ns from placing `order` to the venue having it; None: the execution stage's `latency_ms`."
+        return None
 
 class PaperBroker(Broker):
     "Fills at the NBBO: buys at the ask, sells at the bid, up to the displayed size."

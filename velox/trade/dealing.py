@@ -210,8 +210,13 @@ def place(self:Dealer, ts:int, bk:Book, sym:str, side:int, qty:float, reason:str
         return self.out.order(ts, o, 'REJECTED', f"risk: {rule}" + ('' if scope else ' (account)'))
     self.guard.note(ts, bk)
     self.out.order(ts, o, 'PLACED', reason)
-    self.flight.sched.append((ts + cfg.latency, n, o))
-    if not cfg.latency: self._arrive(o)
+    lat = cfg.broker.entry_latency(o)
+    lat = cfg.latency if lat is None else lat
+    sched, at = self.flight.sched, ts + lat
+    k = len(sched)
+    while k and sched[k - 1][0] > at: k -= 1  # latencies differ per order: the schedule stays in arrival order
+    sched.insert(k, (at, n, o))
+    if not lat: self._arrive(o)
 
 @patch
 def _reject(self:Dealer, ts:int, bk:Book, sym:str, side:int, qty:float, why:str, signal_id:str=''):
@@ -239,8 +244,11 @@ def _arrive(self:Dealer, o:Order):
 def _execute(self:Dealer, ts:int, o:Order):
     q = self.marks.quotes.get(o.symbol)
     if q is None: return
-    bk = self.books[(o.account, o.strategy)]
-    for price, qty, fee in self.settings.broker.execute(o, q): self._fill(ts, o, bk, price, qty, fee)
+    bk, broker = self.books[(o.account, o.strategy)], self.settings.broker
+    if broker.consumes: q = self.marks.available(o.symbol, q)
+    for price, qty, fee in broker.execute(o, q):
+        if broker.consumes: self.marks.consume(o.symbol, o.side, q, qty)
+        self._fill(ts, o, bk, price, qty, fee)
 
 @patch
 def _fill(self:Dealer, ts:int, o:Order, bk:Book, price:int, qty:float, fee:float):

@@ -36,6 +36,8 @@ class Order:
     cost: float = 0.0  # sum of fill price x qty (scaled units)
     last_price: int = 0
     status: str = 'NEW'
+    queue: float = -1.0  # size ahead of it at its price while it rests (exact tier; -1: not resting yet)
+    level: float = 0.0  # the size at its price it last saw (the probabilistic queue's reference)
 
     @property
     def remaining(self) -> float: return self.qty - self.filled
