@@ -14,7 +14,9 @@ from ..market.features import FeatureStage
 from ..market.nbbo import NBBOStage
 from .runners import Collector
 from ..trade.ensemble import Ensemble, SignalRules, SignalStage
-from ..trade.broker import PaperBroker
+from ..trade.broker import Broker, PaperBroker
+from ..trade.fill_tiers import ExactBroker, FillSettings
+from ..trade.latency import Latency
 from ..trade.execution import ExecutionStage
 from ..trade.models import GBTModel, LogisticModel, forward_labels, indicator_features
 from ..trade.performance import BacktestResult, PerformanceStage
@@ -58,13 +60,32 @@ def _entries_only(b:np.ndarray, entries) -> np.ndarray:
     "Final signals outside the day's entry window `[open, flat_by)` are not traded."
     return b[(b['stage'] != 'final') | ((b['ts'] >= entries[0]) & (b['ts'] < entries[1]))]
 
-def _step(stages, items, sig_stages, entries, flush:bool=False) -> list:
-    "A window through the stages in order, each seeing it and what earlier ones made of it (`flush`: the end)."
-    avail, out = list(items), []
-    for s in stages:
+def _step(stages, items, sig_stages, entries, flush:bool=False, tiers=()) -> tuple[list, list]:
+    """A window through the stages in order, each seeing it and what earlier ones made of it (`flush`: the end).
+    `tiers`: more (execution, performance) pairs that see what the last two stages saw; returns (outputs, theirs)."""
+    avail, out, theirs = list(items), [], []
+    for n, s in enumerate(stages):
+        if tiers and n == len(stages) - 2:  # execution and performance: the other tiers' see the same inputs
+            theirs = [_step(pair, avail, (), entries, flush)[0] for pair in tiers]
         made = (s.process_window(avail) if avail else []) + (s.flush() if flush else [])
         out += made
         avail += [(k, _entries_only(b, entries)) for k, b in made] if s in sig_stages else made
+    return out, theirs
+
+def _tier_broker(tier, latency_ms:float) -> Broker:
+    "'exact' (the exact tier at the backtest's latency), an `ExactBroker` / `FillSettings`, or any `Broker`."
+    if tier == 'exact': return ExactBroker(FillSettings({'': Latency(round(latency_ms * 1e6))}))
+    if isinstance(tier, FillSettings): return ExactBroker(tier)
+    if isinstance(tier, Broker): return tier
+    raise ConfigError(f"tiers: expected 'exact', a FillSettings or a Broker, got {tier!r}")
+
+def _mids(b:np.ndarray, symbols:list) -> np.ndarray:
+    "(ts, symbol index, mid) of an 'nbbo' batch's two-sided quotes."
+    ok = (b['bid'] > 0) & (b['ask'] > 0)
+    out = np.empty(int(ok.sum()), [('ts', 'i8'), ('sym', 'i2'), ('mid', 'f8')])
+    out['ts'], out['mid'] = b['ts'][ok], (b['bid'][ok] + b['ask'][ok]) / 2
+    order = np.argsort(symbols)
+    out['sym'] = order[np.searchsorted(np.array(symbols)[order], b['symbol'][ok])] if len(symbols) > 1 else 0
     return out
 
 def _check(symbols, days, min_tier, cat) -> tuple[list, list, list]:
@@ -82,7 +103,8 @@ def _check(symbols, days, min_tier, cat) -> tuple[list, list, list]:
 
 def backtest(symbols, days, data_dir='replay/data', accounts=None, signals=None, min_tier='B', horizon_s:int=300,
              make_ensemble=default_ensemble, latency_ms:float=5.0, fee_per_share:float=0.005, slippage_ticks:int=0,
-             flat_by:str|None='15:55', window_s:int=3600, every_s:int=60, chunk_rows:int=65536, progress:bool=False) -> BacktestResult:
+             flat_by:str|None='15:55', window_s:int=3600, every_s:int=60, chunk_rows:int=65536, progress:bool=False,
+             tiers=('exact',)) -> BacktestResult:
     "Replay `days` of `symbols` through features -> signals -> execution -> performance, in process."
     start, cat = time.perf_counter(), Catalog(data_dir)
     symbols, days, recorded = _check(symbols, days, min_tier, cat)
@@ -94,6 +116,10 @@ def backtest(symbols, days, data_dir='replay/data', accounts=None, signals=None,
     flat = _hhmm(flat_by) if flat_by is not None else None
     nbbo, feats, perf = NBBOStage(), FeatureStage(), PerformanceStage(window_s, every_s)
     execution = ExecutionStage(accounts, PaperBroker(slippage_ticks, fee_per_share=fee_per_share), latency_ms=latency_ms)
+    brokers = {(t if isinstance(t, str) else getattr(t, 'name', type(t).__name__)): _tier_broker(t, latency_ms) for t in tiers}
+    pairs = [(ExecutionStage(accounts, b, latency_ms=latency_ms), PerformanceStage(window_s, every_s)) for b in brokers.values()]
+    others = [Collector(('order', 'fill', 'position', 'risk', 'performance')) for _ in pairs]
+    mids = []
     sigs = [] if signals is None else _signal_stages(signals, strategies, min_tier, horizon_s)
     out, ind, models, events = Collector(('signal', 'order', 'fill', 'position', 'risk', 'performance')), [], {}, 0
     span = [d for d in recorded if d <= days[-1]]  # earlier days warm the features up (and train the models)
@@ -122,14 +148,24 @@ def backtest(symbols, days, data_dir='replay/data', accounts=None, signals=None,
             entries, rp = (t_open, t_close), Replay(srcs, chunk_rows=chunk_rows)
             for window in rp.windows(ordered=False):
                 items = [(x.kind, b) for x, b in window]
-                made = _step([nbbo, feats, *sigs, execution, perf], items, sigs, entries)
+                made, theirs = _step([nbbo, feats, *sigs, execution, perf], items, sigs, entries, tiers=pairs)
                 out.add(made + [(k, b) for k, b in items if k == 'signal'])
+                for c, o in zip(others, theirs): c.add(o)
+                mids += [_mids(b, symbols) for k, b in made if k == 'nbbo']
                 ind += [b for k, b in made if k == 'indicator']
             events += rp.done - sum(len(x.data) for x in srcs if x.kind == 'signal')
         if bar is not None: bar.update(1)
-    out.add(_step([nbbo, feats, *sigs, execution, perf], [], sigs, entries, flush=True))
+    made, theirs = _step([nbbo, feats, *sigs, execution, perf], [], sigs, entries, flush=True, tiers=pairs)
+    out.add(made)
+    for c, o in zip(others, theirs): c.add(o)
     if bar is not None: bar.close()
-    res = out.result()
-    get = lambda k: res[k] if k in res else empty(k)
-    return BacktestResult(get('signal'), get('order'), get('fill'), get('position'), get('risk'), get('performance'),
-                          tuple(symbols), tuple(days), accounts, models, events, time.perf_counter() - start)
+    quotes = np.concatenate(mids) if mids else None
+    def result(res, tier, broker):
+        get = lambda k: res[k] if k in res else empty(k)
+        lat = broker.settings.latency[''].mean_ms[0] if isinstance(broker, ExactBroker) else latency_ms
+        return BacktestResult(get('signal'), get('order'), get('fill'), get('position'), get('risk'), get('performance'),
+                              tuple(symbols), tuple(days), accounts, models, events, time.perf_counter() - start, tier, lat, quotes)
+    main = result(out.result(), 'fast', None)
+    sig = main.signals
+    main.tiers = {t: result({'signal': sig, **c.result()}, t, b) for (t, b), c in zip(brokers.items(), others)}
+    return main

@@ -130,6 +130,10 @@ class BacktestResult:
     models: dict = field(default_factory=dict)  # test day -> the ensemble's model weights ('' when given ready)
     events: int = 0  # market events replayed
     elapsed: float = 0.0
+    tier: str = 'fast'  # how it was filled: 'fast' (the NBBO at once) or 'exact' (velox.trade.fill_tiers)
+    latency_ms: float = 0.0  # the mean order entry latency used
+    quotes: np.ndarray|None = None  # mids of the traded symbols: (ts, sym = index in `symbols`, mid scaled)
+    tiers: dict = field(default_factory=dict)  # tier -> BacktestResult of the same run filled another way
 
 # %% ../../nbs/trade/05_performance.ipynb #dc79bae3
 TRIP_COLUMNS = ['account', 'strategy', 'symbol', 'side', 'entry_time', 'entry_price', 'exit_time', 'exit_price', 'qty', 'pnl',
