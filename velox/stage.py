@@ -32,6 +32,7 @@ class Stage:
 
     windowed: bool = False
     global_state: bool = False  # True: state spans symbols (an account's book); a worker checkpoints it whole, one member only
+    prompt: bool = False  # True: advanced to a watermark W, it never again emits a row stamped before W (a worker passes W on)
 
     def on_window(self, symbol:str, batches:dict, st:dict) -> Outputs:
         "Windowed stages: one symbol's events of a window, concatenated per kind."
@@ -56,6 +57,11 @@ class Stage:
         "Feed a batch (one kind, any symbols, in stream order); returns the outputs it caused."
         if kind not in self.inputs: return []
         return [o for s, part in split_by_symbol(b) for o in self.on_batch(kind, s, part, self.state.setdefault(s, {}))]
+
+    def advance(self, watermark:int) -> Outputs:
+        """Event time reached `watermark` on every input (`velox.runtime.watermarks`): nothing before it will come.
+        Stages that hold events across symbols (execution) release those before it; the others hold nothing."""
+        return []
 
     def flush(self, symbols=None) -> Outputs:
         "End of a finite stream (of `symbols`, default all): let each symbol emit what it holds."
@@ -91,6 +97,8 @@ class Chain(Stage):
     def windowed(self): return all(s.windowed for s in self.stages)
     @property
     def global_state(self): return any(s.global_state for s in self.stages)
+    @property
+    def prompt(self): return all(s.prompt for s in self.stages)
 
     def _route(self, start:int, items:Outputs) -> Outputs:
         out = []
@@ -114,9 +122,19 @@ class Chain(Stage):
 
     def flush(self, symbols=None) -> Outputs:
         "Each stage in turn lets go of what it holds; what it emits flows on (as whole windows, if all are windowed)."
+        return self._let_go(lambda s: s.flush(symbols))
+
+    def advance(self, watermark:int) -> Outputs:
+        """Each stage in turn releases what the watermark lets go; what it emits flows on, as in `flush`. A stage after
+        one that is not `prompt` (it may still stamp rows before the watermark: a bar closes on the next print) is not
+        advanced: it holds its events until the end, which is late but exact."""
+        upto = next((i + 1 for i, s in enumerate(self.stages) if not s.prompt), len(self.stages))
+        return self._let_go(lambda s: s.advance(watermark), upto)
+
+    def _let_go(self, call, upto:int|None=None) -> Outputs:
         out = []
-        for i, s in enumerate(self.stages):
-            made = s.flush(symbols)
+        for i, s in enumerate(self.stages[:upto]):
+            made = call(s)
             if not self.windowed: out += self._route(i + 1, made); continue
             avail = list(made)
             for later in self.stages[i + 1:]: avail += later.process_window(avail)

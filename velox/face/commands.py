@@ -64,8 +64,11 @@ def configure_worker(p):
     p.add_argument('--max-records', type=COUNT, default=500, metavar='N', help='messages per poll (default 500)')
     p.add_argument('--codec', choices=['arrow', 'json'], default='arrow', help='how the outputs are written: arrow (Arrow IPC record batches, '
                    'default) or json (one event a message, for systems that read only JSON; see velox/schemas/)')
-    p.add_argument('--idle-lane', type=SECONDS, metavar='S', help='live use: stop waiting for an input topic that has been '
-                   'silent S seconds (e.g. sparse signals holding quotes back); off by default so replays are exact')
+    p.add_argument('--idle-after', type=SECONDS, default=5.0, metavar='S', help='live: an input partition the worker has read to '
+                   'its end and that stays silent S seconds stops holding the event-time watermark back, and holds it again when data '
+                   'comes (default 5; with --until-end a replay decides by offsets alone)')
+    p.add_argument('--late', choices=['process', 'route'], default='process', help='an event that comes behind the watermark: '
+                   'process it anyway (default; counted in the status as late) or route it to late.<topic> with the reason')
     p.add_argument('--registry', metavar='DIR', help='the model registry (velox models train) for predict.<model> and ensemble')
     p.add_argument('--notebook', metavar='OUT.ipynb', help='run the worker notebook nbs/workers/<stage>.ipynb with papermill, saving the executed copy here')
     p.set_defaults(func=cmd_worker)
@@ -161,7 +164,8 @@ def cmd_worker(a):
                                    registry=a.registry, **kw)
     from velox.runtime.stages import stage_worker
     from velox.runtime.worker import RunOptions, WorkerSettings
-    settings = WorkerSettings(client_id=a.client_id, max_records=a.max_records, idle_lane_s=a.idle_lane, codec=a.codec)
+    settings = WorkerSettings(client_id=a.client_id, max_records=a.max_records, idle_after_s=a.idle_after,
+                              late=a.late, codec=a.codec)
     options = RunOptions(until_end=a.until_end, idle_timeout_s=a.idle_timeout, max_runtime_s=a.max_runtime, stop_file=a.stop_file,
                          status_path=a.status, metrics_port=a.metrics_port, handle_signals=True)
     print(json.dumps(stage_worker(a.stage, **{k: kw[k] for k in ('bus', 'group', 'params', 'store', 'hot', 'checkpoints')},

@@ -56,12 +56,12 @@ class TemporalMerge:
         wm = self.last[self.open].min()
         return [r for r in np.flatnonzero(self.open) if self.last[r] == wm]
 
-    def pop(self, ordered:bool=True, idle=None) -> list[Run]:
+    def pop(self, ordered:bool=True, floor:int|None=None) -> list[Run]:
         """Release every event that can no longer be preceded by an unseen one: as runs in merge order, or
-        (`ordered=False`, for windowed stages) as one slice per source, skipping the sort. `idle`: a mask of
-        open sources not to wait for (live use: a source that has been silent too long)."""
-        waiting = self.open if idle is None else self.open & ~np.asarray(idle, bool)
-        wm = self.last[waiting].min() if waiting.any() else None
+        (`ordered=False`, for windowed stages) as one slice per source, skipping the sort. `floor`: a watermark from
+        outside (every source promised nothing before it, see `velox.runtime.watermarks`): rows before it go too."""
+        wm = self.last[self.open].min() if self.open.any() else None
+        if wm is not None and floor is not None: wm = max(wm, floor)
         ranks, rows, keys, parts = [], [], [], {}
         for r, (bufs, ks) in enumerate(zip(self.bufs, self.keys)):
             if not bufs: continue

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 # %% auto #0
 __all__ = ['DAY_MS', 'TIMEFRAMES', 'SIGNAL_STAGES', 'PATTERNS', 'TOPICS', 'KIND_TOPICS', 'CHECKED', 'TopicSpec', 'dlq_topic',
-           'topic_spec', 'registry', 'expand', 'apply', 'broker_config', 'broker_configs', 'describe', 'describe_text']
+           'late_topic', 'topic_spec', 'registry', 'expand', 'apply', 'broker_config', 'broker_configs', 'describe',
+           'describe_text']
 
 # %% ../../nbs/infra/01_topics.ipynb #d3e2273d
 DAY_MS = 86_400_000
@@ -30,6 +31,7 @@ SIGNAL_STAGES = ('raw', 'calibrated', 'filtered', 'final')
 
 PATTERNS = (  # most specific first
     TopicSpec('dlq.*', retention_ms=30 * DAY_MS, compression='zstd'),
+    TopicSpec('late.*', retention_ms=30 * DAY_MS, compression='zstd'),  # events behind a worker's watermark (velox.runtime.watermarks)
     TopicSpec('market.bars.*'),
     TopicSpec('predictions.*', retention_ms=30 * DAY_MS),
     TopicSpec('signals.*', retention_ms=30 * DAY_MS),
@@ -60,13 +62,17 @@ def dlq_topic(topic:str) -> str:
     "The dead-letter topic of `topic`."
     return 'dlq.' + topic
 
+def late_topic(topic:str) -> str:
+    "Where a worker routes the events of `topic` that came behind its watermark."
+    return 'late.' + topic
+
 def topic_spec(t:str|TopicSpec) -> TopicSpec:
     "The spec of a topic: itself, the registered one, the matching pattern's (renamed), or the default."
     if not isinstance(t, str): return t  # already a spec
     if t in TOPICS: return TOPICS[t]
     for p in PATTERNS:
         if fnmatch.fnmatchcase(t, p.name):
-            base = topic_spec(t[4:]) if p.name == 'dlq.*' else p  # a DLQ keeps its topic's partitions
+            base = topic_spec(t.split('.', 1)[1]) if p.name in ('dlq.*', 'late.*') else p  # keeps its topic's partitions
             return TopicSpec(t, base.partitions, p.retention_ms, p.compression, base.key, codec=base.codec)
     return TopicSpec(t)
 

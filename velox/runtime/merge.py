@@ -4,7 +4,6 @@
 
 # %% ../../nbs/runtime/01a_merge.ipynb #67606009
 from __future__ import annotations
-import time
 from collections import deque
 import numpy as np
 from ..feeds.replay import KIND_RANK, TemporalMerge
@@ -22,7 +21,6 @@ class SymbolMerge:
         self.merge = TemporalMerge(len(self.topics))
         self.held = [deque() for _ in self.topics]  # per rank: [rows still held, (topic, partition), offset]
         self.high = {}  # topic -> (ts, seq) of the last row pushed, for inputs that carry `seq`
-        self.heard = [time.time()] * len(self.topics)  # per rank: when it last brought rows (wall clock)
 
     def fresh(self, topic:str, b:np.ndarray) -> np.ndarray:
         """The rows of `b` not seen before. A producer that crashed re-sends what it produced after its last
@@ -68,12 +66,12 @@ class SymbolMerge:
         b = self.fresh(topic, b)  # one chunk: as the messages one by one would have
         if not len(b): self.gone = [*self.gone, *((tp, x[3]) for x in run)]; return
         r = self.rank[topic]
-        self.merge.push(r, b); self.held[r].extend([len(x[1]), tp, x[3]] for x in run); self.heard[r] = time.time()
+        self.merge.push(r, b); self.held[r].extend([len(x[1]), tp, x[3]] for x in run)
 
     def push(self, topic:str, b:np.ndarray, tp, offset:int):
         "Buffer the rows of message `offset` of partition `tp`."
         r = self.rank[topic]
-        self.merge.push(r, b); self.held[r].append([len(b), tp, offset]); self.heard[r] = time.time()
+        self.merge.push(r, b); self.held[r].append([len(b), tp, offset])
 
     def close(self, topic:str):
         "`topic` has no more rows for this symbol (its end-of-stream marker came)."
@@ -95,20 +93,15 @@ class SymbolMerge:
     @property
     def holding(self) -> bool: return any(self.merge.bufs) or bool(self.pending)
 
-    def idle(self, idle_s:float) -> list:
-        "Per rank: silent for more than `idle_s` seconds of wall time, with nothing buffered (not worth waiting for)."
-        now = time.time()
-        return [now - h > idle_s and not b for h, b in zip(self.heard, self.merge.bufs)]
-
-    def pop(self, ordered:bool, idle_s:float|None=None) -> tuple[list, list, list]:
+    def pop(self, ordered:bool, floor:int|None=None) -> tuple[list, list, list]:
         """Released `(kind, batch)` items; the `(tp, offset)` of messages now fully released; and per item, the
-        messages its rows came from, in row order: `[(tp, offset, rows), ...]`. `idle_s`: do not wait for an input
-        silent that long (live: sparse signals must not hold the quotes back). Staged messages are settled first; those
-        whose rows were all repeats count as released."""
+        messages its rows came from, in row order: `[(tp, offset, rows), ...]`. `floor`: the worker's watermark
+        (`velox.runtime.watermarks`): rows before it go even while an input of the symbol is silent (sparse signals do
+        not hold the quotes back). Staged messages are settled first; those whose rows were all repeats count as released."""
         if self.pending: self.settle()
         items, done, origins = [], list(self.gone), []
         self.gone = ()
-        for run in self.merge.pop(ordered, None if idle_s is None else self.idle(idle_s)):
+        for run in self.merge.pop(ordered, floor):
             items.append((self.kind_of[self.topics[run.rank]], run.batch))
             n, q, segs = len(run.batch), self.held[run.rank], []
             while n:

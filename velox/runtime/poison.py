@@ -126,6 +126,11 @@ class Guard:
         "`Stage.flush`, and a new base for what it changed."
         self.forget_bases(symbols); return self.stage.flush(symbols)
 
+    def advance(self, watermark:int) -> list:
+        "`Stage.advance`, journaled like a window (a rollback runs it again in its place)."
+        for b in self.bases.values(): b.windows.append(watermark)
+        return self.stage.advance(watermark)
+
     def forget(self, symbols):
         "`Stage.forget` (the symbols' partition left), and their bases."
         self.forget_bases(symbols); self.stage.forget(symbols)
@@ -168,7 +173,9 @@ class Guard:
         "The state as it was after the last window that passed: the base's snapshot, and its journal run again."
         if symbols is not None: self.stage.forget(symbols)
         self.stage.restore(base.snap)
-        for w in base.windows: self.stage.process_window(w)  # deterministic: the same state; the outputs went out already
+        for w in base.windows:  # deterministic: the same state; the outputs went out already
+            if isinstance(w, int): self.stage.advance(w)  # a watermark
+            else: self.stage.process_window(w)
 
 # %% ../../nbs/runtime/01d_poison.ipynb #51653aaa
 class RecordFile:

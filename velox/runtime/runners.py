@@ -95,6 +95,7 @@ def run_replay(stage:Stage, replay:Replay, sinks=(), on_output=None, collect=Non
         for s in sinks:
             for k, b in in_window(items, lo, hi): s.write(k, b)
         emit(stage.process_window(items))
+        if items: emit(stage.advance(max(int(b['ts'].max()) for _, b in items)))  # in event-time order: nothing earlier comes
     if hi is None: emit(stage.flush())  # a window to `end` stops where the full run stands at `end`
     for s in sinks: s.flush()
     warm = getattr(replay, 'warm_rows', 0)

@@ -22,11 +22,14 @@ class WorkerSettings:
     checkpoint_every_s: float = 1.0  # checkpoint (flush, snapshot, commit) this often, and when stopping
     max_buffered_rows: int = 2_000_000  # pause a partition whose merges hold more rows (one input racing ahead)
     sink_attempts: int = 3  # tries of a sink write before the store counts as down
-    idle_lane_s: float|None = None  # live: stop waiting for an input silent this long (s); None: always wait (exact replays)
+    idle_after_s: float|None = 5.0  # live: an input caught up and silent this long no longer holds the watermark back (None: never; finite replays decide by offsets alone)
+    late: str = 'process'  # an event behind the watermark: 'process' (anyway, counted) or 'route' (to late.<topic> with the reason)
     arrival_order: bool = False  # release rows as they arrive, without the event-time merge (stages that need no order)
     max_deaths: int = 2  # dead-letter a message after the worker died this many times processing it (0: never; see velox.runtime.poison)
 
-    def __post_init__(self): check_codec(self.codec)  # 'frame' (retired) or an unknown codec: one line
+    def __post_init__(self):
+        check_codec(self.codec)  # 'frame' (retired) or an unknown codec: one line
+        if self.late not in ('process', 'route'): raise ValueError(f"late {self.late!r}: expected 'process' or 'route'")
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -56,3 +59,5 @@ class WorkerStats:
     state: str = 'starting'  # starting, running, stopping, stopped; failed (it stopped on an exception: `error`)
     metrics_port: int | None = None
     error: str | None = None  # why it failed, in one line
+    watermark_ns: int | None = None  # event time below which it will release nothing more (velox.runtime.watermarks); None: none yet
+    late: int = 0  # events that came behind the watermark (processed anyway or routed, per `WorkerSettings.late`)

@@ -11,6 +11,7 @@ from ..detect.params import detect_stage, load_params
 from ..feeds.replay import Replay
 from ..infra.connect import bus_from_config
 from ..infra.bus import publish, publish_eos
+from .watermarks import MarkerPacer
 from ..infra.topics import KIND_TOPICS, SIGNAL_STAGES
 from .worker import RunOptions, Worker, WorkerSettings
 from ..stage import Chain, Stage
@@ -26,13 +27,15 @@ DETECT_INPUTS = {KIND_TOPICS['quote']: 'quote', KIND_TOPICS['trade']: 'trade'}
 DETECT_OUTPUTS = {'nbbo': KIND_TOPICS['nbbo'], 'alert': KIND_TOPICS['alert']}
 
 # %% ../../nbs/runtime/02_stages.ipynb #b1ecd4db
-def publish_replay(bus, replay:Replay, eos:bool=True) -> int:
-    "Publish every event of `replay` to its market topic; returns the number of events."
-    syms = {}
+def publish_replay(bus, replay:Replay, eos:bool=True, markers:bool=True) -> int:
+    """Publish every event of `replay` to its market topic, with a watermark marker in every partition of those topics
+    each second of event time (`markers`; see `velox.runtime.watermarks`); returns the number of events."""
+    syms, pacer = {}, MarkerPacer(bus, sorted({KIND_TOPICS[s.kind] for s in replay.sources})) if markers else None
     for window in replay.windows(ordered=bool(replay.speed)):
         for src, b in window:
             publish(bus, KIND_TOPICS[src.kind], src.kind, b)
             syms.setdefault(KIND_TOPICS[src.kind], set()).add(src.symbol)
+        if pacer and window: pacer.after(max(int(b['ts'].max()) for _, b in window))  # event-time order: nothing earlier follows
     if eos:
         for topic, ss in syms.items(): publish_eos(bus, topic, sorted(ss))
     bus.flush()
@@ -80,17 +83,19 @@ def _build(what:str, make, p:dict):
     try: return make(**p)
     except (TypeError, ValueError) as e: raise ConfigError(f"{what} parameters: {e}") from None
 
-EXECUTION_KEYS = {'accounts', 'broker', 'latency_ms', 'tif', 'stop_bps', 'target_bps', 'allowed_lateness_s', 'performance'}
+EXECUTION_KEYS = {'accounts', 'broker', 'latency_ms', 'tif', 'stop_bps', 'target_bps', 'performance'}
 
 def execution_stage(params:dict|None=None) -> Chain:
     """`ExecutionStage` + `PerformanceStage` from parameters: `accounts` (see `risk.accounts_from`; default one paper
-    account), `broker` (`slippage_ticks`, `fee_per_share`, `min_fee`), `latency_ms`, `tif`, `stop_bps`, `target_bps`,
-    `allowed_lateness_s`, and `performance` (`window_s`, `every_s`)."""
+    account), `broker` (`slippage_ticks`, `fee_per_share`, `min_fee`), `latency_ms`, `tif`, `stop_bps`, `target_bps`
+    and `performance` (`window_s`, `every_s`)."""
     from velox.trade.performance import PerformanceStage
     from velox.trade.broker import PaperBroker
     from velox.trade.execution import ExecutionStage
     from velox.trade.risk import accounts_from
     p = dict(params or {})
+    if 'allowed_lateness_s' in p:
+        raise ConfigError("execution parameters: allowed_lateness_s is gone: the stage releases by the watermark of its inputs (velox.runtime.watermarks); remove the key")
     unknown = set(p) - EXECUTION_KEYS
     if unknown: raise ConfigError(f"execution parameters: unknown key(s) {sorted(unknown)}; expected some of {sorted(EXECUTION_KEYS)}")
     kw = {k: p[k] for k in EXECUTION_KEYS - {'accounts', 'broker', 'performance'} if k in p}

@@ -4,21 +4,23 @@
 
 # %% ../../nbs/runtime/01_worker.ipynb #be260e16
 from __future__ import annotations
-import json, os, signal, threading, time
+import threading, time
 from collections import defaultdict
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 import numpy as np
-from ..core import atomic_write, get_logger
+from ..core import get_logger
 from ..infra.bus import is_control, is_eos, key_problem, publish, send_to_dlq
 from ..infra.codecs import CodecError, decode_message, decode_messages
 from ..infra.resilience import GuardedSink, SinkUnavailable, CircuitBreaker, retry, is_transient
-from ..infra.topics import topic_spec
+from ..infra.topics import late_topic, topic_spec
 from .checkpoints import ALL, Checkpoints, Progress, Snapshot
 from .downstream import Ends, end_marker, end_partitions, end_symbols, route
 from .merge import SymbolMerge
-from .poison import Guard, InFlight, held_floor, one_line, rows_message, window_symbols
+from .poison import Guard, held_floor, one_line, rows_message, window_symbols
 from .runners import Collector
-from .settings import RunOptions, WorkerSettings, WorkerStats
+from .loop import WorkerLoop
+from .settings import RunOptions, WorkerSettings, WorkerStats  # noqa: F401 (RunOptions: callers import it from here)
+from .watermarks import END, FORWARD_EVERY_NS, Watermarks, is_watermark, marker, publish_watermark
 from ..stage import Stage
 
 # %% auto #0
@@ -38,7 +40,7 @@ class Ownership:
         self.backpressured.difference_update(tps)
 
 # %% ../../nbs/runtime/01_worker.ipynb #5c835d0d
-class Worker:
+class Worker(WorkerLoop):
     "Consume `inputs` ({topic: kind}), run `stage`, produce `outputs` ({kind: topic}), checkpoint."
     def __init__(self, stage:Stage, bus, inputs:dict, outputs:dict, group:str, settings:WorkerSettings=WorkerSettings(),
                  sinks=(), checkpoints=None):
@@ -51,6 +53,7 @@ class Worker:
         self.stats, self.collected, self.log = WorkerStats(), Collector(settings.collect or ()), get_logger('worker')
         self.merges, self.consumer, self.metrics = {}, None, None
         self.progress, self.owned, self.ends = Progress(), Ownership(), Ends()
+        self.wm, self.applied, self._forwarded = Watermarks(settings.idle_after_s), None, None  # event time: velox.runtime.watermarks
         self.guard, self.flight, self._polled, self._decoded = Guard(stage), None, [], {}  # the way in to the stage's state; see velox.runtime.poison
         self._stop, self._last_ckpt, self._beat, self._last_event_ts, self._probed = threading.Event(), time.monotonic(), time.monotonic(), None, 0.0
 
@@ -110,7 +113,7 @@ class Worker:
         syms = [s for s, tps in self.owned.symbol_tps.items() if tps & lost]
         for s in syms: self.merges.pop(s, None); self.guard.forget([s])
         for part in (self.progress, self.owned, self.ends): part.forget(syms, lost)
-        self.owned.assigned = now
+        self.owned.assigned = now; self.wm.assign(now)
         self.stats.assignment = sorted(map(list, now))
 
     # -- one cycle: take in, release, pass ends on ----------------------------------------------------------
@@ -120,7 +123,7 @@ class Worker:
         msgs = self.consumer.poll(timeout_ms=self.settings.poll_ms, max_records=self.settings.max_records)
         self._sync_assignment()
         careful = self.flight is not None and self.flight.careful  # the last run died: one message at a time
-        events = sum(map(self._cycle, [[m] for m in msgs] or [[]] if careful else [msgs]))
+        events = sum(map(self._cycle, [[m] for m in msgs] or [[]] if careful else [msgs])) + self._advance()
         if self.ends.all_ended(self.owned.assigned) and self.ends.announced != self.owned.assigned \
                 and all(sm.closed for sm in self.merges.values()):
             self.ends.announced = frozenset(self.owned.assigned); self._announce_end()
@@ -150,8 +153,14 @@ class Worker:
         if self._refused(m) is not None:
             self.progress.next[tp] = m.offset + 1
             return None
+        if is_watermark(m):  # how far event time went on this partition
+            self.progress.next[tp] = m.offset + 1
+            try: self.wm.read(tp, m.value)
+            except ValueError as e: self._dead_letter(m, str(e))
+            return None
         if is_eos(m) and m.key is None:  # the partition (or one producer of it) ended
             ended = self.ends.partition_marker(tp, m.value)
+            if ended: self.wm.end(tp)
             self.progress.next[tp] = m.offset if ended else m.offset + 1  # ended: commit *at* the marker, a later owner reads it too
             return None
         self.progress.next[tp] = m.offset + 1
@@ -171,9 +180,23 @@ class Worker:
         if b is None or not len(b): return None
         sym = self._merge_key(m.topic, str(b['symbol'][0]))
         if self._restored_past(sym, tp, m.offset): return None
+        self.wm.saw(tp, int(b['ts'].max()))
+        if self.applied is not None and (late := b['ts'] < self.applied).any():
+            b = self._late(m, b, late)
+            if not len(b): return None
         self._merge(sym).stage(m.topic, b, tp, m.offset)  # pushed with the messages next to it; a re-delivery's rows dropped there
         self.owned.symbol_tps[sym].add(tp); self.progress.held[tp].add(m.offset)
         return sym
+
+    def _late(self, m, b:np.ndarray, late:np.ndarray) -> np.ndarray:
+        "Rows behind the watermark: counted, and processed anyway or routed to `late.<topic>` with the reason (`WorkerSettings.late`)."
+        n = int(late.sum()); self.stats.late += n
+        self.log.warning("%d event(s) of %s[%d]@%d behind the watermark %d", n, m.topic, m.partition, m.offset, self.applied)
+        if self.settings.late == 'process': return b
+        why = f"{n} event(s) behind the watermark {self.applied}: earliest ts {int(b['ts'][late].min())}"
+        r = rows_message(((m.topic, m.partition), m.offset), self.inputs[m.topic], m.key, [b[late]])
+        retry(lambda: self.bus.produce(late_topic(m.topic), r.value, key=m.key, headers={**r.headers, 'velox-late': why.encode()}), what='late event')
+        return b[~late]
 
     def _refused(self, m) -> str|None:
         "Why `m` is dead-lettered now (key not UTF-8; died on too often: `velox.runtime.poison`); '': before; None: take it."
@@ -206,11 +229,26 @@ class Worker:
         if self.metrics: self.metrics.dead_letters.labels(self.metrics.worker, m.topic).inc()
         self.log.warning("dead-lettered %s[%d]@%d: %s", m.topic, m.partition, m.offset, reason)
 
-    def _release(self, touched:set) -> int:
-        "Run the stage on what the touched merges release, flush the symbols that ended; the number of events."
-        if self.settings.idle_lane_s is not None: touched |= {s for s, sm in self.merges.items() if sm.holding}
+    def _advance(self) -> int:
+        """Move the watermark on: where the consumer stands on each partition (idleness), the minimum over the inputs;
+        release what it lets go from every merge and from the stage, and pass it on (a prompt stage, `Stage.prompt`)."""
+        paused = self.owned.backpressured if not self.owned.degraded else self.owned.assigned
+        for t, p in self.owned.assigned:
+            self.wm.observe((t, p), self.consumer.position(t, p), self.consumer.highwater(t, p), (t, p) in paused)
+        w = self.wm.current()
+        if w is None or w == END or (self.applied is not None and w <= self.applied): return 0  # END: the end markers finish
+        self.applied = self.stats.watermark_ns = w
+        events = self._release({s for s, sm in self.merges.items() if sm.holding}, floor=w)
+        self._emit(self.guard.advance(w))
+        if self.stage.prompt and self.outputs and (self._forwarded is None or w - self._forwarded >= FORWARD_EVERY_NS):
+            publish_watermark(self.bus, self.outputs.values(), marker(w, group=self.group, covers=self.owned.assigned, inputs=self.inputs))
+            self._forwarded = w
+        return events
+
+    def _release(self, touched:set, floor:int|None=None) -> int:
+        "Run the stage on what the touched merges release (all before `floor` too), flush the symbols that ended; the number of events."
         ordered = not self.stage.windowed or (self.flight is not None and self.flight.careful)  # careful: rows in merge order
-        pops, events, ended = {s: self.merges[s].pop(ordered, self.settings.idle_lane_s) for s in sorted(touched)}, 0, []
+        pops, events, ended = {s: self.merges[s].pop(ordered, floor) for s in sorted(touched)}, 0, []
         for sym, (items, done, origins) in pops.items():
             events += self._release_symbol(sym, items, done, origins)
             if self._flush_if_ended(sym): ended.append(sym)
@@ -314,87 +352,3 @@ class Worker:
         if not self.owned.degraded:
             self.log.warning("a store is unavailable (%s); holding commits and pausing partitions", e)
             self.consumer.pause(self.owned.assigned); self.owned.degraded = True
-
-    # -- the loop ---------------------------------------------------------------------------------------------
-    def run(self, options:RunOptions=RunOptions()) -> WorkerStats:
-        "Run until stopped (see above); returns the stats."
-        o = options
-        if o.handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT): signal.signal(sig, lambda *_: self.stop())
-        srv = self._serve_metrics(o.metrics_port) if o.metrics_port is not None else None
-        if self.consumer is None: self.connect()
-        self._open_flight(o)
-        self.stats.state = 'running'
-        try:
-            self._loop(o)
-            self.stats.state = 'stopping'
-            for _ in range(20):  # a final checkpoint; if a store is still down, nothing is committed (safe)
-                if self.checkpoint(): break
-                time.sleep(0.25)
-            self.stats.state = 'stopped'
-        except BaseException as e:  # and no final checkpoint: the step it failed in may be half done
-            self.stats.state, self.stats.error = 'failed', one_line(e)
-            self.log.exception("worker failed: %s", self.stats.error)
-            raise
-        finally: self._close(srv, o)
-        return self.stats
-
-    def _open_flight(self, o:RunOptions):
-        "This member's in-flight records (beside its status file, else in the checkpoint store), and what the last run died with."
-        ck = self.checkpoints
-        self.flight = InFlight.at(ck and ck.hot, ck.prefix if ck else '', o.status_path, self.settings.client_id, self.settings.max_deaths)
-        died = self.flight.start() if self.flight else []
-        if died: self.log.warning("the last run died with %d message(s) in flight (from %s); taking them one at a time", len(died), died[0])
-
-    def _close(self, srv, o:RunOptions):
-        self.consumer.close(); srv and srv.shutdown()
-        if o.status_path: self._write_status(o.status_path)
-
-    def _loop(self, o:RunOptions):
-        t0, last = time.monotonic(), None
-        while not self._stop.is_set():
-            self._beat = time.monotonic()
-            if self.step(): last = time.monotonic()
-            now = time.monotonic()
-            if self.owned.degraded or now - self._last_ckpt >= self.settings.checkpoint_every_s: self.checkpoint()
-            self._observe()
-            self.stats.paused = sorted(map(list, self.consumer.paused()))
-            if o.status_path: self._write_status(o.status_path)
-            if self._should_stop(o, now - t0, None if last is None else now - last): break
-
-    def _should_stop(self, o:RunOptions, ran_s:float, quiet_s:float|None) -> bool:
-        "A stop file, the time limit, the end of every input owned, or quiet after every symbol ended."
-        if o.stop_file and os.path.exists(o.stop_file): return True
-        if o.max_runtime_s is not None and ran_s > o.max_runtime_s: return True
-        drained = all(m.closed for m in self.merges.values())
-        if o.until_end and drained and self.ends.all_ended(self.owned.assigned) and not self.owned.degraded: return True
-        return o.idle_timeout_s is not None and drained and quiet_s is not None and quiet_s > o.idle_timeout_s
-
-    def _serve_metrics(self, port:int):
-        from velox.infra.metrics import WorkerMetrics, serve
-        self.metrics = WorkerMetrics(self.settings.client_id or self.group)
-        srv = serve(self.metrics, self.health, self.ready, port); self.stats.metrics_port = srv.server_address[1]
-        return srv
-
-    def _observe(self):
-        m = self.metrics
-        if not m: return
-        if probe := self.owned.degraded and time.monotonic() - self._probed > 2: self._probed = time.monotonic()  # paused: no fetch responses, ask the broker
-        for t, p in self.owned.assigned:
-            hw, pos = m.end_offset(self.bus, self.consumer, t, p, probe), self.consumer.position(t, p)
-            if hw is not None and pos is not None: m.consumer_lag.labels(m.worker, t, str(p)).set(hw - pos)
-        if self._last_event_ts: m.event_lag.labels(m.worker).set(time.time() - self._last_event_ts / 1e9); m.event_time.labels(m.worker).set(self._last_event_ts / 1e9)
-        m.state_symbols.labels(m.worker).set(len(self.merges))
-        for s in self.sinks: m.sink_open.labels(m.worker, s.name).set(int(s.breaker.state != 'closed'))
-
-    def health(self):
-        ok = time.monotonic() - self._beat < 30 and self.stats.state in ('starting', 'running')
-        return ok, f"{self.stats.state}; last loop {time.monotonic() - self._beat:.1f} s ago"
-
-    def ready(self):
-        if self.owned.degraded: return False, 'a store is unavailable; partitions paused'
-        if not self.owned.assigned: return False, 'no partitions assigned'
-        return self.stats.state == 'running', self.stats.state
-
-    def _write_status(self, path):
-        atomic_write(path, json.dumps(asdict(self.stats)))

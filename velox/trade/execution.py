@@ -6,7 +6,7 @@
 from __future__ import annotations
 from dataclasses import dataclass, field
 import numpy as np
-from ..core import NS, Session
+from ..core import Session
 from ..stage import Stage, StateError, load_state, dump_state, register_state
 from .broker import Broker, PaperBroker
 from .books import DAY_NS, MINUTE_NS, Book, Marks, books_for
@@ -39,11 +39,6 @@ class Release:
             late = b['ts'] < self.done  # behind the released horizon: cannot take its place in time any more
             if late.any(): self.late.append((kind, b[late])); b = b[~late]
         self.pending.append((kind, b))
-
-    def horizon(self, lateness:int) -> int|None:
-        "Events before it may go: the oldest latest NBBO time of the live symbols, less `lateness` (None: none live)."
-        live = [t for s, t in self.seen.items() if s not in self.ended]
-        return min(live) - lateness if live else None
 
     def take_late(self) -> list:
         late, self.late = self.late, []
@@ -104,15 +99,15 @@ class ExecutionStage(Stage):
     "signal + nbbo (+ risk commands) -> order, fill, position, risk; per (account, strategy), in event time."
     name, inputs, outputs, windowed = 'execution', ('nbbo', 'signal', 'risk'), ('order', 'fill', 'position', 'risk'), True
     global_state = True  # accounts span symbols: one worker holds them, and checkpoints them whole
+    prompt = True  # advanced to W, every later output is stamped at or after W (orders by their event, fills after latency)
 
     def __init__(self, accounts=(Account('paper'),), broker:Broker|None=None, latency_ms:float=0.0, tif:str='IOC',
-                 stop_bps:float=0.0, target_bps:float=0.0, allowed_lateness_s:float=120.0, session:Session|None=Session()):
+                 stop_bps:float=0.0, target_bps:float=0.0, session:Session|None=Session()):
         super().__init__()
         if tif not in ('IOC', 'DAY'): raise ValueError(f"tif {tif!r}: expected 'IOC' or 'DAY'")
         broker = broker or PaperBroker()  # the broker's instrument registry is the dealer's (None: the process's)
         self.settings = DealerSettings({a.name: a for a in accounts}, broker, tif, int(latency_ms * 1e6),
                                      stop_bps, target_bps, session, getattr(broker, 'instruments', None))
-        self.lateness = int(allowed_lateness_s * NS)
         self._use(ExecutionState.new(accounts))
 
     def _use(self, state:ExecutionState):
@@ -125,20 +120,20 @@ class ExecutionStage(Stage):
             if k not in RANK or not len(b): continue
             if k == 'signal': b = self.state.flight.fresh(b[np.isin(b['stage'], ('final', ''))])  # only final signals trade
             rel.hold(k, b)
-        h = rel.horizon(self.lateness)
-        return self._release(-2**63 if h is None else h)
+        return self._release(rel.done)  # holds them: only what came late is answered now
+
+    def advance(self, watermark:int) -> list:
+        "Nothing before `watermark` will come: release what is held before it, in order."
+        return self._release(watermark)
 
     def flush(self, symbols=None) -> list:
-        """`symbols` ended: they no longer hold back the others. The whole stream ended (`symbols=None`): release
-        everything and report the books. A symbol's end is not the stream's: a worker may not have seen every
-        symbol yet, so only the end of every input (or the runner's last call) finishes."""
+        """The whole stream ended (`symbols=None`): release everything and report the books. A symbol's end is not
+        the stream's (a worker may not have seen every symbol yet): only the watermark or the end of every input
+        (the runner's last call) releases."""
         rel = self.state.release
-        if symbols is None:
-            rel.ended |= set(rel.seen)
-            return self._release(2**63 - 1) + self._finish()
-        rel.ended |= set(symbols)
-        h = rel.horizon(self.lateness)
-        return [] if h is None else self._release(h)
+        if symbols is not None: rel.ended |= set(symbols); return []
+        rel.ended |= set(rel.seen)
+        return self._release(2**63 - 1) + self._finish()
 
     def snapshot(self, symbols=None) -> bytes: return dump_state(self.state)
     def restore(self, data:bytes):
