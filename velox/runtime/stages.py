@@ -83,14 +83,14 @@ def _build(what:str, make, p:dict):
     try: return make(**p)
     except (TypeError, ValueError) as e: raise ConfigError(f"{what} parameters: {e}") from None
 
-EXECUTION_KEYS = {'accounts', 'broker', 'latency_ms', 'tif', 'stop_bps', 'target_bps', 'performance'}
+EXECUTION_KEYS = {'accounts', 'broker', 'latency_ms', 'tif', 'stop_bps', 'target_bps', 'performance', 'fills'}
 
 def execution_stage(params:dict|None=None) -> Chain:
     """`ExecutionStage` + `PerformanceStage` from parameters: `accounts` (see `risk.accounts_from`; default one paper
-    account), `broker` (`slippage_ticks`, `fee_per_share`, `min_fee`), `latency_ms`, `tif`, `stop_bps`, `target_bps`
-    and `performance` (`window_s`, `every_s`)."""
+    account), `broker` (`slippage_ticks`, `fee_per_share`, `min_fee`), `latency_ms`, `tif`, `stop_bps`, `target_bps`,
+    `performance` (`window_s`, `every_s`) and `fills` (the exact fill tier: latency, queue model, maker/taker fees; see
+    `velox.trade.fill_tiers`)."""
     from velox.trade.performance import PerformanceStage
-    from velox.trade.broker import PaperBroker
     from velox.trade.execution import ExecutionStage
     from velox.trade.risk import accounts_from
     p = dict(params or {})
@@ -98,13 +98,12 @@ def execution_stage(params:dict|None=None) -> Chain:
         raise ConfigError("execution parameters: allowed_lateness_s is gone: the stage releases by the watermark of its inputs (velox.runtime.watermarks); remove the key")
     unknown = set(p) - EXECUTION_KEYS
     if unknown: raise ConfigError(f"execution parameters: unknown key(s) {sorted(unknown)}; expected some of {sorted(EXECUTION_KEYS)}")
-    kw = {k: p[k] for k in EXECUTION_KEYS - {'accounts', 'broker', 'performance'} if k in p}
+    kw = {k: p[k] for k in EXECUTION_KEYS - {'accounts', 'broker', 'performance', 'fills'} if k in p}
     perf = _build('execution performance', PerformanceStage, dict(p.get('performance') or {}))
     if 'accounts' in p: kw['accounts'] = accounts_from(p, 'execution parameters')
-    b = p.get('broker') or {}
-    if not isinstance(b, dict) or set(b) - {'slippage_ticks', 'fee_per_share', 'min_fee'}:
-        raise ConfigError(f"execution parameters, broker: expected a mapping of slippage_ticks, fee_per_share, min_fee; got {b!r}")
-    try: return Chain(ExecutionStage(broker=PaperBroker(**b), **kw), perf)
+    from velox.trade.fill_tiers import broker_from
+    broker = broker_from(p.get('broker'), p.get('fills'), 'execution parameters')  # a ConfigError names the key
+    try: return Chain(ExecutionStage(broker=broker, **kw), perf)
     except (TypeError, ValueError) as e: raise ConfigError(f"execution parameters: {e}") from None
 
 def predict_stage(model:str, params:dict|None=None):
