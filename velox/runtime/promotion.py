@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 import pandas as pd
 from ..core import NY, ConfigError
-from ..detect.param_registry import ParamRegistry
+from ..detect.param_registry import ParamRegistry, registry_detect_stage
+from .stages import DETECT_INPUTS, DETECT_OUTPUTS, StageSpec
 
 # %% auto #0
-__all__ = ['watermarks', 'fleet_watermark', 'frontier', 'event_time', 'promote']
+__all__ = ['DETECT_REGISTRY', 'watermarks', 'fleet_watermark', 'frontier', 'event_time', 'promote']
 
 # %% ../../nbs/runtime/07b_promotion.ipynb #f136e02c
 def watermarks(status) -> dict:
@@ -47,3 +48,6 @@ def promote(registry, version:str, at, status=None, group:str='velox-detect') ->
     "Promote `version` of `registry` for `group` from event time `at`, checked against the watermarks in `status`."
     reg = registry if isinstance(registry, ParamRegistry) else ParamRegistry(registry)
     return reg.promote(version, event_time(at), group, frontier(status) if status is not None else None)
+
+# %% ../../nbs/runtime/07b_promotion.ipynb #34763aa0
+DETECT_REGISTRY = StageSpec('detect', registry_detect_stage, DETECT_INPUTS, DETECT_OUTPUTS, store_kinds=('alert',))
