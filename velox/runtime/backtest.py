@@ -105,7 +105,8 @@ def backtest(symbols, days, data_dir='replay/data', accounts=None, signals=None,
              make_ensemble=default_ensemble, latency_ms:float=5.0, fee_per_share:float=0.005, slippage_ticks:int=0,
              flat_by:str|None='15:55', window_s:int=3600, every_s:int=60, chunk_rows:int=65536, progress:bool=False,
              tiers=('exact',)) -> BacktestResult:
-    "Replay `days` of `symbols` through features -> signals -> execution -> performance, in process."
+    """Replay `days` of `symbols` through features -> signals -> execution -> performance, in process. The result is the
+    fast tier's (`PaperBroker`); `tiers` fill the same signals other ways beside it (`res.tiers`: 'exact' by default)."""
     start, cat = time.perf_counter(), Catalog(data_dir)
     symbols, days, recorded = _check(symbols, days, min_tier, cat)
     if signals is None and sum(d < days[0] for d in recorded) < 2:
