@@ -54,6 +54,8 @@ class SweepSettings:
     seed: int = 0  # of the matched random times
 
     def __post_init__(self):
+        lo, hi = (clock_ns('2013-10-08', w, 'sweep window time') for w in self.window)
+        if lo >= hi: raise ConfigError(f"sweep window {'-'.join(self.window)}: expected its start before its end (New York time)")
         if self.objective not in self.horizons: raise ConfigError(f"sweep objective {self.objective!r}: expected one of the horizons {list(self.horizons)}")
 
 @lru_cache(maxsize=16)
@@ -87,7 +89,7 @@ def cell_key(params:dict, symbol:str, day:str, settings:SweepSettings, code:str,
     doc = json.dumps([params, symbol, day, asdict(settings), code, data], sort_keys=True, default=str)
     return hashlib.blake2b(doc.encode(), digest_size=12).hexdigest()
 
-# %% ../../nbs/runtime/07a_sweep.ipynb #11140c62
+# %% ../../nbs/runtime/07a_sweep.ipynb #befc1b4f
 def _pooled(g:pd.DataFrame, horizons) -> dict:
     out = {'cells': len(g), 'alerts': int(g['alerts'].sum()), 'alerts_per_day': float(g['alerts'].mean())}
     for h in horizons:
@@ -114,7 +116,7 @@ def score_table(cells:pd.DataFrame, settings:SweepSettings=SweepSettings()) -> p
     t = pd.DataFrame(rows)
     return t.sort_values([f'excess_{h}', 'pid'], ascending=[False, True], na_position='last', ignore_index=True) if len(t) else t
 
-# %% ../../nbs/runtime/07a_sweep.ipynb #1ecadc26
+# %% ../../nbs/runtime/07a_sweep.ipynb #0a720f07
 def walk_forward(cells:pd.DataFrame, settings:SweepSettings=SweepSettings(), min_train:int=1) -> pd.DataFrame:
     "Per test day: the set chosen on the earlier days (`chosen`), its training score, its score on the day, the day's best."
     h = f'excess_{settings.objective}'
@@ -128,7 +130,7 @@ def walk_forward(cells:pd.DataFrame, settings:SweepSettings=SweepSettings(), min
                      'test_score': test[h].get(pick['pid'], np.nan), 'best_test_score': test[h].max()})
     return pd.DataFrame(rows, columns=['day', 'train_days', 'chosen', 'train_score', 'test_score', 'best_test_score'])
 
-# %% ../../nbs/runtime/07a_sweep.ipynb #04099cc1
+# %% ../../nbs/runtime/07a_sweep.ipynb #3783e743
 @dataclass
 class Sweep:
     "What a sweep found: every cell, the score table, the walk-forward choices, and how much it computed."
