@@ -21,7 +21,7 @@ def smoke(*cmd, tmp_path, timeout=300):
 
 def test_every_known_bench_is_collected():
     names = {p.values[0] for p in BENCHES}
-    assert {'bars', 'book', 'books', 'bus', 'detectors', 'execution', 'features', 'kernels', 'l3', 'pipeline', 'scale', 'stores'} <= names, names
+    assert {'bars', 'book', 'books', 'bus', 'detectors', 'execution', 'features', 'fills', 'kernels', 'l3', 'pipeline', 'scale', 'stores'} <= names, names
 
 
 @pytest.mark.parametrize('name', BENCHES)
