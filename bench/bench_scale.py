@@ -26,6 +26,8 @@ import numpy as np
 
 from velox.core import NS, clock_ns
 from velox.detect.params import detect_stage
+from velox.events import DTYPES
+from velox.feeds.arrow import from_arrow
 from velox.feeds.parquet import ParquetCatalog
 from velox.feeds.recorded import Catalog
 from velox.feeds.replay import ArraySource
@@ -85,19 +87,51 @@ class Counted:
         return np.concatenate(parts) if parts else None
 
 
-def stream(cat:ParquetCatalog, symbols:list, lo:int, hi:int, group:int, window_s:int, hot_sink=None, keep=('alert',), progress=False):
-    """Feed [lo, hi) of `symbols` to a fresh `stage()` per group of `group` symbols, `window_s` seconds at a time;
-    (events, Counted outputs, seconds reading the catalog)."""
+class Cursor:
+    """One partition of the catalog read forward, a row group at a time: `until(t)` returns its rows before `t` and
+    holds at most one decoded row group (the files are in event-time order)."""
+    def __init__(self, cat:ParquetCatalog, kind:str, symbol:str, day:str):
+        import pyarrow.parquet as pq
+        self.kind, self.buf = kind, None
+        files = sorted(cat.partition_dir(kind, symbol, day).glob('part-*.parquet'))
+        self.batches = (rb for f in files for rb in pq.ParquetFile(f, memory_map=True).iter_batches(batch_size=8192))
+
+    def until(self, t:int) -> np.ndarray:
+        parts = []
+        while True:
+            if self.buf is None:
+                rb = next(self.batches, None)
+                if rb is None: break
+                self.buf = from_arrow(rb, self.kind)[1]
+            k = int(np.searchsorted(self.buf['ts'], t, 'left'))
+            if k: parts.append(self.buf[:k])
+            if k < len(self.buf):
+                self.buf = self.buf[k:]
+                break
+            self.buf = None
+        return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, DTYPES[self.kind])
+
+
+def stream(cat:ParquetCatalog, symbols:list, lo:int, hi:int, group:int, window_s:int, hot_sink=None, keep=('alert',), progress=False, day=None):
+    """Feed [lo, hi) of `symbols` to a fresh `stage()` per group of `group` symbols, `window_s` seconds at a time, each
+    partition read forward by a `Cursor`; (events, Counted outputs, seconds reading the catalog)."""
     out, events, t_read = Counted(keep), 0, 0.0
+    day = day or cat.days()[0]
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(symbols), unit='sym', desc='scale', leave=False)
     for g in range(0, len(symbols), group):
         syms, st = symbols[g:g + group], stage()
+        cursors = {k: [Cursor(cat, k, s, day) for s in syms] for k in KINDS}
+        for c in cursors['quote'] + cursors['trade']: c.until(lo)  # skip what comes before the period
         for w0 in range(lo, hi, window_s * NS):
             t0 = time.perf_counter()
-            items = [(k, cat.read(k, syms, w0, min(hi, w0 + window_s * NS))) for k in KINDS]
+            w1 = min(hi, w0 + window_s * NS)
+            items = []
+            for k in KINDS:
+                parts = [b for b in (c.until(w1) for c in cursors[k]) if len(b)]
+                if parts: items.append((k, np.concatenate(parts)))
             t_read += time.perf_counter() - t0
             events += sum(len(b) for _, b in items)
             made = st.process_window(items)
@@ -105,6 +139,7 @@ def stream(cat:ParquetCatalog, symbols:list, lo:int, hi:int, group:int, window_s
             if hot_sink is not None:
                 for k, b in (*items, *made):
                     if k in ('nbbo', 'trade', 'bar') and len(b): hot_sink.write(k, b)
+        del cursors
         made = st.flush()
         out.add(made)
         if hot_sink is not None:
@@ -125,7 +160,7 @@ def as_set(b) -> set:
 def check(cat, symbols, lo, hi, group, window_s) -> dict:
     "Streamed outputs (alerts, indicators) equal run_frame's over the same data held at once; the counts compared."
     _, got, _ = stream(cat, symbols, lo, hi, group, window_s, keep=('alert', 'indicator'))
-    srcs = [ArraySource(k, s, cat.read(k, s, lo, hi)) for s in symbols for k in KINDS]
+    srcs = [ArraySource(k, s, cat.read(k, s, lo, hi)) for s in symbols for k in KINDS]  # the catalog's own reader
     ref = run_frame(stage(), [s for s in srcs if len(s.data)], collect=('alert', 'indicator'))
     bad = []
     for kind in ('alert', 'indicator'):
@@ -201,7 +236,7 @@ def main(argv=None):
                 sink = HotSink(hot.store, cap=1000, notify=False)
                 gc.collect()
                 t0 = time.perf_counter()
-                n, out, t_read = stream(cat, symbols, lo, end, a.group, a.window_s, sink, progress=not a.smoke)
+                n, out, t_read = stream(cat, symbols, lo, end, a.group, a.window_s, sink, progress=not a.smoke, day=day)
                 t = time.perf_counter() - t0
                 cur, peak = rss_mb()
                 rows.append((name, n, t, t_read, out.n.get('alert', 0), out.n.get('indicator', 0), cur, peak, hot.store.used_memory()))
