@@ -15,7 +15,7 @@ import pytest
 from velox.core import NS, clock_ns
 from velox.detect.params import detect_stage
 from velox.feeds.recorded import Catalog
-from velox.infra.bus import MemoryBus, is_eos, publish, publish_eos
+from velox.infra.bus import MemoryBus, is_control, publish, publish_eos
 from velox.infra.codecs import decode_message, encode_frame
 from velox.infra.topics import dlq_topic
 from velox.runtime.runners import run_frame
@@ -260,6 +260,8 @@ CLI = [
     CliCase('params unknown key', (*RUN, '--params', 'params.yaml'), ('params.yaml', "unknown parameter 'tolerence'")),
     CliCase('unknown command', ('fly',), ("invalid choice: 'fly'",)),
     CliCase('unknown worker stage', ('worker', 'nosuchstage', '--bus', 'memory://'), ("unknown stage 'nosuchstage'",)),
+    CliCase('sweep unknown parameter', ('sweep', '--data-dir', str(DATA), '--days', '2013-10-08', '--grid', 'tolerence=1,2'), ("sweep space", "unknown parameter 'tolerence'")),
+    CliCase('params promote unknown version', ('params', 'promote', 'p-000000000000', '--at', '2013-10-08 10:15', '--registry', 'reg'), ("no parameter version 'p-000000000000'",), own_out=False),
     CliCase('kafka password in dsn', (*RUN, '--bus', f'kafka://alice:{PLANTED}@127.0.0.1:9092'), ("'bus'", 'alice:***@', 'VELOX_KAFKA_PASSWORD')),
     CliCase('redis password in dsn', (*RUN, '--hot', f'redis://:{PLANTED}@127.0.0.1:6379/0'), ("'hot'", ':***@', 'VELOX_REDIS_PASSWORD')),
     CliCase('store password in dsn', (*RUN, '--store', f'http://default:{PLANTED}@127.0.0.1:8123/db'), ("'store'", ':***@', 'VELOX_STORE_PASSWORD')),
@@ -344,7 +346,7 @@ def test_a_bad_message_goes_to_the_dead_letter_topic_with_its_reason_and_nothing
     reason = dead[0].headers['velox-error'].decode()
     for n in case.needles: assert n in reason, (n, reason)
     c = bus.consumer(['alerts.darkpool'], 'check')
-    got = [decode_message(m.value)[1] for m in c.poll(max_records=10**6) if not is_eos(m)]; c.close()
+    got = [decode_message(m.value)[1] for m in c.poll(max_records=10**6) if not is_control(m)]; c.close()
     got = np.concatenate(got) if got else np.zeros(0)
     ref = run_frame(detect_stage(), WINDOW)['alert']
     assert len(ref) > 0 and sorted(got['id'].tolist()) == sorted(ref['id'].tolist())  # every alert of the good rows
