@@ -13,7 +13,7 @@ from velox.detect.param_registry import ParamRegistry
 from velox.detect.params import detect_stage
 from velox.feeds.recorded import Catalog
 from velox.feeds.replay import Replay
-from velox.infra.bus import is_eos
+from velox.infra.bus import is_control
 from velox.infra.codecs import decode_message
 from velox.infra.kafka_bus import KafkaBus
 from velox.infra.services import start_broker
@@ -72,7 +72,7 @@ def check_promotion(kafka_bus, tmp_path):
     publish_replay(kafka_bus, Replay(SRCS, start=TPUB, end=T_END))
     w.join(timeout=170)
     assert not w.is_alive() and res.get('state') == 'stopped', res
-    got = np.concatenate([decode_message(m.value)[1] for m in read_topic(kafka_bus, 'alerts.darkpool') if not is_eos(m)])
+    got = np.concatenate([decode_message(m.value)[1] for m in read_topic(kafka_bus, 'alerts.darkpool') if not is_control(m)])
     _, first = np.unique(got['id'], return_index=True)  # at-least-once: a consumer dedupes by id
     got = canon(got[np.sort(first)])
     old, new = canon(run_over(None, T0, T)), canon(run_over(NEW, T, T_END))
