@@ -12,7 +12,8 @@ from ..detect.param_registry import ParamRegistry, registry_detect_stage
 from .stages import DETECT_INPUTS, DETECT_OUTPUTS, StageSpec
 
 # %% auto #0
-__all__ = ['DETECT_REGISTRY', 'watermarks', 'fleet_watermark', 'frontier', 'event_time', 'promote']
+__all__ = ['DETECT_REGISTRY', 'watermarks', 'fleet_watermark', 'frontier', 'event_time', 'promote', 'detect_with_manifest',
+           'trace']
 
 # %% ../../nbs/runtime/07b_promotion.ipynb #f136e02c
 def watermarks(status) -> dict:
@@ -50,4 +51,23 @@ def promote(registry, version:str, at, status=None, group:str='velox-detect') ->
     return reg.promote(version, event_time(at), group, frontier(status) if status is not None else None)
 
 # %% ../../nbs/runtime/07b_promotion.ipynb #34763aa0
-DETECT_REGISTRY = StageSpec('detect', registry_detect_stage, DETECT_INPUTS, DETECT_OUTPUTS, store_kinds=('alert',))
+def detect_with_manifest(params:dict|None=None):
+    """`registry_detect_stage(params)`; with a registry, a run manifest of the worker (code, the group, the version it
+    starts with) is written to `<registry>/runs/` and its id kept as the stage's `manifest`."""
+    st = registry_detect_stage(params)
+    reg = (params or {}).get('param_registry')
+    if reg:
+        from velox.runtime.provenance import write_manifest
+        st.manifest = write_manifest(Path(reg) / 'runs', {'stage': 'detect', 'group': st.group}, params={'start': st.version})
+    return st
+
+DETECT_REGISTRY = StageSpec('detect', detect_with_manifest, DETECT_INPUTS, DETECT_OUTPUTS, store_kinds=('alert',))
+
+# %% ../../nbs/runtime/07b_promotion.ipynb #3224211f
+def trace(registry, group:str, ts:int, start:str|None=None) -> dict:
+    "The parameter version, parameters, scores and provenance behind an output of `group` stamped `ts` (`start`: the starting version)."
+    reg = registry if isinstance(registry, ParamRegistry) else ParamRegistry(registry)
+    v = reg.active(group, int(ts)) or start
+    if v is None: raise ConfigError(f"{reg.root}: group {group!r} had no promoted version at {ts} and no starting version was given")
+    doc = reg.get(v)
+    return {'version': v, 'params': doc['params'], 'scores': doc['scores'], 'provenance': doc['provenance']}
