@@ -3,11 +3,11 @@ through JupyterLab's own "run all cells" command, the ipywidgets replay control 
 (ipywidgets and jupyter_bokeh front-end extensions active), and they update while the replays run — the control's
 progress bar moves, and the live desk's replay status, tape and candles change in its Bokeh document (counted through
 BokehJS, not pixels). Screenshots go to .velox/artifacts/dash/."""
-import json, os, secrets, shutil, socket, subprocess, sys, time, urllib.request
+import json, shutil, subprocess, sys, time
 from pathlib import Path
 import pytest
 
-from browser_util import ARGS, ARTIFACTS, CHROMIUM, ROOT
+from browser_util import ARGS, ARTIFACTS, CHROMIUM, ROOT, jupyter_lab
 
 pytestmark = pytest.mark.slow
 NOTEBOOK = 'guides/03_dashboard.ipynb'
@@ -45,22 +45,6 @@ WIDGETS_JS = """() => {
 }"""
 
 
-def _children(pid):
-    "Process ids whose parent is `pid` (the server's kernels)."
-    out = []
-    for d in Path('/proc').iterdir():
-        if not d.name.isdigit(): continue
-        try: stat = (d / 'stat').read_text()
-        except OSError: continue
-        if int(stat.rsplit(')', 1)[1].split()[1]) == pid: out.append(int(d.name))
-    return out
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-
 @pytest.fixture
 def lab(tmp_path):
     "A JupyterLab server (from this venv) on a free port, serving a copy of the dashboard notebook."
@@ -76,41 +60,8 @@ def lab(tmp_path):
     nb['cells'] = [c for c in nb['cells'] if not ''.join(c['source']).lstrip().startswith('#| eval: false')]
     (work / 'nbs' / NOTEBOOK).parent.mkdir(parents=True, exist_ok=True)
     (work / 'nbs' / NOTEBOOK).write_text(json.dumps(nb))
-    # lab settings of this server only: render every cell (JupyterLab 4 otherwise renders only the cells in view, and
-    # the widgets scrolled past would leave the page), and no news pop-up over the notebook
-    settings = tmp_path / 'settings'
-    for ext, value in (('notebook-extension/tracker', {'windowingMode': 'none'}),
-                       ('apputils-extension/notification', {'fetchNews': 'false'})):
-        f = settings / '@jupyterlab' / f'{ext}.jupyterlab-settings'
-        f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps(value))
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, 'JUPYTER_CONFIG_DIR': str(tmp_path / 'config'), 'JUPYTER_RUNTIME_DIR': str(tmp_path / 'runtime'),
-           'JUPYTERLAB_WORKSPACES_DIR': str(tmp_path / 'workspaces'), 'JUPYTERLAB_SETTINGS_DIR': str(settings),
-           'VELOX_LOG_LEVEL': 'WARNING'}
-    log = open(tmp_path / 'lab.log', 'w')
-    p = subprocess.Popen([sys.executable, '-m', 'jupyterlab', '--no-browser', f'--port={port}', '--ip=127.0.0.1',
-                          f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={work / "nbs"}', '--ServerApp.open_browser=False',
-                          '--LabApp.expose_app_in_browser=True', '--LabApp.news_url=', '--LabApp.check_for_updates_class='
-                          'jupyterlab.NeverCheckForUpdate', *(['--allow-root'] if os.geteuid() == 0 else [])],
-                         stdout=log, stderr=subprocess.STDOUT, cwd=work, env=env)
-    base, deadline = f'http://127.0.0.1:{port}', time.monotonic() + 90
-    try:
-        while True:
-            try: urllib.request.urlopen(f'{base}/api/status?token={token}', timeout=5).read(); break
-            except OSError:
-                if p.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"jupyter lab did not come up: {(tmp_path / 'lab.log').read_text()[-3000:]}") from None
-                time.sleep(0.3)
-        yield f'{base}/lab/tree/{NOTEBOOK}?token={token}', tmp_path / 'lab.log'
-    finally:
-        kernels = _children(p.pid)  # started in sessions of their own: SIGTERM to the server shuts them down, check it did
-        p.terminate()
-        try: p.wait(20)
-        except subprocess.TimeoutExpired: p.kill(); p.wait(5)
-        for k in kernels:
-            try: os.kill(k, 9)
-            except ProcessLookupError: pass
-        log.close()
+    with jupyter_lab(work / 'nbs', tmp_path) as (base, token, log):
+        yield f'{base}/lab/tree/{NOTEBOOK}?token={token}', log
 
 
 def test_dashboard_notebook_runs_in_jupyterlab_and_its_widgets_render_and_update(lab):

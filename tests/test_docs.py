@@ -1,7 +1,10 @@
 """The documentation site builds offline (`velox docs build`) and every page renders in a headless browser
 (Debian's chromium driven by Playwright; without Playwright, chromium --dump-dom) with its title, the
-navigation, no console errors and no request that fails."""
-import json, re, shutil, subprocess, sys
+navigation, no console errors and no request that fails. In the whole suite (VELOX_WHOLE_SUITE=1) the build reuses
+the notebooks the test run executed (`velox docs test`, .velox/nbcache) and every notebook page shows its outputs;
+alone, only the research guide is executed (or taken from the cache) and the other pages are rendered from the cache
+or as committed."""
+import functools, json, os, re, shutil, subprocess, sys, tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 import pytest
@@ -13,13 +16,31 @@ ARGS = ['--no-sandbox', '--headless', '--disable-gpu', '--disable-background-net
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason='chromium not installed: apt-get install -y chromium')]
 
 
+RESEARCH = 'nbs/guides/01_research.ipynb'
+WHOLE_SUITE = bool(os.environ.get('VELOX_WHOLE_SUITE'))
+
+
+def velox(*args):
+    r = subprocess.run([sys.executable, '-m', 'velox.face.cli', *args], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
+@functools.cache
+def built_site():
+    "The site, built once per test session (tests/test_docs_site.py reads the same one): (directory, pages.json, build output)."
+    out = Path(tempfile.mkdtemp(prefix='velox-docs-')) / '_docs'
+    if WHOLE_SUITE: said = velox('docs', 'build', '--out', str(out))  # runs only what the notebook test run did not cache
+    else:
+        velox('docs', 'test', '--path', RESEARCH, '--flags', 'slow kafka redis', '--reuse')
+        said = velox('docs', 'build', '--out', str(out), '--no-execute')
+    return out, json.loads((out / 'pages.json').read_text()), said
+
+
 @pytest.fixture(scope='module')
-def site(tmp_path_factory):
-    out = tmp_path_factory.mktemp('site') / '_docs'
-    r = subprocess.run([sys.executable, '-m', 'velox.face.cli', 'docs', 'build', '--out', str(out)], cwd=ROOT,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr
-    return out, json.loads((out / 'pages.json').read_text())
+def site():
+    out, pages, _ = built_site()
+    return out, pages
 
 
 def test_the_site_has_a_page_per_notebook_a_getting_started_page_and_an_api_reference(site):
@@ -83,3 +104,16 @@ def test_every_page_renders_in_headless_chromium_with_its_title_and_no_console_e
     except ImportError: problems = _check_with_dump_dom(out, pages)
     else: problems = _check_with_playwright(out, pages)
     assert not problems, '\n'.join(problems)
+
+
+def test_every_notebook_page_shows_what_its_notebook_ran(site):
+    "The pages show outputs (not code only): all of them in the whole suite, the research guide always."
+    out, pages = site
+    said = built_site()[2]
+    research = next(p for p in pages if p['source'] == RESEARCH)
+    assert research['executed'], research
+    if not WHOLE_SUITE: pytest.skip('every page executed: checked in the whole suite, after the notebook test run')
+    workers = {p['source'] for p in pages if p['source'].startswith('nbs/workers/')}  # skip_exec: run by papermill in tests/
+    missing = [p['source'] for p in pages if p['source'] and p['source'] not in workers and not p['executed']]
+    assert not missing, f"pages without outputs: {missing}\n{said}"
+    print(f"\nbuild: {said.strip()}")  # 'executing N notebook(s)' would mean the test run's cache was not reused
