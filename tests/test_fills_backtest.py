@@ -50,3 +50,13 @@ def test_exact_tier_pays_the_taker_fee_on_market_orders_the_fast_tier_its_flat_f
     ex = res.tiers['exact']
     assert np.allclose(res.fills['fee'], 0.005 * res.fills['qty'])  # backtest's fee_per_share
     assert np.allclose(ex.fills['fee'], 0.003 * ex.fills['qty'])  # the default schedule's taker fee: every order is a market order
+
+
+def test_html_report_shows_both_fill_tiers_and_says_why_the_exact_tier_uses_the_nbbo(run, tmp_path):
+    from velox.face.research import report
+    res, rep = run
+    page = Path(report(res, tmp_path / 'b.html')).read_text()
+    table = page[page.index('id="fills"'):]
+    table = table[:table.index('</table>')]
+    assert table.count('<tr') == 1 + len(rep) and '<td>fast</td>' in table and '<td>exact</td>' in table
+    assert "no L2 or L3 book: the exact tier uses the NBBO's displayed sizes and the risk-averse queue" in page

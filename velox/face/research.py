@@ -13,6 +13,7 @@ from ..feeds.recorded import Catalog
 from ..runtime.backtest import backtest
 from ..runtime.research import build_baselines
 from ..trade.ensemble import brier, reliability
+from ..trade.fill_report import fill_report
 from ..trade.performance import BacktestResult, headline, round_trips, tier_results
 from ..trade.registry import ModelRegistry
 from ..trade.training import fit_models, register_all
@@ -106,7 +107,8 @@ def report_tables(res:BacktestResult, trips=None) -> dict:
     risk = as_frame(res.risk)[['time', 'symbol', 'account', 'strategy', 'rule', 'action', 'value', 'limit', 'message']]
     counts = (risk.groupby(['account', 'strategy', 'rule', 'action']).size().rename('events').reset_index() if len(risk)
               else risk[['account', 'strategy', 'rule', 'action']].assign(events=0))
-    return dict(headline=headline(res, trips), tiers=tier_results(trips), trades=trips, risk=counts, risk_events=risk)
+    return dict(headline=headline(res, trips), tiers=tier_results(trips), trades=trips, risk=counts, risk_events=risk,
+                fills=fill_report(res))  # fill quality per fill tier (fast, exact), side by side
 
 def report(res:BacktestResult, path, title:str|None=None, max_risk_rows:int=2000) -> str:
     "Write the backtest's HTML report (one self-contained page); returns its path."
@@ -121,7 +123,10 @@ def report(res:BacktestResult, path, title:str|None=None, max_risk_rows:int=2000
     head = (f"<h1>{html.escape(title)}</h1><p>{res.events:,} market events in {res.elapsed:.1f} s · signals from an ensemble "
             f"fitted walk-forward on the days before each test day · paper fills at the NBBO. Backtested PnL on a few days "
             f"says little about the future.</p><ul>{models}</ul><h2>Headline</h2>{table(tabs['headline'], 'headline')}")
-    tail = (f"<h2>Per tier</h2>{table(tabs['tiers'], 'tiers')}<h2>Trades (round trips: {len(trips)})</h2>{table(trips, 'trades')}"
+    tail = (f"<h2>Fill tiers</h2><p>The same signals filled two ways: fast (the NBBO at once) and exact (latency, displayed "
+            f"size used up by our own fills, maker/taker fees, a queue for resting orders). These equities have no L2 or L3 "
+            f"book: the exact tier uses the NBBO's displayed sizes and the risk-averse queue.</p>{table(tabs['fills'], 'fills')}"
+            f"<h2>Per tier</h2>{table(tabs['tiers'], 'tiers')}<h2>Trades (round trips: {len(trips)})</h2>{table(trips, 'trades')}"
             f"<h2>Risk events ({len(ev)})</h2>{table(tabs['risk'], 'risk')}"
             + (f"<p>the first {max_risk_rows} of {len(ev)}:</p>" if len(ev) > max_risk_rows else '')
             + table(ev.head(max_risk_rows), 'risk_events'))
