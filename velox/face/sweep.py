@@ -30,11 +30,12 @@ def heatmap(table:pd.DataFrame, x:str, y:str, value:str='excess_1m', width:int=5
     src = ColumnDataSource(dict(x=t[px].astype(str), y=t[py].astype(str), v=t[value].fillna(0.0), pid=t['pid'],
                                 label=[f"{v:.2f}\n{n} alerts" if v == v else f"–\n{n} alerts" for v, n in zip(t[value], t['alerts'])]))
     lim = float(np.nanmax(np.abs(t[value]))) if t[value].notna().any() else 1.0
+    src.data['tc'] = ['white' if abs(v) > lim / 2 else 'black' for v in src.data['v']]  # readable on dark cells
     cmap = LinearColorMapper(palette=list(reversed(RdBu11)), low=-lim, high=lim)
     f = figure(x_range=xs, y_range=ys, width=width, height=height, toolbar_location=None,
                title=f"{value} (bps) by {x} and {y}", x_axis_label=x, y_axis_label=y)
     f.rect('x', 'y', 1, 1, source=src, fill_color={'field': 'v', 'transform': cmap}, line_color='white')
-    f.text('x', 'y', text='label', source=src, text_align='center', text_baseline='middle', text_font_size='10px')
+    f.text('x', 'y', text='label', source=src, text_align='center', text_baseline='middle', text_font_size='10px', text_color='tc')
     f.add_tools(HoverTool(tooltips=[('set', '@pid'), (value, '@v{0.00}')]))
     f.add_layout(ColorBar(color_mapper=cmap, title='bps'), 'right')
     return f
