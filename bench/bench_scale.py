@@ -8,7 +8,7 @@ hot state, streamed from the Parquet catalog in bounded memory.
 The input is a synthetic session (`velox data synth`: recorded IBM/BAC symbol-days re-keyed SYN00000.., time-shifted
 and price-scaled; see velox.feeds.synth), built once into `--catalog` (default a folder under the temporary directory,
 reused while its manifest matches). The run reads the catalog in groups of `--group` symbols and, within a group, in
-event-time windows of `--window-s` seconds (row groups of 8,192 rows, so a window reads only its row groups), and
+event-time windows of `--window-s` seconds (each partition read forward a row group of 8,192 rows at a time), and
 feeds each window to one stage: the product's detect stage (NBBO -> dark-pool kinds) chained with FeatureStage
 (indicators per 1m/5m/15m/1h bar), while a HotSink keeps L1 and the last 1,000 prints per symbol in the hot state
 (a redis-server started here with --hot redis; `MemoryHot` with --hot memory). Only alerts are kept; everything else
@@ -28,7 +28,7 @@ from velox.core import NS, clock_ns
 from velox.detect.params import detect_stage
 from velox.events import DTYPES
 from velox.feeds.arrow import from_arrow
-from velox.feeds.parquet import ParquetCatalog
+from velox.feeds.parquet import ParquetCatalog, ParquetSource
 from velox.feeds.recorded import Catalog
 from velox.feeds.replay import ArraySource
 from velox.feeds.synth import SYNTH_FILE, recorded_pool, synth_catalog
@@ -160,7 +160,8 @@ def as_set(b) -> set:
 def check(cat, symbols, lo, hi, group, window_s) -> dict:
     "Streamed outputs (alerts, indicators) equal run_frame's over the same data held at once; the counts compared."
     _, got, _ = stream(cat, symbols, lo, hi, group, window_s, keep=('alert', 'indicator'))
-    srcs = [ArraySource(k, s, cat.read(k, s, lo, hi)) for s in symbols for k in KINDS]  # the catalog's own reader
+    day = cat.days()[0]
+    srcs = [ArraySource(k, s, ParquetSource(cat, k, s, day).load(lo, hi)) for s in symbols for k in KINDS]  # the catalog's own reader
     ref = run_frame(stage(), [s for s in srcs if len(s.data)], collect=('alert', 'indicator'))
     bad = []
     for kind in ('alert', 'indicator'):
