@@ -47,7 +47,7 @@ def sweep_page(r:Sweep, path, x:str|None=None, y:str|None=None, value:str|None=N
     from bokeh.resources import INLINE
     swept = [c[2:] for c in r.table.columns if c.startswith('p_') and r.table[c].nunique() > 1] or [c[2:] for c in r.table.columns if c.startswith('p_')]
     x, y = x or swept[0], y or (swept[1] if len(swept) > 1 else swept[0])
-    value = value or next(c for c in r.table.columns if c.startswith('excess_') and c.endswith(r.walk.attrs.get('h', '1m')))
+    value = value or f'excess_{r.objective}'
     tab = lambda df: df.to_html(index=False, classes='vx', float_format=lambda v: f"{v:,.4g}", na_rep='–')
     page = file_html(column(heatmap(r.table, x, y, value)), INLINE, 'velox sweep')
     before, after = page.rsplit('<body>', 1)

@@ -142,6 +142,7 @@ class Sweep:
     reused: int
     manifest: str
     out_dir: Path
+    objective: str = '1m'  # the horizon that ranked the sets (`SweepSettings.objective`)
 
 def _client(scheduler, workers:int):
     from dask.distributed import Client, LocalCluster
@@ -195,4 +196,4 @@ def sweep(param_sets:list, symbols, days, settings:SweepSettings=SweepSettings()
     table, walk = score_table(cells, settings).assign(manifest=mid), walk_forward(cells, settings).assign(manifest=mid)
     cells.to_parquet(out / 'cells.parquet'); table.to_parquet(out / 'table.parquet'); table.to_csv(out / 'table.csv', index=False)
     walk.to_csv(out / 'walk_forward.csv', index=False)
-    return Sweep(cells, table, walk, sets, len(todo), reused, mid, out)
+    return Sweep(cells, table, walk, sets, len(todo), reused, mid, out, settings.objective)
