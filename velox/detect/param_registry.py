@@ -167,10 +167,12 @@ class ParamSwitch(Stage):
         return dump_state({'version': self.version, 'history': self.history, 'high': self.high, 'inner': self.inner.snapshot(symbols)})
 
     def restore(self, data:bytes):
+        "A fresh stage carries on with the snapshot's version and switches; one already running keeps its own (a rebalance)."
         d = load_state(data)
-        if d['version'] != self.version:
-            self.inner, self.version = self.make(self.registry.params(d['version'])), d['version']
-        self.history, self.high = [tuple(h) for h in d['history']], d['high']
+        if self.high is None:
+            if d['version'] != self.version: self.inner, self.version = self.make(self.registry.params(d['version'])), d['version']
+            self.history, self.high = [tuple(h) for h in d['history']], d['high']
+        elif d['high'] is not None: self.high = max(self.high, d['high'])
         self._seen = None; self._checked = -1e18
         self.inner.restore(d['inner'])
 
