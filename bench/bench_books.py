@@ -24,8 +24,9 @@ from velox.market.books import L2Books
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = [ROOT / 'replay/data/binance/btcusdt_20240808_spot.gz', ROOT / 'replay/data/binance/ethusdt_20240808_spot.gz']
-SMOKE = dict(symbols=20, rows=1000, repeat=1, python_rows=5000)
+SMOKE = dict(symbols=20, rows=1000, repeat=1, python_rows=5000, regroup_rows=20_000)
 TARGET_NS = 300
+WINDOW = 1 << 12  # dense ticks per book, the same for L2Books and the L2Book references (2,000 x 2 x 4,096 x 8 B = 131 MB)
 ROW = np.dtype([('side', 'i1'), ('price', '<i8'), ('size', '<f8')])
 
 
@@ -62,10 +63,10 @@ def market(n:int, rows:int, seed:int=0) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def check(book, b, ticks):
     "The interleaved path's top after every update = each symbol's own L2Book over its rows alone."
-    top = L2Books(ticks).apply(book, b)
+    top = L2Books(ticks, WINDOW).apply(book, b)
     for i, tick in enumerate(ticks):
         mine = book == i
-        ref = L2Book(int(tick)).apply(b[mine])
+        ref = L2Book(int(tick), WINDOW).apply(b[mine])
         if top[mine].tolist() != ref.tolist():
             j = int(np.flatnonzero(top[mine] != ref)[0])
             raise AssertionError(f"book {i}: interleaved top differs from its own L2Book at its update {j}")
@@ -108,6 +109,7 @@ def main(argv=None):
     p.add_argument('--chunk', type=int, default=1024, help='updates per timed chunk (default 1024)')
     p.add_argument('--repeat', type=int, default=3, help='best of R for the one-call rows (default 3)')
     p.add_argument('--python-rows', type=int, default=200_000, help='updates timed through the per-update Python path (default 200,000)')
+    p.add_argument('--regroup-rows', type=int, default=1_000_000, help='updates timed through the regrouping path (default 1,000,000)')
     p.add_argument('--seed', type=int, default=0, help='seed of the stream (default 0)')
     p.add_argument('--smoke', action='store_true', help='20 symbols x 1,000 updates, one run per row: every check and the table')
     a, _ = p.parse_known_args(argv)
@@ -119,16 +121,17 @@ def main(argv=None):
     check(book, b, ticks)
     print(f"{len(b):,} updates; the interleaved path's top after every update equals each symbol's own L2Book\n")
     rows = []
-    best = min(_once(lambda: L2Books(ticks), book, b) for _ in range(a.repeat))
+    best = min(_once(lambda: L2Books(ticks, WINDOW), book, b) for _ in range(a.repeat))
     rows.append(('L2Books.apply, interleaved, one call', len(b), best, best))
-    bs = L2Books(ticks)
+    bs = L2Books(ticks, WINDOW)
     ns = chunked(bs.apply, book, b, a.chunk)
     rows.append((f'L2Books.apply, interleaved, per {a.chunk}-update chunk', len(b), np.median(ns), ns.mean()))
     rows.append((f'  (memory of {a.symbols:,} books: {bs.nbytes / 2**20:,.0f} MB)', None, None, None))
-    ns = chunked(regrouped([L2Book(int(t)) for t in ticks]), book, b, a.chunk)
-    rows.append(('one L2Book per symbol, each chunk regrouped', len(b), np.median(ns), ns.mean()))
+    r = min(len(b), a.regroup_rows)
+    ns = chunked(regrouped([L2Book(int(t), WINDOW) for t in ticks]), book[:r], b[:r], a.chunk)
+    rows.append((f'one L2Book per symbol, each chunk regrouped (first {r:,})', r, np.median(ns), ns.mean()))
     m = min(len(b), a.python_rows)
-    per = [L2Book(int(t)) for t in ticks]
+    per = [L2Book(int(t), WINDOW) for t in ticks]
     tup = [list(zip(book[s:min(m, s + a.chunk)].tolist(), *(b[f][s:min(m, s + a.chunk)].tolist() for f in ROW.names)))
            for s in range(0, m, a.chunk)]
     out = []
@@ -143,7 +146,7 @@ def main(argv=None):
     t = 0.0
     for i, tick in enumerate(ticks):
         mine = b[book == i]
-        bk = L2Book(int(tick)); t0 = time.perf_counter_ns(); bk.apply(mine); t += time.perf_counter_ns() - t0
+        bk = L2Book(int(tick), WINDOW); t0 = time.perf_counter_ns(); bk.apply(mine); t += time.perf_counter_ns() - t0
     rows.append(('bound: each symbol alone, one L2Book.apply call each', len(b), t / len(b), t / len(b)))
     ref = rows[3][3]
     head = f"{'path':<62} {'updates':>11} {'median ns':>10} {'mean ns':>9} {'vs regrouped':>13}"
