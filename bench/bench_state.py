@@ -117,7 +117,7 @@ def main(argv=None):
         from velox.trade.registry import ModelRegistry
         tmp = Path(tempfile.mkdtemp())
         reg = ModelRegistry(shutil.copytree(fixture, tmp / 'registry')); reg.migrate()
-        ex = {'allowed_lateness_s': 3600, 'accounts': [{'name': 'paper', 'strategies': [{'name': 'ensemble'}]}]}
+        ex = {'accounts': [{'name': 'paper', 'strategies': [{'name': 'ensemble'}]}]}
         cases.append(('trading graph (fixture models), 2/3', lambda: trading_stage(reg.root, execution=ex, ensemble={'min_tier': 'D'}),
                       wins, 2 * len(wins) // 3))
     print(f"{'state':<40} {'pickle B':>10} {'data B':>10} {'pickle w+r ms':>14} {'data w ms':>10} {'data r ms':>10} "

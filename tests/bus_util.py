@@ -1,7 +1,7 @@
 "Helpers shared by the tests that read topics on a real broker."
 import time, uuid
 import pytest
-from velox.infra.bus import is_eos
+from velox.infra.bus import is_control
 
 
 def read_topic(bus, topic, idle_polls=4, markers=False):
@@ -13,7 +13,7 @@ def read_topic(bus, topic, idle_polls=4, markers=False):
             joined = bool(c.assignment()) or time.monotonic() - t0 > 60  # idle polls count once the group is joined
             idle = 0 if got or not joined else idle + 1
             out += got
-    return out if markers else [m for m in out if not is_eos(m)]
+    return out if markers else [m for m in out if not is_control(m)]
 
 
 def fresh_topic(name):

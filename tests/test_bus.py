@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from bus_util import fresh_topic
 from velox.infra.topics import TopicSpec, dlq_topic
-from velox.infra.bus import is_eos, partition_for, publish, publish_eos, range_assign, send_to_dlq
+from velox.infra.bus import is_control, is_eos, partition_for, publish, publish_eos, range_assign, send_to_dlq
 from velox.infra.codecs import CodecError, decode_message, encode_frame, encode_json
 from velox.core import day_start_ns
 from velox.events import PRICE_SCALE, SCHEMA_VERSION, batch
@@ -88,7 +88,7 @@ def test_frames_and_json_round_trip_through_the_bus_with_keys_in_kafka_partition
     assert all(m.partition == partition_for(m.key, 6) for m in msgs)
     assert sum(is_eos(m) for m in msgs) == len(syms)
     for topic in (tf, tj):
-        data = [m for m in msgs if m.topic == topic and not is_eos(m)]
+        data = [m for m in msgs if m.topic == topic and not is_control(m)]
         for sym in syms:
             # per key, offsets count up and the rows come back complete and in their recorded order
             mine = [m for m in data if m.key == sym]

@@ -13,7 +13,7 @@ from velox.core import clock_ns
 from velox.detect.params import detect_stage
 from velox.feeds.recorded import Catalog
 from velox.feeds.replay import Replay
-from velox.infra.bus import is_eos, partition_for, publish, publish_eos
+from velox.infra.bus import is_control, partition_for, publish, publish_eos
 from velox.infra.codecs import decode_message
 from velox.infra.connect import bus_from_dsn
 from velox.infra.topics import TopicSpec
@@ -152,7 +152,7 @@ def test_detect_worker_on_either_client_fed_by_the_other_gives_the_notebook_runn
         assert not th.is_alive() and out.get('state') == 'stopped', out
         assert out['events'] == n == sum(map(len, data.values()))
         msgs = read_topic(pbus, 'alerts.darkpool')
-        got = np.concatenate([decode_message(m.value)[1] for m in msgs if not is_eos(m)])
+        got = np.concatenate([decode_message(m.value)[1] for m in msgs if not is_control(m)])
         _, first = np.unique(got['id'], return_index=True)
         np.testing.assert_array_equal(_canon(got[np.sort(first)]), want)
         wbus.close(); pbus.close()

@@ -118,8 +118,9 @@ def test_rejected_order_never_changes_a_position():
 def test_late_signal_is_rejected_not_filled_against_another_quote():
     nb = nbbo_window()
     late = scripted_signals('IBM', LO, LO + 60 * NS, every_s=30)
-    stage = ExecutionStage([Account('alice', (Strategy('momo'),))], allowed_lateness_s=1)
+    stage = ExecutionStage([Account('alice', (Strategy('momo'),))])
     stage.process_window([('nbbo', nb['IBM'][nb['IBM']['ts'] < LO + 600 * NS])])  # ten minutes of quotes first
+    assert not stage.advance(LO + 600 * NS)  # the watermark passed them (no order yet: quotes alone)
     out = dict(stage.process_window([('signal', late)]))
     assert out['order']['reason'].tolist() == ['late signal'] * len(late)
 

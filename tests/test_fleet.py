@@ -14,7 +14,7 @@ import yaml
 from bus_util import wait_for
 from velox.infra.kafka_bus import KafkaBus
 from velox.infra.codecs import decode_message
-from velox.infra.bus import is_eos, publish_eos
+from velox.infra.bus import is_control, publish_eos
 from velox.feeds.recorded import Catalog
 from velox.runtime.fleet import file_sha256, notebook_complete
 from velox.runtime.launcher import fleet_status, runs
@@ -77,7 +77,7 @@ class TopicReader:
 
     def read(self):
         for m in self.c.poll(timeout_ms=500, max_records=10_000):
-            if not is_eos(m): self.parts[m.topic].append(decode_message(m.value)[1])
+            if not is_control(m): self.parts[m.topic].append(decode_message(m.value)[1])
         return {t: np.concatenate(v) if v else None for t, v in self.parts.items()}
 
 
@@ -95,8 +95,7 @@ def dedupe(a): return a[np.sort(np.unique(a['id'], return_index=True)[1])]
 
 
 ENS = {'min_tier': 'D'}  # trade every signal that passes the filters: the window is short
-EXEC = {'allowed_lateness_s': 3600,  # the window is 30 minutes: execution orders symbols by event time over all of it
-        'accounts': [{'name': 'paper', 'strategies': [{'name': 'ensemble', 'limits': {'max_position': 300}}]}]}
+EXEC = {'accounts': [{'name': 'paper', 'strategies': [{'name': 'ensemble', 'limits': {'max_position': 300}}]}]}
 
 
 def test_fleet_runs_the_whole_stage_graph_scaled_and_crashed_mid_run_with_exactly_velox_runs_outputs(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from velox.core import ConfigError
 from velox.feeds.databento import load_dbn
 from velox.feeds.replay import ArraySource
-from velox.infra.bus import MemoryBus, is_eos, publish, publish_eos
+from velox.infra.bus import MemoryBus, is_control, publish, publish_eos
 from velox.infra.codecs import decode_message
 from velox.infra.topics import KIND_TOPICS, TOPICS
 from velox.market.l3 import l3_stage
@@ -22,7 +22,7 @@ from vendor_files import MBO_ESM4 as MBO
 
 def on_topic(bus, topic):
     c = bus.consumer([topic], f'check-{uuid.uuid4().hex[:6]}')
-    got = [decode_message(m.value)[1] for m in c.poll(max_records=10**6) if not is_eos(m)]
+    got = [decode_message(m.value)[1] for m in c.poll(max_records=10**6) if not is_control(m)]
     c.close()
     return np.concatenate(got)
 

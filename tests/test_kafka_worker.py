@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from velox.infra.kafka_bus import KafkaBus
 from velox.infra.codecs import decode_message
-from velox.infra.bus import is_eos
+from velox.infra.bus import is_control
 from velox.infra.topics import dlq_topic
 from bus_util import read_topic
 from velox.feeds.recorded import Catalog
@@ -82,7 +82,7 @@ def test_worker_notebooks_in_one_group_give_the_notebook_runners_alerts(members,
         assert all(s['state'] == 'stopped' for s in stats)
         assert sum(s['events'] for s in stats) == n
         msgs = read_topic(bus, 'alerts.darkpool')
-        got = np.concatenate([decode_message(m.value)[1] for m in msgs if not is_eos(m)])
+        got = np.concatenate([decode_message(m.value)[1] for m in msgs if not is_control(m)])
         _, first = np.unique(got['id'], return_index=True)  # at-least-once: a consumer dedupes by id
         np.testing.assert_array_equal(canon(got[np.sort(first)]), expected)
         if members == 2:

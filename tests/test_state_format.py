@@ -196,7 +196,7 @@ def test_execution_with_performance_restored_mid_replay_continues_exactly():
 def test_the_whole_trading_graph_restored_mid_replay_continues_exactly(market, registry):
     "Detect, features, predict.lr, predict.gbt, ensemble and paper execution, as `velox run --models` chains them."
     from velox.runtime.stages import trading_stage
-    execution = {'allowed_lateness_s': 3600, 'accounts': [{'name': 'paper', 'strategies': [{'name': 'ensemble', 'limits': {'max_position': 300}}]}]}
+    execution = {'accounts': [{'name': 'paper', 'strategies': [{'name': 'ensemble', 'limits': {'max_position': 300}}]}]}
     make = lambda: trading_stage(registry.root, execution=execution, ensemble={'min_tier': 'D'})
     wins = windows(market, chunk_rows=8192, ordered=True)
     check_restore_and_continue(make, wins, (len(wins) // 2,), False, ('alert', 'indicator', 'prediction', 'signal', 'order', 'fill'))

@@ -2,7 +2,10 @@
 10:00-12:00), scripted signals and operator commands, published onto market.nbbo, signals.final and risk.commands
 of a real broker, consumed by `velox worker execution` (one member: accounts span symbols); the orders, fills,
 positions, risk events and performance rows on the output topics (de-duplicated by id, as a consumer must) equal `run_frame`'s.
-Then the same with the worker killed with SIGKILL mid-stream and restarted from its whole-state checkpoint."""
+Default settings, nothing about event time: the worker releases by the watermark of its inputs, whether each symbol's
+whole window is published after the other's (no markers: released at the end) or a minute of everything at a time with
+watermark markers (released as event time goes). Then the same with the worker killed with SIGKILL mid-stream and
+restarted from its whole-state checkpoint."""
 import json, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
@@ -17,6 +20,7 @@ from velox.runtime.stages import execution_stage
 from velox.feeds.replay import ArraySource
 from velox.infra.services import start_broker, start_redis
 from velox.runtime.runners import run_frame
+from velox.runtime.watermarks import MarkerPacer
 from bus_util import read_topic
 from reference_trading import DAY, nbbo_window, scripted_signals, sources
 
@@ -31,11 +35,7 @@ PARAMS = {'accounts': [{'name': 'alice', 'limits': {'max_orders_per_min': 3},
                         'strategies': [{'name': 'momo', 'limits': {'max_position': 400}}, {'name': 'swing'}]},
                        {'name': 'bob', 'strategies': [{'name': 'momo', 'sizer': {'method': 'volatility', 'risk_dollars': 300}}]}],
           'broker': {'slippage_ticks': 1, 'fee_per_share': 0.005, 'min_fee': 1.0},
-          'latency_ms': 3, 'stop_bps': 15, 'target_bps': 25, 'tif': 'DAY',
-          # the stage orders events across symbols itself, holding them this long in event time: on the bus the
-          # symbols are consumed at different paces (here each symbol's whole window is published at once), so the
-          # allowed lateness must cover that skew for the result to equal the in-process run
-          'allowed_lateness_s': 3 * 3600}
+          'latency_ms': 3, 'stop_bps': 15, 'target_bps': 25, 'tif': 'DAY'}  # and nothing about event time: default settings
 
 
 def commands():
@@ -64,11 +64,20 @@ def dedupe(a):
     return a[np.sort(first)]
 
 
-def publish_case(bus, nb, sig, rows=4096) -> int:
-    "Publish the case; the number of messages."
-    n = sum(publish(bus, 'market.nbbo', 'nbbo', b, rows_per_frame=rows) for b in nb.values())
-    n += sum(publish(bus, 'signals.final', 'signal', b, rows_per_frame=rows) for b in sig)
-    n += publish(bus, 'risk.commands', 'risk', commands())
+def publish_case(bus, nb, sig, rows=4096, interleaved=False) -> int:
+    """Publish the case; the number of messages. Whole: each symbol's window, then the signals, then the commands (no
+    watermark markers: the worker can only release at the end). `interleaved`: a minute of every input at a time, in
+    event-time order, each minute followed by a watermark marker on every partition, as a replay publisher does."""
+    parts = [('market.nbbo', 'nbbo', b) for b in nb.values()] + [('signals.final', 'signal', b) for b in sig] + \
+            [('risk.commands', 'risk', commands())]
+    if not interleaved: n = sum(publish(bus, t, k, b, rows_per_frame=rows) for t, k, b in parts)
+    else:
+        n, pacer = 0, MarkerPacer(bus, ['market.nbbo', 'signals.final', 'risk.commands'], every_ns=1)
+        for lo in range(LO, HI, 60 * NS):
+            for t, k, b in parts:
+                m = (b['ts'] >= lo) & (b['ts'] < lo + 60 * NS)
+                if m.any(): n += publish(bus, t, k, b[m], rows_per_frame=rows)
+            n += pacer.after(lo + 60 * NS)  # nothing before the next minute follows
     for t in ('market.nbbo', 'signals.final'): n += publish_eos(bus, t, sorted(nb))
     n += publish_eos(bus, 'risk.commands', [])  # the command topic ends too (a finite replay)
     bus.flush()
@@ -101,17 +110,23 @@ def assert_same(got, want, what):
 def _kbus(broker): return KafkaBus(broker.dsn.split('://')[1], session_timeout_ms=6000, heartbeat_interval_ms=1000)
 
 
-def test_execution_worker_on_kafka_gives_the_orders_and_fills_of_the_in_process_run(case, tmp_path):
+@pytest.mark.parametrize('interleaved', [False, True], ids=['symbols-whole', 'interleaved-with-watermarks'])
+def test_execution_worker_on_kafka_gives_the_orders_and_fills_of_the_in_process_run(case, tmp_path, interleaved):
     nb, sig, expect = case
     (tmp_path / 'exec.yaml').write_text(yaml.safe_dump(PARAMS))
     with start_broker() as broker:
         bus = _kbus(broker)
-        publish_case(bus, nb, sig)
+        publish_case(bus, nb, sig, interleaved=interleaved)
         p = worker(tmp_path, broker, 'x')
         out, _ = p.communicate(timeout=300)
         assert p.returncode == 0, out
         got = outputs(bus)
         for k in OUT: assert_same(got[k], expect[k], k)
+        st = status(tmp_path, 'x')
+        assert st['late'] == 0
+        if interleaved:  # released as event time went, not all at the end: the watermark moved well into the window
+            assert st['watermark_ns'] is not None and st['watermark_ns'] >= LO + 3600 * NS, st  # (the ends finish the rest)
+        else: assert st['watermark_ns'] is None  # no markers: nothing to go by but the ends
         bus.close()
 
 

@@ -118,11 +118,11 @@ class BusFeed:
     def step(self, timeout_ms:int=200) -> int:
         "Poll once and feed what came; returns how many events."
         from velox.infra.codecs import decode_message
-        from velox.infra.bus import is_eos
+        from velox.infra.bus import is_control
         self.join()
         items, msgs, self._pending = [], self._pending or self.consumer.poll(timeout_ms=timeout_ms, max_records=2000), []
         for m in msgs:
-            if is_eos(m) or not m.value: continue
+            if is_control(m) or not m.value: continue  # end-of-stream and watermark markers
             try: kind, b = decode_message(m.value)
             except Exception: continue  # a bad message: the workers route those to the DLQ, the desk skips it
             items.append((kind, b)); self.messages += 1

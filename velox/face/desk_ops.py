@@ -233,10 +233,11 @@ def tail_topic(bus, topic:str, n:int=20) -> list:
 def describe_message(m) -> dict:
     "One row of the topic viewer for a message."
     from velox.infra.codecs import decode_message
-    from velox.infra.bus import is_eos
+    from velox.infra.bus import is_control, is_eos
     from velox.events import to_dicts
     row = {'partition': m.partition, 'offset': m.offset, 'key': m.key or '', 'kind': '', 'events': 0, 'time': '', 'first': ''}
     if is_eos(m): return {**row, 'kind': 'end of stream'}
+    if is_control(m): return {**row, 'kind': 'watermark' if m.headers.get('velox-control') == b'wm' else 'control', 'first': m.value[:160].decode('utf-8', 'replace')}
     try: kind, b = decode_message(m.value)
     except Exception as e: return {**row, 'kind': 'undecodable', 'first': f"{len(m.value)} bytes: {e}"[:160]}
     row.update(kind=kind, events=len(b))

@@ -23,8 +23,7 @@ class WorkerLoop:
             for sig in (signal.SIGTERM, signal.SIGINT): signal.signal(sig, lambda *_: self.stop())
         srv = self._serve_metrics(o.metrics_port) if o.metrics_port is not None else None
         if self.consumer is None: self.connect()
-        self.wm.idle_after_s = 0.0 if o.until_end else self.settings.idle_after_s  # a finite replay: idle by offsets alone
-        self.wm.by_rows = not o.until_end  # live: a feed without markers goes by its rows' times
+        self.wm.replay = o.until_end  # a finite replay decides idleness by offsets alone (velox.runtime.watermarks)
         self._open_flight(o)
         self.stats.state = 'running'
         try:

@@ -78,6 +78,9 @@ class Lane:
             name = str(d.get('producer', ''))
             self.producers[name] = max(wm, self.producers.get(name, wm))
 
+    @property
+    def spoken(self) -> bool: return bool(self.producers or self.groups) or self.seen is not None  # a writer sent something
+
     def mark(self, by_rows:bool=False) -> int|None:
         """The partition's watermark: the minimum over its writers (None: none known, or a group not fully covered);
         `by_rows`, for a partition no writer sent a marker to: the latest row time read (an outside live feed)."""
@@ -91,10 +94,11 @@ class Lane:
 # %% ../../nbs/runtime/01f_watermarks.ipynb #8608de0f
 class Watermarks:
     "The watermark over a worker's input partitions."
-    def __init__(self, idle_after_s:float|None=0.0, clock=time.monotonic, by_rows:bool=False):
-        """`idle_after_s`: how long a caught-up input stays silent before it no longer holds the watermark (None: never).
-        `by_rows` (live): a partition without markers goes by the times of its rows, which must then come in time order."""
-        self.idle_after_s, self.clock, self.by_rows, self.lanes, self.value = idle_after_s, clock, by_rows, {}, None
+    def __init__(self, idle_after_s:float|None=5.0, clock=time.monotonic, replay:bool=False):
+        """Live: a caught-up input silent `idle_after_s` no longer holds the watermark (None: never), and a partition
+        without markers goes by the times of its rows (they must come in time order). `replay`: an input is idle as soon
+        as it is caught up if no writer ever sent anything to it; one that did is governed by its markers and its end."""
+        self.idle_after_s, self.clock, self.replay, self.lanes, self.value = idle_after_s, clock, replay, {}, None
 
     def assign(self, tps):
         "Follow the group's assignment: new partitions start unknown; lost ones are forgotten."
@@ -124,8 +128,10 @@ class Watermarks:
         elif lane.caught_up_since is None: lane.caught_up_since = self.clock()
 
     def idle(self, tp) -> bool:
-        "Has `tp` been caught up for `idle_after_s`?"
-        since = self.lanes[tp].caught_up_since
+        "Replay: is `tp` caught up, and no writer ever spoke on it? Live: has it been caught up for `idle_after_s`?"
+        lane = self.lanes[tp]
+        since = lane.caught_up_since
+        if self.replay: return since is not None and not lane.spoken
         return self.idle_after_s is not None and since is not None and self.clock() - since >= self.idle_after_s
 
     def current(self) -> int|None:
@@ -135,7 +141,7 @@ class Watermarks:
         lanes = self.lanes
         if lanes and all(l.ended for l in lanes.values()): w = END
         else:
-            open_ = {tp: l.mark(self.by_rows) for tp, l in lanes.items() if not l.ended}
+            open_ = {tp: l.mark(not self.replay) for tp, l in lanes.items() if not l.ended}
             live = [m for tp, m in open_.items() if not self.idle(tp)]
             if not live: live = [m for m in open_.values() if m is not None]  # all idle: as far as the markers they brought
             w = None if not live or None in live else min(live)

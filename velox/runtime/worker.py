@@ -53,7 +53,7 @@ class Worker(WorkerLoop):
         self.stats, self.collected, self.log = WorkerStats(), Collector(settings.collect or ()), get_logger('worker')
         self.merges, self.consumer, self.metrics = {}, None, None
         self.progress, self.owned, self.ends = Progress(), Ownership(), Ends()
-        self.wm, self.applied, self._forwarded = Watermarks(settings.idle_after_s), None, None  # event time: velox.runtime.watermarks
+        self.wm, self.applied, self._forwarded, self._told = Watermarks(settings.idle_after_s, replay=True), None, None, None  # event time (velox.runtime.watermarks); `run` says if live
         self.guard, self.flight, self._polled, self._decoded = Guard(stage), None, [], {}  # the way in to the stage's state; see velox.runtime.poison
         self._stop, self._last_ckpt, self._beat, self._last_event_ts, self._probed = threading.Event(), time.monotonic(), time.monotonic(), None, 0.0
 
@@ -236,14 +236,20 @@ class Worker(WorkerLoop):
         for t, p in self.owned.assigned:
             self.wm.observe((t, p), self.consumer.position(t, p), self.consumer.highwater(t, p), (t, p) in paused)
         w = self.wm.current()
+        if self._told != self.owned.assigned and self.owned.assigned: self._forward(self._forwarded or 0)  # here I am, downstream
         if w is None or w == END or (self.applied is not None and w <= self.applied): return 0  # END: the end markers finish
         self.applied = self.stats.watermark_ns = w
         events = self._release({s for s, sm in self.merges.items() if sm.holding}, floor=w)
         self._emit(self.guard.advance(w))
-        if self.stage.prompt and self.outputs and (self._forwarded is None or w - self._forwarded >= FORWARD_EVERY_NS):
-            publish_watermark(self.bus, self.outputs.values(), marker(w, group=self.group, covers=self.owned.assigned, inputs=self.inputs))
-            self._forwarded = w
+        if self.stage.prompt and (self._forwarded is None or w - self._forwarded >= FORWARD_EVERY_NS): self._forward(w)
         return events
+
+    def _forward(self, w:int):
+        """Tell every output partition how far this member's outputs went: `w` for a `prompt` stage; a stage that may
+        still stamp rows before its watermark only announces itself (0), and its end-of-stream markers finish."""
+        if self.outputs:
+            publish_watermark(self.bus, self.outputs.values(), marker(w, group=self.group, covers=self.owned.assigned, inputs=self.inputs))
+        self._forwarded, self._told = w, frozenset(self.owned.assigned)
 
     def _release(self, touched:set, floor:int|None=None) -> int:
         "Run the stage on what the touched merges release (all before `floor` too), flush the symbols that ended; the number of events."
