@@ -59,8 +59,7 @@ class Stage:
         return [o for s, part in split_by_symbol(b) for o in self.on_batch(kind, s, part, self.state.setdefault(s, {}))]
 
     def advance(self, watermark:int) -> Outputs:
-        """Event time reached `watermark` on every input (`velox.runtime.watermarks`): nothing before it will come.
-        Stages that hold events across symbols (execution) release those before it; the others hold nothing."""
+        "Nothing before `watermark` will come (`velox.runtime.watermarks`): a stage holding events (execution) releases those before it."
         return []
 
     def flush(self, symbols=None) -> Outputs:
@@ -125,9 +124,7 @@ class Chain(Stage):
         return self._let_go(lambda s: s.flush(symbols))
 
     def advance(self, watermark:int) -> Outputs:
-        """Each stage in turn releases what the watermark lets go; what it emits flows on, as in `flush`. A stage after
-        one that is not `prompt` (it may still stamp rows before the watermark: a bar closes on the next print) is not
-        advanced: it holds its events until the end, which is late but exact."""
+        "Each stage in turn releases what `watermark` lets go, as in `flush`; not past one that is not `prompt` (exact, later)."
         upto = next((i + 1 for i, s in enumerate(self.stages) if not s.prompt), len(self.stages))
         return self._let_go(lambda s: s.advance(watermark), upto)
 
