@@ -106,9 +106,9 @@ def passive(nb, sig, ticks=1):
     return sig
 
 
-def exact_stage(queue='risk_averse'):
+def exact_stage(queue='risk_averse', lat=LAT):
     accts = [Account('alice', (Strategy('momo'), Strategy('swing'))), Account('bob', (Strategy('momo'),))]
-    return ExecutionStage(accts, ExactBroker(FillSettings({'': LAT}, queue=queue)), tif='DAY')
+    return ExecutionStage(accts, ExactBroker(FillSettings({'': lat}, queue=queue)), tif='DAY')
 
 
 def exact_inputs():
@@ -179,14 +179,18 @@ def test_exact_tier_resting_limits_fill_as_makers_only_when_the_price_trades_thr
         assert ((q['ask'][j] < lim) if side > 0 else (q['bid'][j] > lim)).any()  # the other side went through it
 
 
-def test_exact_tier_same_orders_and_fills_across_runners_and_a_snapshot_restore(exact_run):
-    nb, ref = exact_run
-    _, sig = exact_inputs()
-    stage, out = exact_stage(), {k: [] for k in KEEP}
+ACKED = Latency(samples=np.c_[LAT.samples[:, 0], np.full(3, 1_000_000)])  # the same entry draws, 1 ms back
+
+
+@pytest.mark.parametrize('lat', [LAT, ACKED], ids=['no-ack', 'ack-1ms'])
+def test_exact_tier_same_orders_and_fills_across_runners_and_a_snapshot_restore(lat):
+    nb, sig = exact_inputs()
+    ref = run_frame(exact_stage(lat=lat), sources(nb, sig), collect=KEEP).outputs
+    stage, out = exact_stage(lat=lat), {k: [] for k in KEEP}
     windows = list(Replay(sources(nb, sig), chunk_rows=2000).windows(ordered=False))
     for n, window in enumerate(windows):
         if n == len(windows) // 2:  # a worker dies and a fresh one resumes from its checkpoint
-            saved = stage.snapshot(); stage = exact_stage(); stage.restore(saved)
+            saved = stage.snapshot(); stage = exact_stage(lat=lat); stage.restore(saved)
         items = [(src.kind, b) for src, b in window]
         made = stage.process_window(items)
         if items and hasattr(stage, 'advance'): made += stage.advance(max(int(b['ts'].max()) for _, b in items))
@@ -215,3 +219,16 @@ def test_exact_tier_probabilistic_queue_fills_resting_limits_no_later_than_risk_
         return out
     a, b = first(ra), first(pr)
     assert len(a) > 5 and set(a) <= set(b) and all(b[k] <= a[k] for k in a)
+
+
+def test_ack_latency_tells_the_same_venue_fills_later_in_event_time(exact_run):
+    nb, now = exact_run
+    _, sig = exact_inputs()
+    late = run_frame(exact_stage(lat=ACKED), sources(nb, sig), collect=KEEP).outputs
+    a, b = now['fill'], late['fill']
+    assert len(a) > 50 and len(a) == len(b)
+    key = lambda f: sorted(zip(f['order_id'].tolist(), f['price'].tolist(), f['qty'].tolist(), f['ts'].tolist()))
+    shifted = [(o, p, q, t + 1_000_000) for o, p, q, t in key(a)]
+    assert key(b) == shifted  # the venue matched the same; we heard of each fill 1 ms later
+    pos = late['position'][late['position']['ts'] < late['position']['ts'].max()]
+    assert pos['ts'].tolist() == b['ts'].tolist()  # the books changed when we heard

@@ -21,6 +21,9 @@ class Broker:
     def entry_latency(self, order:Order) -> int|None:
         "ns from placing `order` to the venue having it; None: the execution stage's `latency_ms`."
         return None
+    def ack_latency(self, order:Order) -> int:
+        "ns from the venue filling (or cancelling) `order` to our knowing it: the books change then (0: at once)."
+        return 0
 
 class PaperBroker(Broker):
     "Fills at the NBBO: buys at the ask, sells at the bid, up to the displayed size."

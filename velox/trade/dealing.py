@@ -18,7 +18,7 @@ from .guardrails import Guardrails
 from .orders import Order, Position
 
 # %% auto #0
-__all__ = ['Flight', 'Outbox', 'DealerSettings', 'Dealer']
+__all__ = ['Flight', 'Ack', 'Outbox', 'DealerSettings', 'Dealer']
 
 # %% ../../nbs/trade/04e_dealing.ipynb #e7627c64
 @register_state  # in the execution stage's state (saved as data)
@@ -26,7 +26,7 @@ __all__ = ['Flight', 'Outbox', 'DealerSettings', 'Dealer']
 class Flight:
     "Orders placed and not done, and the signals already traded."
     working: list = field(default_factory=list)  # orders resting at the broker, in the order they got there
-    sched: list = field(default_factory=list)  # [(arrival ts, number, order)]: on their way to the broker
+    sched: list = field(default_factory=list)  # [(arrival ts, number, order or Ack)]: on their way to the broker, or back
     n: dict = field(default_factory=dict)  # (account, strategy) -> orders numbered so far
     signal_ids: set = field(default_factory=set)  # ids of the signals taken in
 
@@ -44,6 +44,18 @@ class Flight:
         return b[np.array(keep, bool)] if len(b) else b
 
 # %% ../../nbs/trade/04e_dealing.ipynb #707ca138
+@register_state
+@dataclass
+class Ack:
+    "A venue's report on its way back to us (the acknowledgement latency): a fill, or the cancel of an IOC remainder (`qty` 0)."
+    order: Order
+    price: int = 0
+    qty: float = 0.0
+    fee: float = 0.0
+    filled: float = 0.0  # the order's filled quantity at the venue after it
+    why: str = ''  # a cancel's reason
+
+# %% ../../nbs/trade/04e_dealing.ipynb #175cdfb1
 class Outbox:
     "The events of one release, gathered per kind."
     def __init__(self, kinds=('order', 'fill', 'position', 'risk')): self.rows = {k: [] for k in kinds}
@@ -75,7 +87,7 @@ class Outbox:
         "`[(kind, batch)]` of the kinds that have events."
         return [(k, np.array(v, DTYPES[k])) for k, v in self.rows.items() if v]
 
-# %% ../../nbs/trade/04e_dealing.ipynb #8d64052b
+# %% ../../nbs/trade/04e_dealing.ipynb #fc92da81
 @dataclass
 class DealerSettings:
     "How the dealer trades: the execution stage's settings."
@@ -125,7 +137,7 @@ class Dealer:
         a.clear()
         a.update({o.symbol for o in self.flight.working}, {s for b in self.books.values() for s, p in b.positions.items() if p.qty})
 
-# %% ../../nbs/trade/04e_dealing.ipynb #8ddbc8cc
+# %% ../../nbs/trade/04e_dealing.ipynb #cfa62065
 @patch
 def on_nbbo(self:Dealer, ts:int, sym:str, q:tuple):
     "A quote of `sym`: work its orders, fire stops and targets, watch the equity of the books holding it."
@@ -153,7 +165,7 @@ def _stop_or_target(self:Dealer, ts:int, bk:Book, sym:str, q:tuple):
         p.stop = p.target = 0
         self.place(ts, bk, sym, -1 if p.qty > 0 else 1, abs(p.qty), 'stop_loss' if stop else 'take_profit')
 
-# %% ../../nbs/trade/04e_dealing.ipynb #6ea86d80
+# %% ../../nbs/trade/04e_dealing.ipynb #a0517506
 @patch
 def on_signal(self:Dealer, ts:int, sym:str, r, late:bool=False):
     "A final signal: an order (or a rejection) for each account running its strategy."
@@ -186,7 +198,7 @@ def _size(self:Dealer, sym:str, r, bk:Book, capital:float, q:tuple, side:int) ->
     price = (q[2] if side > 0 else q[0]) / PRICE_SCALE * self.multiplier(sym)  # $ per unit: a contract's notional
     return bk.sizer.size(price, capital, self.marks.sigma(sym), float(r['confidence']), payoff)
 
-# %% ../../nbs/trade/04e_dealing.ipynb #2ea2d953
+# %% ../../nbs/trade/04e_dealing.ipynb #d1a7877d
 @patch
 def place(self:Dealer, ts:int, bk:Book, sym:str, side:int, qty:float, reason:str, signal_id:str='',
           limit:int=0, stop:int=0, target:int=0):
@@ -212,11 +224,16 @@ def place(self:Dealer, ts:int, bk:Book, sym:str, side:int, qty:float, reason:str
     self.out.order(ts, o, 'PLACED', reason)
     lat = cfg.broker.entry_latency(o)
     lat = cfg.latency if lat is None else lat
-    sched, at = self.flight.sched, ts + lat
-    k = len(sched)
-    while k and sched[k - 1][0] > at: k -= 1  # latencies differ per order: the schedule stays in arrival order
-    sched.insert(k, (at, n, o))
+    self._schedule(ts + lat, n, o)
     if not lat: self._arrive(o)
+
+@patch
+def _schedule(self:Dealer, at:int, n:int, x):
+    "An order to reach the venue, or an `Ack` to reach us, at `at`: the schedule stays in time order (latencies differ)."
+    sched = self.flight.sched
+    k = len(sched)
+    while k and sched[k - 1][0] > at: k -= 1
+    sched.insert(k, (at, n, x))
 
 @patch
 def _reject(self:Dealer, ts:int, bk:Book, sym:str, side:int, qty:float, why:str, signal_id:str=''):
@@ -232,12 +249,16 @@ def arrivals(self:Dealer, upto:int):
     while sched and sched[0][0] < upto: self._arrive(sched[0][2])
 
 @patch
-def _arrive(self:Dealer, o:Order):
+def _arrive(self:Dealer, o):
     sched = self.flight.sched
     arrive = sched.pop(next(i for i, s in enumerate(sched) if s[2] is o))[0]
+    if isinstance(o, Ack): return self._acked(arrive, o)
     self._execute(arrive, o)
     if o.remaining > 1e-9 and o.status not in ('CANCELLED', 'REJECTED'):
-        if o.tif == 'IOC': self._close(arrive, o, 'CANCELLED', 'IOC remainder' if o.filled else 'no liquidity')
+        if o.tif == 'IOC':
+            why, ack = 'IOC remainder' if o.filled else 'no liquidity', self.settings.broker.ack_latency(o)
+            if ack: self._schedule(arrive + ack, 0, Ack(o, filled=o.filled, why=why))
+            else: self._close(arrive, o, 'CANCELLED', why)
         else: self.flight.working.append(o); self._refresh_active()
 
 @patch
@@ -246,12 +267,33 @@ def _execute(self:Dealer, ts:int, o:Order):
     if q is None: return
     bk, broker = self.books[(o.account, o.strategy)], self.settings.broker
     if broker.consumes: q = self.marks.available(o.symbol, q)
+    ack = broker.ack_latency(o)
     for price, qty, fee in broker.execute(o, q):
         if broker.consumes: self.marks.consume(o.symbol, o.side, q, qty)
-        self._fill(ts, o, bk, price, qty, fee)
+        if not ack: self._fill(ts, o, bk, price, qty, fee)
+        else:  # the venue filled it now; we hear of it `ack` later
+            self._at_venue(o, price, qty)
+            self._schedule(ts + ack, 0, Ack(o, price, qty, fee, o.filled))
 
 @patch
-def _fill(self:Dealer, ts:int, o:Order, bk:Book, price:int, qty:float, fee:float):
+def _at_venue(self:Dealer, o:Order, price:int, qty:float):
+    "The order's own account of a fill: what the venue knows at once."
+    o.filled += qty; o.cost += price * qty; o.last_price = price
+    if o.remaining <= 1e-9 and o in self.flight.working: self.flight.working.remove(o); self._refresh_active()
+
+@patch
+def _acked(self:Dealer, ts:int, a:Ack):
+    "A report reaches us: the fill (or cancel) is told, and the books change, now; the order reads as it was then."
+    o = a.order
+    now = o.filled, o.last_price, o.status
+    o.filled = a.filled
+    if a.qty: o.last_price = a.price; self._fill(ts, o, self.books[(o.account, o.strategy)], a.price, a.qty, a.fee, known=True)
+    else: self.out.order(ts, o, 'CANCELLED', a.why)
+    o.filled, o.last_price = now[0], now[1]
+    if now[2] in ('CANCELLED', 'REJECTED'): o.status = now[2]
+
+@patch
+def _fill(self:Dealer, ts:int, o:Order, bk:Book, price:int, qty:float, fee:float, known:bool=False):
     p = bk.positions.get(o.symbol) or bk.positions.setdefault(o.symbol, Position(multiplier=self.multiplier(o.symbol)))
     opening = p.qty == 0 or (p.qty > 0) == (o.side > 0)
     p.fill(o.side, qty, price, fee)
@@ -260,12 +302,11 @@ def _fill(self:Dealer, ts:int, o:Order, bk:Book, price:int, qty:float, fee:float
         sb, tb = self.settings.stop_bps * price / 1e4, self.settings.target_bps * price / 1e4
         p.stop = o.stop or (self._grid(o.symbol, int(round(price - o.side * sb)), -o.side) if sb else 0)
         p.target = o.target or (self._grid(o.symbol, int(round(price + o.side * tb)), -o.side) if tb else 0)
-    o.filled += qty; o.cost += price * qty; o.last_price = price
+    if not known: self._at_venue(o, price, qty)  # `known`: an acknowledged fill, the order already counts it
     self.out.fill(ts, o, qty, price, fee)
     done = o.remaining <= 1e-9
     self.out.order(ts, o, 'FILLED' if done else 'PARTIALLY_FILLED', o.reason)
     self.out.position(ts, bk, o.symbol, self.marks)
-    if done and o in self.flight.working: self.flight.working.remove(o); self._refresh_active()
     self._watch(ts, {o.account}, [bk])
 
 @patch
@@ -279,7 +320,7 @@ def _close(self:Dealer, ts:int, o:Order, status:str, why:str):
     if o in self.flight.working: self.flight.working.remove(o); self._refresh_active()
     self.out.order(ts, o, status, why)
 
-# %% ../../nbs/trade/04e_dealing.ipynb #45b497d1
+# %% ../../nbs/trade/04e_dealing.ipynb #ae18256a
 @patch
 def _watch(self:Dealer, ts:int, accounts, books):
     for scope, rs, rule, value, limit in self.guard.breaches(ts, accounts, books):

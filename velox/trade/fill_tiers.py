@@ -59,6 +59,7 @@ class ExactBroker(Broker):
         return i.venue if i is not None else ''
 
     def entry_latency(self, order:Order) -> int: return venue_latency(self.settings.latency, self.venue(order.symbol)).entry(order.id)
+    def ack_latency(self, order:Order) -> int: return venue_latency(self.settings.latency, self.venue(order.symbol)).draw(order.id)[1]
 
     def fee(self, order:Order, maker:bool, qty:float, price:int) -> float:
         i = self._inst(order.symbol)
