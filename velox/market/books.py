@@ -27,7 +27,7 @@ def _apply_many(lv, keys, vals, st, ticks, book, side, price, size, start, bid, 
 
 class L2Books:
     "N L2 books (one per symbol) in stacked arrays, updated together from one interleaved stream."
-    def __init__(self, ticks, window:int=1 << 12, overflow:int=1 << 8):
+    def __init__(self, ticks, window:int=1 << 12, overflow:int=1 << 10):
         self.ticks = np.asarray(ticks, np.int64)
         if (self.ticks <= 0).any(): raise ValueError("ticks: expected positive integers (1e-8 price units), one per book")
         if overflow & (overflow - 1): raise ValueError(f"overflow {overflow}: expected a power of two")
