@@ -112,7 +112,7 @@ class Cursor:
         return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, DTYPES[self.kind])
 
 
-def stream(cat:ParquetCatalog, symbols:list, lo:int, hi:int, group:int, window_s:int, hot_sink=None, keep=('alert',), progress=False, day=None):
+def stream(cat:ParquetCatalog, symbols:list, lo:int, hi:int, group:int, window_s:int, hot_sink=None, keep=('alert',), progress=False, day=None, report=None):
     """Feed [lo, hi) of `symbols` to a fresh `stage()` per group of `group` symbols, `window_s` seconds at a time, each
     partition read forward by a `Cursor`; (events, Counted outputs, seconds reading the catalog)."""
     out, events, t_read = Counted(keep), 0, 0.0
@@ -144,6 +144,7 @@ def stream(cat:ParquetCatalog, symbols:list, lo:int, hi:int, group:int, window_s
             for k, b in made:
                 if k in ('nbbo', 'bar') and len(b): hot_sink.write(k, b)
         if bar is not None: bar.update(len(syms))
+        if report is not None: report(g + len(syms), events)
     if hot_sink is not None: hot_sink.flush()
     if bar is not None: bar.close()
     return events, out, t_read
@@ -203,6 +204,7 @@ def main(argv=None):
     p.add_argument('--window-s', type=int, default=300, help='seconds of event time per window (default 300)')
     p.add_argument('--hot', choices=['redis', 'memory'], default='redis', help='hot state: a redis-server started here (default) or in memory')
     p.add_argument('--catalog', help='the synthetic catalog folder (default: under the temporary directory, kept and reused)')
+    p.add_argument('--check-symbols', type=int, default=20, help='symbols checked against run_frame in a full run (default 20)')
     p.add_argument('--check-minutes', type=int, default=10, help='minutes of the first group checked against run_frame (default 10)')
     p.add_argument('--no-half', dest='half', action='store_false', help='skip the first run over half the period (it shows '
                    'that peak RSS does not grow with the period; tests/test_scale.py checks that on a small session)')
@@ -223,7 +225,7 @@ def main(argv=None):
         # the session's bounds: the source window moved by each copy's shift (jitter of up to 300 s either side)
         lo, hi = clock_ns(day, a.start) - 301 * NS, clock_ns(day, a.end) + 301 * NS
         mid = lo + (hi - lo) // 2
-        n_chk = min(len(symbols), a.group)
+        n_chk = min(len(symbols), a.check_symbols)
         chk_hi = hi if a.smoke else min(hi, lo + (a.check_minutes + 5) * 60 * NS)
         counts = check(cat, symbols[:len(symbols) if a.smoke else n_chk], lo, chk_hi, max(1, a.group // 2), a.window_s)
         print(f"check: streamed = run_frame on {len(symbols) if a.smoke else n_chk} symbols: {counts['alert']:,} alerts, "
@@ -237,7 +239,12 @@ def main(argv=None):
                 sink = HotSink(hot.store, cap=1000, notify=False)
                 gc.collect()
                 t0 = time.perf_counter()
-                n, out, t_read = stream(cat, symbols, lo, end, a.group, a.window_s, sink, progress=not a.smoke, day=day)
+                def report(k, n, t0=t0):  # a line per group: a long run stopped early still says what it measured
+                    if a.smoke: return
+                    t = time.perf_counter() - t0
+                    print(f"  {name}: {k:,} symbols, {n:,} events, {t:,.0f} s, {n / t:,.0f} events/s, peak RSS {rss_mb()[1]:,.0f} MB, "
+                          f"hot {hot.store.used_memory() / 2**20:,.1f} MB", flush=True)
+                n, out, t_read = stream(cat, symbols, lo, end, a.group, a.window_s, sink, progress=not a.smoke, day=day, report=report)
                 t = time.perf_counter() - t0
                 cur, peak = rss_mb()
                 rows.append((name, n, t, t_read, out.n.get('alert', 0), out.n.get('indicator', 0), cur, peak, hot.store.used_memory()))
