@@ -239,7 +239,7 @@ def main(argv=None):
                 sink = HotSink(hot.store, cap=1000, notify=False)
                 gc.collect()
                 t0 = time.perf_counter()
-                def report(k, n, t0=t0):  # a line per group: a long run stopped early still says what it measured
+                def report(k, n, t0=t0, name=name):  # a line per group: a long run stopped early still says what it measured
                     if a.smoke: return
                     t = time.perf_counter() - t0
                     print(f"  {name}: {k:,} symbols, {n:,} events, {t:,.0f} s, {n / t:,.0f} events/s, peak RSS {rss_mb()[1]:,.0f} MB, "
