@@ -51,7 +51,7 @@ def run_bench(name:str, smoke:bool=False, timeout_s:float=1800, folder:Path=BENC
         rc, out = 124, f"{e.stdout.decode(errors='replace') if isinstance(e.stdout, bytes) else e.stdout or ''}\n(timed out after {timeout_s:.0f} s)"
     return dict(name=name, cmd=f"python bench/bench_{name}.py{' --smoke' if smoke else ''}", seconds=time.perf_counter() - t0, rc=rc, output=out)
 
-def report(runs:list[dict], smoke:bool=False, when:datetime|None=None, folder:Path=BENCH_DIR) -> str:
+def report(runs:list[dict], smoke:bool=False, when:datetime|None=None, folder:Path=BENCH_DIR, skipped=()) -> str:
     "The Markdown report of `runs` (as `run_bench` returns them)."
     when = when or datetime.now(timezone.utc)
     lines = [f"# velox benchmarks{' (smoke: small inputs, figures not comparable)' if smoke else ''}", '',
@@ -59,6 +59,7 @@ def report(runs:list[dict], smoke:bool=False, when:datetime|None=None, folder:Pa
              f"- written by: `velox bench all{' --smoke' if smoke else ''}` (each bench in its own process, one after another)", '',
              'Every rate below sits next to its reference, run in the same process on the same data after a check that both '
              'computed the same thing (see bench/README.md). Nothing here is asserted.', '',
+             *([f"Not run for this report: {', '.join(skipped)}.", ''] if skipped else []),
              '| bench | status | seconds |', '|---|---|---:|']
     lines += [f"| [{r['name']}](#{r['name']}) | {'ok' if r['rc'] == 0 else 'FAILED (exit ' + str(r['rc']) + ')'} | {r['seconds']:.0f} |" for r in runs]
     for r in runs:
@@ -81,7 +82,8 @@ def bench_all(names:list[str]|None=None, smoke:bool=False, out:Path|None=None, t
         runs.append(run_bench(n, smoke, timeout_s))
         if progress: print(f"{'ok' if runs[-1]['rc'] == 0 else 'FAILED'} ({runs[-1]['seconds']:.0f} s)", file=sys.stderr)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report(runs, smoke))  # rewritten after each bench: a long run leaves a useful report if stopped
+        out.write_text(report(runs, smoke, skipped=[x for x in have if x not in names]))  # rewritten after each bench:
+        # a long run leaves a useful report if stopped
     return out, runs
 
 # %% ../../nbs/face/10_bench.ipynb #5262028c
