@@ -120,7 +120,7 @@ def notebook_files(path:str|None=None) -> list[Path]:
     return [f.absolute() for f in sorted(nbglob(path, as_path=True)) if _keep_file(f, '.notest')]
 
 def test_notebooks(path:str|None=None, flags:str='', n_workers:int|None=None, timing=False, reuse=False,
-                   files:list|None=None, quiet=False) -> dict:
+                   files:list|None=None, quiet=False, key:CacheKey|None=None) -> dict:
     "Run notebooks as `nbdev_test` does, caching each that passes; returns {notebook path: (passed, seconds, how)}."
     from fastcore.parallel import num_cpus, parallel
     from fastcore.xtras import working_directory
@@ -132,7 +132,7 @@ def test_notebooks(path:str|None=None, flags:str='', n_workers:int|None=None, ti
         if not quiet: print('No files were eligible for testing')
         return {}
     root, nbs = Path(cfg.config_path), Path(cfg.nbs_path)
-    key = CacheKey.here(root, set(skip) - set(force))
+    key = key or CacheKey.here(root, set(skip) - set(force))
     if n_workers is None: n_workers = 0 if len(files) == 1 else min(num_cpus(), 8)
     args = [(f, skip, force, root, nbs, key, reuse) for f in files]
     with working_directory(nbs if nbs.exists() else os.getcwd()):
