@@ -98,9 +98,12 @@ def configure_bench(p):
                    "bench/BENCHMARKS.md; with --smoke <out_dir>/BENCHMARKS.smoke.md), --timeout S per bench (default 1800)")
     p.set_defaults(func=cmd_bench)
 
+class _AllParser(argparse.ArgumentParser):
+    "Options of `velox bench all`; a mistake is a `ConfigError` (one line, exit status 2, from the CLI)."
+    def error(self, message): raise ConfigError(f"velox bench all: {message}")
+
 def _all_args(args:list) -> argparse.Namespace:
-    from velox.face.cli import Parser
-    p = Parser(prog='velox bench all', description='every benchmark, one report')
+    p = _AllParser(prog='velox bench all', description='every benchmark, one report')
     p.add_argument('--smoke', action='store_true', help='each bench in its --smoke mode (small inputs, every check)')
     p.add_argument('--only', metavar='A,B', help='only these benchmarks')
     p.add_argument('--skip', metavar='A,B', help='not these benchmarks')
