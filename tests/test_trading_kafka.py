@@ -44,15 +44,26 @@ def commands():
     return np.concatenate([cmd(LO + 3600 * NS, 'flatten'), cmd(LO + 5400 * NS, 'resume')])
 
 
+# the exact fill tier (velox.trade.fill_tiers): entry and acknowledgement latency, the risk-averse queue, maker/taker fees
+EXACT = {**{k: v for k, v in PARAMS.items() if k != 'broker'},
+         'fills': {'tier': 'exact', 'queue': 'risk_averse', 'latency': {'entry_ms': 3, 'ack_ms': 1}, 'fees': {'maker': -0.002, 'taker': 0.003}}}
+TIERS = {'fast': PARAMS, 'exact': EXACT}
+
+
 @pytest.fixture(scope='module')
 def case():
+    "The inputs, and per fill tier what run_frame makes of them."
     nb = nbbo_window()
     sig = [scripted_signals('IBM', LO, HI, every_s=300, offset_s=7), scripted_signals('BAC', LO, HI, every_s=420, offset_s=3, size=1000),
            scripted_signals('IBM', LO, HI, every_s=900, offset_s=11, strategy='swing', pattern=(-1, 1), size=50)]
-    res = run_frame(execution_stage(PARAMS), sources(nb, sig) + [ArraySource('risk', '', commands())], collect=tuple(OUT))
-    expect = {k: canon(res[k]) for k in OUT}
-    assert len(expect['fill']) > 50 and (expect['risk']['rule'] == 'kill_switch').any() and (expect['order']['status'] == 'REJECTED').any()
-    assert len(expect['performance']) > 100
+    expect = {}
+    for tier, params in TIERS.items():
+        res = run_frame(execution_stage(params), sources(nb, sig) + [ArraySource('risk', '', commands())], collect=tuple(OUT))
+        e = expect[tier] = {k: canon(res[k]) for k in OUT}
+        assert len(e['fill']) > 50 and (e['risk']['rule'] == 'kill_switch').any() and (e['order']['status'] == 'REJECTED').any()
+        assert len(e['performance']) > 100
+    assert len(expect['fast']['fill']) != len(expect['exact']['fill']) or \
+        expect['fast']['fill'].tobytes() != expect['exact']['fill'].tobytes()  # the tiers differ: both are tested for something
     return nb, sig, expect
 
 
@@ -110,10 +121,11 @@ def assert_same(got, want, what):
 def _kbus(broker): return KafkaBus(broker.dsn.split('://')[1], session_timeout_ms=6000, heartbeat_interval_ms=1000)
 
 
-@pytest.mark.parametrize('interleaved', [False, True], ids=['symbols-whole', 'interleaved-with-watermarks'])
-def test_execution_worker_on_kafka_gives_the_orders_and_fills_of_the_in_process_run(case, tmp_path, interleaved):
+@pytest.mark.parametrize('interleaved,tier', [(False, 'fast'), (True, 'exact')], ids=['symbols-whole-fast-fills', 'interleaved-with-watermarks-exact-fills'])
+def test_execution_worker_on_kafka_gives_the_orders_and_fills_of_the_in_process_run(case, tmp_path, interleaved, tier):
     nb, sig, expect = case
-    (tmp_path / 'exec.yaml').write_text(yaml.safe_dump(PARAMS))
+    expect = expect[tier]
+    (tmp_path / 'exec.yaml').write_text(yaml.safe_dump(TIERS[tier]))
     with start_broker() as broker:
         bus = _kbus(broker)
         publish_case(bus, nb, sig, interleaved=interleaved)
@@ -132,8 +144,9 @@ def test_execution_worker_on_kafka_gives_the_orders_and_fills_of_the_in_process_
 
 def test_execution_worker_killed_mid_stream_resumes_from_its_checkpoint_with_the_same_results(case, tmp_path):
     nb, sig, expect = case
+    expect = expect['exact']  # latency, acknowledgements and queue state in flight survive the kill too
     total = sum(map(len, nb.values())) + sum(map(len, sig)) + len(commands())
-    (tmp_path / 'exec.yaml').write_text(yaml.safe_dump(PARAMS))
+    (tmp_path / 'exec.yaml').write_text(yaml.safe_dump(EXACT))
     with start_broker() as broker, start_redis() as redis_svc:
         bus = _kbus(broker)
         n_msgs = publish_case(bus, nb, sig, rows=16)  # many small messages, one per poll: slow enough to kill mid-stream

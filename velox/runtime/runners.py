@@ -12,7 +12,7 @@ from ..stage import Outputs, Stage
 from ..feeds.replay import Replay, ArraySource, source_order
 
 # %% auto #0
-__all__ = ['RunResult', 'Collector', 'run_frame', 'in_window', 'run_replay']
+__all__ = ['RunResult', 'Collector', 'run_frame', 'in_window', 'InWindow', 'run_replay']
 
 # %% ../../nbs/runtime/00_runners.ipynb #e6e2e9ba
 @dataclass
@@ -79,6 +79,14 @@ def in_window(items:Outputs, lo:int|None, hi:int|None) -> Outputs:
             if not m.all(): b = b[m]
         if len(b): out.append((k, b))
     return out
+
+class InWindow:
+    "A sink that passes on only the rows stamped in [lo, hi): a warm start's warm-up is replayed, never stored."
+    def __init__(self, sink, lo:int|None, hi:int|None): self.sink, self.lo, self.hi = sink, lo, hi
+    def write(self, kind:str, b):
+        for k, part in in_window([(kind, b)], self.lo, self.hi): self.sink.write(k, part)
+    def flush(self): self.sink.flush()
+    def __getattr__(self, name): return getattr(self.sink, name)  # its name, its spool, its counts
 
 def run_replay(stage:Stage, replay:Replay, sinks=(), on_output=None, collect=None) -> RunResult:
     "Drive `stage` from `replay`; write inputs and outputs to `sinks`. A `WarmReplay` starts warm (above)."

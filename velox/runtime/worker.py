@@ -141,7 +141,7 @@ class Worker(WorkerLoop):
         data = [m for m in msgs if not is_control(m)]  # decoded a poll at a time (JSON: one pass, see infra.codecs)
         self._decoded = dict(zip(map(id, data), decode_messages([m.value for m in data])))
         if self.flight: self.flight.begin(self._polled, None if self.flight.careful else self.progress.next)  # a step: all it may release
-        return self._release({s for s in map(self._take_in, msgs) if s is not None})
+        return self._release({s for s in map(self._take_in, msgs) if s is not None}, self.applied)  # late rows: at once
 
     def _take_in(self, m) -> str|None:
         "Take one message in; the merge it touched (a symbol; '' for rows without one), if any."
@@ -182,17 +182,20 @@ class Worker(WorkerLoop):
         if self._restored_past(sym, tp, m.offset): return None
         self.wm.saw(tp, int(b['ts'].max()))
         if self.applied is not None and (late := b['ts'] < self.applied).any():
-            b = self._late(m, b, late)
-            if not len(b): return None
-        self._merge(sym).stage(m.topic, b, tp, m.offset)  # pushed with the messages next to it; a re-delivery's rows dropped there
+            b = self._late(m, b, late, sym)
+            if not len(b) and self.settings.late == 'route': return None
+        if len(b): self._merge(sym).stage(m.topic, b, tp, m.offset)  # pushed with the messages next to it; a re-delivery's rows dropped there
         self.owned.symbol_tps[sym].add(tp); self.progress.held[tp].add(m.offset)
         return sym
 
-    def _late(self, m, b:np.ndarray, late:np.ndarray) -> np.ndarray:
-        "Rows behind the watermark: counted, and processed anyway or routed to `late.<topic>` with the reason (`WorkerSettings.late`)."
+    def _late(self, m, b:np.ndarray, late:np.ndarray, sym:str) -> np.ndarray:
+        """Rows behind the watermark: counted, and processed anyway (straight into the merge, past its de-duplication,
+        which would take them for repeats) or routed to `late.<topic>` with the reason (`WorkerSettings.late`); the rest."""
         n = int(late.sum()); self.stats.late += n
         self.log.warning("%d event(s) of %s[%d]@%d behind the watermark %d", n, m.topic, m.partition, m.offset, self.applied)
-        if self.settings.late == 'process': return b
+        if self.settings.late == 'process':
+            self._merge(sym).push(m.topic, b[late], (m.topic, m.partition), m.offset)
+            return b[~late]
         why = f"{n} event(s) behind the watermark {self.applied}: earliest ts {int(b['ts'][late].min())}"
         r = rows_message(((m.topic, m.partition), m.offset), self.inputs[m.topic], m.key, [b[late]])
         retry(lambda: self.bus.produce(late_topic(m.topic), r.value, key=m.key, headers={**r.headers, 'velox-late': why.encode()}), what='late event')
