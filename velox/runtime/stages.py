@@ -12,6 +12,7 @@ from ..feeds.replay import Replay
 from ..infra.connect import bus_from_config
 from ..infra.bus import publish, publish_eos
 from .watermarks import MarkerPacer
+from ..detect.param_registry import registry_detect_stage
 from ..infra.topics import KIND_TOPICS, SIGNAL_STAGES
 from .worker import RunOptions, Worker, WorkerSettings
 from ..stage import Chain, Stage
@@ -163,7 +164,7 @@ PERSIST_TOPICS = {'market.trades': 'trade', 'market.quotes': 'quote', 'market.nb
                   **{f'predictions.{m}': 'prediction' for m in MODELS}, 'metrics.model.drift': 'model_metric',
                   **{f'signals.{s}': 'signal' for s in SIGNAL_STAGES}, **{t: k for k, t in EXECUTION_OUTPUTS.items()}}
 
-register_stage(StageSpec('detect', lambda p: detect_stage(p), DETECT_INPUTS, DETECT_OUTPUTS, store_kinds=('alert',)))
+register_stage(StageSpec('detect', registry_detect_stage, DETECT_INPUTS, DETECT_OUTPUTS, store_kinds=('alert',)))  # follows `velox params promote` when its parameters name a registry
 register_stage(StageSpec('features', features_stage, {'market.trades': 'trade'}, {'indicator': 'features.indicators'}))
 register_stage(StageSpec('l3', lambda p: l3_worker_stage(p), {KIND_TOPICS['mbo']: 'mbo'},
                          {'book': KIND_TOPICS['book'], 'nbbo': KIND_TOPICS['nbbo']}))
