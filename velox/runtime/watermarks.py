@@ -101,19 +101,23 @@ class Watermarks:
         self.idle_after_s, self.clock, self.replay, self.lanes, self.value = idle_after_s, clock, replay, {}, None
 
     def assign(self, tps):
-        "Follow the group's assignment: new partitions start unknown; lost ones are forgotten."
+        """Follow the group's assignment: lost partitions are forgotten; new ones start unknown, and the watermark
+        starts again (they are read from their last commit, behind it: not late, only re-read)."""
         tps = set(tps)
         for tp in set(self.lanes) - tps: del self.lanes[tp]
+        if tps - set(self.lanes): self.value = None
         for tp in tps - set(self.lanes): self.lanes[tp] = Lane()
 
     def read(self, tp, value:bytes):
-        "A marker read on `tp` (a ValueError if it is not one)."
-        if tp in self.lanes: self.lanes[tp].read(value)
+        "A marker read on `tp` (a ValueError if it is not one): it spoke, so it is not silent."
+        if tp in self.lanes: self.lanes[tp].read(value); self.lanes[tp].caught_up_since = None
 
     def saw(self, tp, ts:int):
         "Rows up to `ts` were read on `tp`."
         lane = self.lanes.get(tp)
-        if lane is not None and (lane.seen is None or ts > lane.seen): lane.seen = ts
+        if lane is None: return
+        lane.caught_up_since = None  # it spoke: silence starts again from the next look
+        if lane.seen is None or ts > lane.seen: lane.seen = ts
 
     def end(self, tp):
         "`tp` ended: it holds nothing back any more."

@@ -114,6 +114,7 @@ class Worker(WorkerLoop):
         for s in syms: self.merges.pop(s, None); self.guard.forget([s])
         for part in (self.progress, self.owned, self.ends): part.forget(syms, lost)
         self.owned.assigned = now; self.wm.assign(now)
+        if self.wm.value is None: self.applied = None  # new partitions: re-read from their commits, not late
         self.stats.assignment = sorted(map(list, now))
 
     # -- one cycle: take in, release, pass ends on ----------------------------------------------------------
