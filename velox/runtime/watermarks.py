@@ -12,8 +12,8 @@ from ..infra.topics import expand, topic_spec
 import os
 
 # %% auto #0
-__all__ = ['WM_HEADERS', 'END', 'FORWARD_EVERY_NS', 'is_watermark', 'marker', 'publish_watermark', 'MarkerPacer', 'Lane',
-           'Watermarks']
+__all__ = ['WM_HEADERS', 'END', 'FORWARD_EVERY_NS', 'is_watermark', 'marker', 'publish_watermark', 'MarkerPacer', 'prompt_kinds',
+           'Lane', 'Watermarks']
 
 # %% ../../nbs/runtime/01f_watermarks.ipynb #fbfd84bf
 WM_HEADERS = {CONTROL_HEADER: b'wm'}  # what a watermark marker carries
@@ -53,6 +53,15 @@ class MarkerPacer:
         return publish_watermark(self.bus, self.topics, marker(ts, self.name))
 
 # %% ../../nbs/runtime/01f_watermarks.ipynb #1e30c309
+def prompt_kinds(stage) -> set:
+    "The output kinds of `stage` never stamped before the watermark it was advanced to."
+    out = set()
+    for s in getattr(stage, 'stages', (stage,)):
+        if not s.prompt: break
+        out |= set(s.outputs)
+    return out
+
+# %% ../../nbs/runtime/01f_watermarks.ipynb #8608de0f
 @dataclass
 class Lane:
     "One input partition: its writers' watermarks, whether it ended, and since when its consumer is caught up."
@@ -91,7 +100,7 @@ class Lane:
             vals.append(min(g['marks'].values()))
         return min(vals) if vals else None
 
-# %% ../../nbs/runtime/01f_watermarks.ipynb #8608de0f
+# %% ../../nbs/runtime/01f_watermarks.ipynb #5088c102
 class Watermarks:
     "The watermark over a worker's input partitions."
     def __init__(self, idle_after_s:float|None=5.0, clock=time.monotonic, replay:bool=False):

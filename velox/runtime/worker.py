@@ -20,7 +20,7 @@ from .poison import Guard, held_floor, one_line, rows_message, window_symbols
 from .runners import Collector
 from .loop import WorkerLoop
 from .settings import RunOptions, WorkerSettings, WorkerStats  # noqa: F401 (RunOptions: callers import it from here)
-from .watermarks import END, FORWARD_EVERY_NS, Watermarks, is_watermark, marker, publish_watermark
+from .watermarks import END, FORWARD_EVERY_NS, Watermarks, is_watermark, marker, prompt_kinds, publish_watermark
 from ..stage import Stage
 
 # %% auto #0
@@ -49,6 +49,7 @@ class Worker(WorkerLoop):
         self.sinks = [GuardedSink(s, attempts=settings.sink_attempts, breaker=CircuitBreaker(threshold=1, cooldown=0.5)) for s in sinks]
         self.checkpoints = Checkpoints(checkpoints, group, stage.name) if checkpoints is not None else None
         self._keyed = {t for t in inputs if topic_spec(t).key == 'symbol'} or set(inputs)
+        self._prompt = prompt_kinds(stage)  # outputs that carry the watermark on
         self._global = stage.global_state  # one checkpoint (ALL) of everything
         self.stats, self.collected, self.log = WorkerStats(), Collector(settings.collect or ()), get_logger('worker')
         self.merges, self.consumer, self.metrics = {}, None, None
@@ -245,14 +246,16 @@ class Worker(WorkerLoop):
         self.applied = self.stats.watermark_ns = w
         events = self._release({s for s, sm in self.merges.items() if sm.holding}, floor=w)
         self._emit(self.guard.advance(w))
-        if self.stage.prompt and (self._forwarded is None or w - self._forwarded >= FORWARD_EVERY_NS): self._forward(w)
+        if self._prompt and (self._forwarded is None or w - self._forwarded >= FORWARD_EVERY_NS): self._forward(w)
         return events
 
     def _forward(self, w:int):
-        """Tell every output partition how far this member's outputs went: `w` for a `prompt` stage; a stage that may
-        still stamp rows before its watermark only announces itself (0), and its end-of-stream markers finish."""
-        if self.outputs:
-            publish_watermark(self.bus, self.outputs.values(), marker(w, group=self.group, covers=self.owned.assigned, inputs=self.inputs))
+        """Tell every output partition how far this member's outputs went: `w` on those of kinds made promptly
+        (`prompt_kinds`); on the others, whose rows may still be stamped before it, only that this member is there (0):
+        their end-of-stream markers finish."""
+        for kind, topic in self.outputs.items():
+            publish_watermark(self.bus, [topic], marker(w if kind in self._prompt else 0, group=self.group,
+                                                        covers=self.owned.assigned, inputs=self.inputs))
         self._forwarded, self._told = w, frozenset(self.owned.assigned)
 
     def _release(self, touched:set, floor:int|None=None) -> int:
