@@ -150,15 +150,16 @@ class Watermarks:
     def current(self) -> int|None:
         """The watermark: `END` when every input ended; else the minimum over the inputs neither ended nor idle (an
         input without a marker yet holds it at None); when all that are left are idle, the least of the markers they
-        brought — live, of a partition without markers, its latest row time — (never `END`); held where it was when
-        they brought none. Never goes back."""
+        brought — live, if none brought any, the least of their latest row times — (never `END`); held where it was
+        otherwise. Never goes back."""
         lanes = self.lanes
         if lanes and all(l.ended for l in lanes.values()): w = END
         else:
             open_ = {tp: l for tp, l in lanes.items() if not l.ended}
             live = [l.mark() for tp, l in open_.items() if not self.idle(tp)]
-            if not live:  # all idle: as far as the markers they brought (live: or the rows, for a feed without markers)
-                live = [m for l in open_.values() if (m := l.mark(by_rows=not self.replay)) is not None]
+            if not live:  # all idle: as far as the markers they brought; live, with none at all, as far as their rows
+                live = [m for l in open_.values() if (m := l.mark()) is not None] or \
+                       ([m for l in open_.values() if (m := l.mark(by_rows=True)) is not None] if not self.replay else [])
             w = None if not live or None in live else min(live)
         if w is not None and (self.value is None or w > self.value): self.value = w
         return self.value
