@@ -56,6 +56,7 @@ def report(runs:list[dict], smoke:bool=False, when:datetime|None=None, folder:Pa
     when = when or datetime.now(timezone.utc)
     lines = [f"# velox benchmarks{' (smoke: small inputs, figures not comparable)' if smoke else ''}", '',
              f"- date: {when.isoformat(timespec='seconds')}", f"- machine: {machine()}", f"- commit: {commit(folder)}",
+             f"- load average when written (1, 5, 15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())} (other work on the machine slows every row)",
              f"- written by: `velox bench all{' --smoke' if smoke else ''}` (each bench in its own process, one after another)", '',
              'Every rate below sits next to its reference, run in the same process on the same data after a check that both '
              'computed the same thing (see bench/README.md). Nothing here is asserted.', '',
