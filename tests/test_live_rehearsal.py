@@ -2,7 +2,7 @@
 the execution worker on its default settings (live: idleness by time). BAC goes silent for seven minutes of event
 time mid-session; the operator's command topic gets two commands and never a watermark marker. Each minute's
 inputs must be released (the worker's watermark past them) before the next minute is published: a design that holds
-everything until the end of the stream fails at the first minute. A signal injected half an hour late appears in
+everything until the end of the stream fails at the first minute. A signal injected twelve minutes late appears in
 `late.signals.final` with its reason. At the end, the orders, fills, positions and risk events equal `run_frame`
 over the same on-time data, and the event-to-release latency is printed."""
 import threading, time
@@ -26,8 +26,8 @@ from test_trading_kafka import LO, OUT, PARAMS, assert_same, canon, dedupe
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 MIN = 60 * NS
-END_ = LO + 30 * MIN
-SILENT = (LO + 10 * MIN, LO + 17 * MIN)  # BAC says nothing, quotes or signals
+END_ = LO + 20 * MIN
+SILENT = (LO + 6 * MIN, LO + 13 * MIN)  # BAC says nothing, quotes or signals
 INPUTS = {'market.nbbo': 'nbbo', 'signals.final': 'signal', 'risk.commands': 'risk'}
 
 
@@ -47,11 +47,11 @@ def quiet(b, sym_col='symbol'):
 
 
 def data():
-    nb = {s: quiet(b) for s, b in nbbo_window(end_h=10.5).items()}
+    nb = {s: quiet(b) for s, b in nbbo_window(end_h=10 + 20 / 60).items()}
     sig = [quiet(scripted_signals('IBM', LO, END_, every_s=120, offset_s=7)),
            quiet(scripted_signals('BAC', LO, END_, every_s=180, offset_s=3, size=1000))]
     cmd = lambda t, action: batch('risk', ts=[t], symbol=[''], account=['alice'], rule=['kill_switch'], action=[action])
-    cmds = np.concatenate([cmd(LO + 20 * MIN + 5 * NS, 'flatten'), cmd(LO + 25 * MIN + 5 * NS, 'resume')])
+    cmds = np.concatenate([cmd(LO + 14 * MIN + 5 * NS, 'flatten'), cmd(LO + 17 * MIN + 5 * NS, 'resume')])
     return nb, sig, cmds
 
 

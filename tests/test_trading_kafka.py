@@ -149,7 +149,7 @@ def test_execution_worker_killed_mid_stream_resumes_from_its_checkpoint_with_the
     (tmp_path / 'exec.yaml').write_text(yaml.safe_dump(EXACT))
     with start_broker() as broker, start_redis() as redis_svc:
         bus = _kbus(broker)
-        n_msgs = publish_case(bus, nb, sig, rows=16)  # many small messages, one per poll: slow enough to kill mid-stream
+        n_msgs = publish_case(bus, nb, sig, rows=48)  # many small messages, one per poll: slow enough to kill mid-stream
         extra = ('--checkpoints', redis_svc.dsn, '--max-records', '1')
         a = worker(tmp_path, broker, 'a', *extra)
         deadline = time.monotonic() + 180

@@ -100,7 +100,7 @@ def _detect_from(sections:dict) -> Stage: return detect_stage((sections or {}).g
 class ParamSwitch(Stage):
     "A stage built from the parameter version in force, switched to a promoted version at its stated event time."
     def __init__(self, registry:str|Path|ParamRegistry|None=None, group:str='velox-detect', params:dict|None=None,
-                 make=_detect_from, check_every_s:float=0.5):
+                 make=_detect_from, check_every_s:float=0.0):
         super().__init__()
         self.registry = registry if isinstance(registry, ParamRegistry) or registry is None else ParamRegistry(registry)
         self.group, self.make, self.check_every_s = group, make, check_every_s
