@@ -11,7 +11,7 @@ from .options import COUNT, MEGABYTES, PORT, PORT_OR_ANY, SECONDS, config_args, 
 
 # %% auto #0
 __all__ = ['configure_run', 'configure_replay', 'configure_worker', 'configure_services', 'configure_topics', 'configure_db',
-           'configure_hot', 'configure_bench', 'cmd_run', 'cmd_replay', 'cmd_worker', 'worker_notebook',
+           'configure_hot', 'configure_bench', 'cmd_run', 'cmd_replay', 'event_time', 'cmd_worker', 'worker_notebook',
            'run_worker_notebook', 'cmd_services', 'cmd_topics', 'cmd_db', 'cmd_hot', 'cmd_bench']
 
 # %% ../../nbs/face/00a_commands.ipynb #c08ac9b2
@@ -69,6 +69,9 @@ def configure_worker(p):
                    'comes (default 5; with --until-end a replay decides by offsets alone)')
     p.add_argument('--late', choices=['process', 'route'], default='process', help='an event that comes behind the watermark: '
                    'process it anyway (default; counted in the status as late) or route it to late.<topic> with the reason')
+    p.add_argument('--emit-from', metavar='TIME', help='warm start: rebuild state from everything the group reads (reset its offsets '
+                   'to the session open first: velox offsets reset) and write outputs only from this event time on (ISO 8601, UTC '
+                   'unless it says otherwise, e.g. 2013-10-08T14:15:00Z)')
     p.add_argument('--registry', metavar='DIR', help='the model registry (velox models train) for predict.<model> and ensemble')
     p.add_argument('--notebook', metavar='OUT.ipynb', help='run the worker notebook nbs/workers/<stage>.ipynb with papermill, saving the executed copy here')
     p.set_defaults(func=cmd_worker)
@@ -151,6 +154,15 @@ def cmd_replay(a):
     dt = time.perf_counter() - t0
     print(f"replayed {n:,} events to {cfg.bus} in {dt:.2f} s ({n / dt:,.0f} events/s)")
 
+def event_time(text:str|None) -> int|None:
+    "`--emit-from`: an ISO 8601 time (UTC unless it says otherwise) as ns since the epoch (None stays None)."
+    if text is None: return None
+    from datetime import datetime, timezone
+    try: t = datetime.fromisoformat(text.replace('Z', '+00:00'))
+    except ValueError: raise ConfigError(f"--emit-from {text!r}: expected a time like 2013-10-08T14:15:00Z") from None
+    t = t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+    return int(t.timestamp()) * 10**9 + t.microsecond * 1000
+
 def cmd_worker(a):
     cfg = config_from_args(a)
     kw = dict(bus=cfg.bus, group=a.group or f'velox-{a.stage}', params=a.params, client_id=a.client_id, until_end=a.until_end, idle_timeout_s=a.idle_timeout,
@@ -159,13 +171,15 @@ def cmd_worker(a):
               checkpoints=a.checkpoints or (cfg.hot if cfg.hot.startswith('redis') else None),
               metrics_port=a.metrics_port, max_records=a.max_records, codec=a.codec)
     if a.notebook:
+        if a.emit_from or a.late != 'process' or a.idle_after != 5.0:
+            raise ConfigError("--emit-from, --late and --idle-after are options of the worker itself: run it without --notebook")
         Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
         return run_worker_notebook(a.stage, a.notebook, log_path=str(Path(cfg.out_dir).absolute() / f'{a.stage}-worker.log'),
                                    registry=a.registry, **kw)
     from velox.runtime.stages import stage_worker
     from velox.runtime.worker import RunOptions, WorkerSettings
     settings = WorkerSettings(client_id=a.client_id, max_records=a.max_records, idle_after_s=a.idle_after,
-                              late=a.late, codec=a.codec)
+                              late=a.late, codec=a.codec, emit_from=event_time(a.emit_from))
     options = RunOptions(until_end=a.until_end, idle_timeout_s=a.idle_timeout, max_runtime_s=a.max_runtime, stop_file=a.stop_file,
                          status_path=a.status, metrics_port=a.metrics_port, handle_signals=True)
     print(json.dumps(stage_worker(a.stage, **{k: kw[k] for k in ('bus', 'group', 'params', 'store', 'hot', 'checkpoints')},

@@ -24,6 +24,7 @@ class WorkerSettings:
     sink_attempts: int = 3  # tries of a sink write before the store counts as down
     idle_after_s: float|None = 5.0  # live: an input caught up and silent this long no longer holds the watermark back (None: never; finite replays decide by offsets alone)
     late: str = 'process'  # an event behind the watermark: 'process' (anyway, counted) or 'route' (to late.<topic> with the reason)
+    emit_from: int|None = None  # a warm start: rebuild state from everything read, emit (topics, sinks) only rows stamped from this time (ns)
     arrival_order: bool = False  # release rows as they arrive, without the event-time merge (stages that need no order)
     max_deaths: int = 2  # dead-letter a message after the worker died this many times processing it (0: never; see velox.runtime.poison)
 

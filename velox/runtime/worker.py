@@ -17,7 +17,7 @@ from .checkpoints import ALL, Checkpoints, Progress, Snapshot
 from .downstream import Ends, end_marker, end_partitions, end_symbols, route
 from .merge import SymbolMerge
 from .poison import Guard, held_floor, one_line, rows_message, window_symbols
-from .runners import Collector
+from .runners import Collector, InWindow, in_window
 from .loop import WorkerLoop
 from .settings import RunOptions, WorkerSettings, WorkerStats  # noqa: F401 (RunOptions: callers import it from here)
 from .watermarks import END, FORWARD_EVERY_NS, Watermarks, is_watermark, marker, prompt_kinds, publish_watermark
@@ -46,6 +46,7 @@ class Worker(WorkerLoop):
                  sinks=(), checkpoints=None):
         "`checkpoints`: a hot store the group shares for snapshots (Redis); None: commits alone (at-least-once)."
         self.stage, self.bus, self.inputs, self.outputs, self.group, self.settings = stage, bus, inputs, outputs, group, settings
+        if settings.emit_from is not None: sinks = [InWindow(s, settings.emit_from, None) for s in sinks]  # a warm start
         self.sinks = [GuardedSink(s, attempts=settings.sink_attempts, breaker=CircuitBreaker(threshold=1, cooldown=0.5)) for s in sinks]
         self.checkpoints = Checkpoints(checkpoints, group, stage.name) if checkpoints is not None else None
         self._keyed = {t for t in inputs if topic_spec(t).key == 'symbol'} or set(inputs)
@@ -293,7 +294,8 @@ class Worker(WorkerLoop):
         return True
 
     def _emit(self, items):
-        "The stage's outputs to their topics (keyed by symbol), and to the sinks."
+        "The stage's outputs to their topics (keyed by symbol), and to the sinks; a warm start's only from `emit_from`."
+        if self.settings.emit_from is not None: items = in_window(items, self.settings.emit_from, None)
         self.collected.add(items)
         for kind, b in items:
             if kind in self.outputs: self._produce(kind, b)
