@@ -167,7 +167,7 @@ def test_a_worker_started_warm_rebuilds_state_from_what_it_reads_and_emits_only_
     assert len(got['alert']) > 5
     for k in ('alert', 'nbbo'):
         want = full[k][full[k]['ts'] >= start]
-        key = lambda a: a[np.lexsort((a['seq'] if k == 'nbbo' else a['trade_seq'], a['ts'], a['symbol']))]
+        key = lambda a, k=k: a[np.lexsort((a['seq'] if k == 'nbbo' else a['trade_seq'], a['ts'], a['symbol']))]
         assert key(got[k]).tobytes() == key(want).tobytes(), k
     c = bus.consumer(['alerts.darkpool'], 'check'); out = [m for m in c.poll(max_records=10**6) if not is_control(m)]; c.close()
     assert min(int(decode_message(m.value)[1]['ts'].min()) for m in out) >= start  # nothing before the start went out
