@@ -52,4 +52,4 @@ step "notebook tests (nbdev_test's run, all flags; each executed notebook kept i
 velox docs test --flags "slow kafka redis"
 
 step "integration tests and bench smoke runs (pytest)"
-pytest -q -p no:cacheprovider tests
+pytest -q -p no:cacheprovider --durations=30 tests
