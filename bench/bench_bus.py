@@ -49,6 +49,11 @@ def is_marker(r) -> bool:
     return dict(r.headers or ()).get(EOS_HEADER) == b'1'
 
 
+def is_control(r) -> bool:
+    "Is this kafka-python record a control record (end of stream, watermark): header `velox-control`, as any reader sees?"
+    return any(k == 'velox-control' for k, _ in r.headers or ()) or is_marker(r)
+
+
 def _producer(bootstrap:str):
     "The producer settings KafkaBus uses (acks=all, linger 5 ms, lz4 when installed)."
     from kafka import KafkaProducer
@@ -81,8 +86,8 @@ def plain_loop(bootstrap:str, ready:str, done:str, fetch_wait:int|None=None, for
     while len(ended) < len(tps):
         for tp, recs in c.poll(timeout_ms=200, max_records=500).items():
             for r in recs:
-                if is_marker(r):
-                    if r.key is None: ended.add(tp)
+                if is_control(r):  # end of stream (a partition's: no key), or a watermark: not data
+                    if r.key is None and is_marker(r): ended.add(tp)
                     continue
                 if forward: p.send(FORWARD, value=r.value, key=r.key)
                 v = r.value
@@ -254,7 +259,7 @@ def read_topic(bootstrap:str, topic:str, timeout:float=30) -> list:
 def alert_keys_on_bus(bootstrap:str, topic:str='alerts.darkpool') -> tuple[set, int]:
     "The keys of the alerts on `topic`, de-duplicated by id; and the rows read."
     from velox.infra.codecs import decode_message
-    recs = [r for r in read_topic(bootstrap, topic) if not is_marker(r)]
+    recs = [r for r in read_topic(bootstrap, topic) if not is_control(r)]
     if not recs: return set(), 0
     a = np.concatenate([decode_message(r.value)[1] for r in recs])
     _, first = np.unique(a['id'], return_index=True)
@@ -392,7 +397,7 @@ def run_latency(srcs, who:str, rate:int, seconds:float, want_fn, fetch_wait:int|
                         now = time.time()
                         for rs in recs.values():
                             for r in rs:
-                                if is_marker(r): continue
+                                if is_control(r): continue
                                 kind, b = decode_message(r.value)
                                 if kind not in ('alert', 'trade'): continue
                                 seqs = b['trade_seq'] if kind == 'alert' else b['seq']

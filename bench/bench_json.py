@@ -116,6 +116,12 @@ class PlainDetect:
             else: return out
 
 
+def is_control(headers) -> bool:
+    "A control record's headers (end of stream, watermark: `velox-control`, or the older velox-eos): not data."
+    h = dict(headers or ())
+    return 'velox-control' in h or h.get('velox-eos') == b'1'
+
+
 def is_marker(headers) -> bool:
     "An end-of-stream marker's headers (velox-control: eos, or the older velox-eos: 1)."
     h = dict(headers or ())
@@ -147,6 +153,7 @@ def role_plain(a):
                 msgs += 1
                 if r.headers and is_marker(r.headers):
                     out = det.end(r.key.decode(), kinds[r.topic]) if r.key is not None else ended.add(tp) or []
+                elif r.headers and is_control(r.headers): out = []  # a watermark: not data
                 else:
                     out = det.event(r.key.decode(), json.loads(r.value)); events += 1
                 for al in out: p.send('bench.plain.alerts', json.dumps(al).encode(), key=al['symbol'].encode())
@@ -182,6 +189,7 @@ def role_quix(a):
                 if len(st['ended']) == 2 * PARTITIONS: app.stop()
                 return []
             res = det.end(key, kinds[ctx.topic])
+        elif headers and is_control(headers): return []  # a watermark: not data
         else:
             res = det.event(key, json.loads(value)); st['events'] += 1
         st['alerts'] += len(res)
