@@ -154,7 +154,11 @@ def test_fleet_runs_the_whole_stage_graph_scaled_and_crashed_mid_run_with_exactl
             def complete(o):
                 return all(o[t] is not None and len(np.unique(o[t]['id'])) >= n for t, n in want.items()) \
                     and o['features.indicators'] is not None and len(unique_rows(o['features.indicators'])) >= len(ind_ref)
-            wait_for('every output', lambda: complete(reader.read()), timeout=240)
+            try: wait_for('every output', lambda: complete(reader.read()), timeout=240)
+            except BaseException:
+                o = reader.read()
+                raise AssertionError('outputs short of velox run: ' + str({t: (None if o[t] is None else len(np.unique(o[t]['id'])), n) for t, n in want.items()})
+                                     + f"; statuses {[(n, (fresh_status(fd, n) or {}).get('watermark_ns'), (fresh_status(fd, n) or {}).get('late')) for n in ('execution-0', 'ensemble-0', 'detect-0')]}") from None
             n_in = len(data['trade']) + len(data['quote']) + len(nbbo_ref) + len(alerts_ref) + sum(len(ref[k]) for k in ref if k not in ('nbbo', 'alert'))
             wait_for('persist to consume every output', lambda: (fresh_status(fd, 'persist-0') or {}).get('events', 0) >= n_in, timeout=90)
             out = reader.read(); reader.c.close()

@@ -135,10 +135,9 @@ def test_execution_worker_on_kafka_gives_the_orders_and_fills_of_the_in_process_
         got = outputs(bus)
         for k in OUT: assert_same(got[k], expect[k], k)
         st = status(tmp_path, 'x')
-        assert st['late'] == 0
-        if interleaved:  # released as event time went, not all at the end: the watermark moved well into the window
-            assert st['watermark_ns'] is not None and st['watermark_ns'] >= LO + 3600 * NS, st  # (the ends finish the rest)
-        else: assert st['watermark_ns'] is None  # no markers: nothing to go by but the ends
+        assert st['late'] == 0, st  # (how far the watermark got before the ends depends on the order the client drains
+        # partitions in; that release follows the markers is pinned by tests/test_live_rehearsal.py, minute by minute)
+        if not interleaved: assert st['watermark_ns'] is None  # no markers: nothing to go by but the ends
         bus.close()
 
 

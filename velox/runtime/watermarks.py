@@ -157,9 +157,10 @@ class Watermarks:
         else:
             open_ = {tp: l for tp, l in lanes.items() if not l.ended}
             live = [l.mark() for tp, l in open_.items() if not self.idle(tp)]
-            if not live:  # all idle: as far as the markers they brought; live, with none at all, as far as their rows
-                live = [m for l in open_.values() if (m := l.mark()) is not None] or \
-                       ([m for l in open_.values() if (m := l.mark(by_rows=True)) is not None] if not self.replay else [])
+            if not live:  # all idle: as far as the markers they brought (a group not fully heard from: hold); live, with
+                marked = [l.mark() for l in open_.values() if l.producers or l.groups]  # none at all, as far as their rows
+                live = marked if marked else [] if self.replay else \
+                       [m for l in open_.values() if (m := l.mark(by_rows=True)) is not None]
             w = None if not live or None in live else min(live)
         if w is not None and (self.value is None or w > self.value): self.value = w
         return self.value

@@ -55,7 +55,7 @@ class Worker(WorkerLoop):
         self.stats, self.collected, self.log = WorkerStats(), Collector(settings.collect or ()), get_logger('worker')
         self.merges, self.consumer, self.metrics = {}, None, None
         self.progress, self.owned, self.ends = Progress(), Ownership(), Ends()
-        self.wm, self.applied, self._forwarded, self._told = Watermarks(settings.idle_after_s, replay=True), None, None, None  # event time (velox.runtime.watermarks); `run` says if live
+        self.wm, self.applied, self._forwarded = Watermarks(settings.idle_after_s, replay=True), None, None  # event time (velox.runtime.watermarks); `run` says if live
         self.guard, self.flight, self._polled, self._decoded = Guard(stage), None, [], {}  # the way in to the stage's state; see velox.runtime.poison
         self._stop, self._last_ckpt, self._beat, self._last_event_ts, self._probed = threading.Event(), time.monotonic(), time.monotonic(), None, 0.0
 
@@ -117,6 +117,7 @@ class Worker(WorkerLoop):
         for part in (self.progress, self.owned, self.ends): part.forget(syms, lost)
         self.owned.assigned = now; self.wm.assign(now)
         if self.wm.value is None: self.applied = None  # new partitions: re-read from their commits, not late
+        if now: self._forward(self._forwarded or 0)  # here I am, downstream: before any row of this assignment
         self.stats.assignment = sorted(map(list, now))
 
     # -- one cycle: take in, release, pass ends on ----------------------------------------------------------
@@ -242,7 +243,6 @@ class Worker(WorkerLoop):
         for t, p in self.owned.assigned:
             self.wm.observe((t, p), self.consumer.position(t, p), self.consumer.highwater(t, p), (t, p) in paused)
         w = self.wm.current()
-        if self._told != self.owned.assigned and self.owned.assigned: self._forward(self._forwarded or 0)  # here I am, downstream
         if w is None or w == END or (self.applied is not None and w <= self.applied): return 0  # END: the end markers finish
         self.applied = self.stats.watermark_ns = w
         events = self._release({s for s, sm in self.merges.items() if sm.holding}, floor=w)
@@ -257,7 +257,7 @@ class Worker(WorkerLoop):
         for kind, topic in self.outputs.items():
             publish_watermark(self.bus, [topic], marker(w if kind in self._prompt else 0, group=self.group,
                                                         covers=self.owned.assigned, inputs=self.inputs))
-        self._forwarded, self._told = w, frozenset(self.owned.assigned)
+        self._forwarded = w
 
     def _release(self, touched:set, floor:int|None=None) -> int:
         "Run the stage on what the touched merges release (all before `floor` too), flush the symbols that ended; the number of events."
