@@ -103,6 +103,7 @@ def market_state(nb:np.ndarray) -> np.ndarray:
 class NBBOStage(Stage):
     "quote -> nbbo, per symbol."
     name, inputs, outputs, windowed = 'nbbo', ('quote',), ('nbbo',), True
+    prompt = True  # an NBBO update is stamped with its quote's time, made as the quote comes: a worker passes its watermark on
     def __init__(self, model:str='consolidated'):
         super().__init__()
         if model not in ('consolidated', 'venue'): raise ValueError(f"model {model!r}: expected 'consolidated' or 'venue'")
