@@ -4,14 +4,14 @@
 
 # %% ../../nbs/face/00a_commands.ipynb #9b63a13b
 from __future__ import annotations
-import argparse, json, sys
+import json, sys
 from pathlib import Path
 from ..core import ConfigError, VeloxError, read_mapping
 from .options import COUNT, MEGABYTES, PORT, PORT_OR_ANY, SECONDS, config_args, config_from_args, ranged, session_args
 
 # %% auto #0
 __all__ = ['configure_run', 'configure_replay', 'configure_worker', 'configure_services', 'configure_topics', 'configure_db',
-           'configure_hot', 'configure_bench', 'cmd_run', 'cmd_replay', 'event_time', 'cmd_worker', 'worker_notebook',
+           'configure_hot', 'cmd_run', 'cmd_replay', 'event_time', 'cmd_worker', 'worker_notebook',
            'run_worker_notebook', 'cmd_services', 'cmd_topics', 'cmd_db', 'cmd_hot', 'cmd_bench']
 
 # %% ../../nbs/face/00a_commands.ipynb #c08ac9b2
@@ -116,12 +116,6 @@ def configure_hot(p):
     p.add_argument('--dry-run', action='store_true', help='clean: show what would be evicted')
     config_args(p)
     p.set_defaults(func=cmd_hot)
-
-def configure_bench(p):
-    "Options of `velox bench`."
-    p.add_argument('name', nargs='?', default='pipeline', help='benchmark name: bench/bench_<name>.py (default pipeline)')
-    p.add_argument('args', nargs=argparse.REMAINDER, help="the benchmark's own options, e.g. --days 5 (see velox bench NAME --help)")
-    p.set_defaults(func=cmd_bench)
 
 # %% ../../nbs/face/00a_commands.ipynb #ab6265fa
 def cmd_run(a):
