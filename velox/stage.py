@@ -59,8 +59,15 @@ class Stage:
         return [o for s, part in split_by_symbol(b) for o in self.on_batch(kind, s, part, self.state.setdefault(s, {}))]
 
     def advance(self, watermark:int) -> Outputs:
-        "Nothing before `watermark` will come (`velox.runtime.watermarks`): a stage holding events (execution) releases those before it."
+        """Nothing before `watermark` will come (`velox.runtime.watermarks`): a stage holding events releases those
+        before it (execution its signals, a bar builder the bars that ended)."""
         return []
+
+    def floor(self, watermark:int) -> int|None:
+        """Advanced to `watermark`: the earliest time a row it emits from now on may be stamped with (a worker passes it
+        on as its outputs' watermark). A `prompt` stage: `watermark`; a bar builder: the start of its oldest forming
+        bar; None: it cannot say (its outputs carry no watermark; their end markers finish)."""
+        return watermark if self.prompt else None
 
     def flush(self, symbols=None) -> Outputs:
         "End of a finite stream (of `symbols`, default all): let each symbol emit what it holds."
@@ -121,17 +128,27 @@ class Chain(Stage):
 
     def flush(self, symbols=None) -> Outputs:
         "Each stage in turn lets go of what it holds; what it emits flows on (as whole windows, if all are windowed)."
-        return self._let_go(lambda s: s.flush(symbols))
+        return self._let_go(lambda i, s: s.flush(symbols))
+
+    def floor(self, watermark:int) -> int|None:
+        "Each stage's floor of the one before it: what a stage makes of its inputs never comes before its floor."
+        for s in self.stages:
+            if watermark is None: return None
+            watermark = s.floor(watermark)
+        return watermark
 
     def advance(self, watermark:int) -> Outputs:
-        "Each stage in turn releases what `watermark` lets go, as in `flush`; not past one that is not `prompt` (exact, later)."
-        upto = next((i + 1 for i, s in enumerate(self.stages) if not s.prompt), len(self.stages))
-        return self._let_go(lambda s: s.advance(watermark), upto)
+        """Each stage in turn releases what its inputs' watermark lets go, as in `flush`: `watermark` for the first, the
+        floor of the one before for the others (exact: nothing that releases comes after); none past a stage that cannot say."""
+        ws = [watermark]
+        for s in self.stages[:-1]: ws.append(None if ws[-1] is None else s.floor(ws[-1]))
+        upto = next((i for i, w in enumerate(ws) if w is None), len(self.stages))
+        return self._let_go(lambda i, s: s.advance(ws[i]), upto)
 
     def _let_go(self, call, upto:int|None=None) -> Outputs:
         out = []
         for i, s in enumerate(self.stages[:upto]):
-            made = call(s)
+            made = call(i, s)
             if not self.windowed: out += self._route(i + 1, made); continue
             avail = list(made)
             for later in self.stages[i + 1:]: avail += later.process_window(avail)

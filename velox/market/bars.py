@@ -287,12 +287,16 @@ class BarStage(Stage):
         tr, nb = batches.get('trade'), batches.get('nbbo') if self.quotes else None
         for b in (tr, nb):
             if b is not None and len(b): st['now'] = max(st.get('now', _HI), int(b['ts'].max()))
-        out = []
         ses, zone, cal = self.clock(symbol)
         if tr is not None and len(tr):
             self._note_auctions(symbol, tr, st)
             p = _partials(tr, self.tf * NS, zone, self.rule, ses, self.hours, cal)
             st['p'] = _reduce(np.concatenate([st['p'], p])) if 'p' in st else _reduce(p)
+        return self._done(symbol, nb, st)
+
+    def _done(self, symbol, nb, st) -> list:
+        "The bars that ended by `st['now']` (and are not waiting for an auction print) leave the state."
+        out = []
         if 'p' in st and len(st['p']):
             p, hold = st['p'], self._hold_from(symbol, st)
             done = (p['ts'] + self.tf * NS <= st['now']) & (p['ts'] < hold)
@@ -301,6 +305,20 @@ class BarStage(Stage):
                 st['p'] = p[~done]
         if self.quotes: out += self._quotes(symbol, nb, st)
         return out
+
+    def release(self, symbol:str, st:dict, watermark:int) -> list:
+        "Every event of `symbol` before `watermark` has come: the bars that ended by then, as if an event at `watermark` came."
+        st['now'] = max(st.get('now', _HI), watermark)
+        return self._done(symbol, None, st)
+
+    def advance(self, watermark:int):
+        return [o for s in sorted(self.state) for o in self.release(s, self.state[s], watermark)]
+
+    def floor(self, watermark:int) -> int:
+        "A bar is stamped with its start: the oldest forming (or auction-held) bar's start, if before `watermark`."
+        starts = [int(st['p']['ts'].min()) for st in self.state.values() if len(st.get('p', ()))]
+        starts += [int(st['q']['ts'][0]) for st in self.state.values() if st.get('q') is not None]
+        return min([watermark] + starts)
 
     def _note_auctions(self, symbol, tr, st):
         "Remember the session days whose opening / closing print has arrived."

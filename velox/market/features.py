@@ -121,6 +121,25 @@ class FeatureStage(Stage):
         rows = [self._close(symbol, tf, st, emit_ts=None) for tf in self.tfs if len(st.get('parts', {}).get(tf, ()))]
         return out + ([('indicator', np.concatenate(rows))] if rows else [])
 
+    def advance(self, watermark:int):
+        """Every trade before `watermark` has come: the base bars that ended by then close, and with them every longer
+        bar that ended by then (in a quiet gap: no base bar of the next period came yet)."""
+        out = []
+        for symbol, st in sorted(self.state.items()):
+            self.base.state[symbol] = st.setdefault('base', {})
+            out += self._advance(symbol, self.base.release(symbol, st['base'], watermark), st)
+            rows = [self._close(symbol, tf, st, emit_ts=None) for tf in self.tfs
+                    if len(held := st.get('parts', {}).get(tf, ())) and self._end(held, tf) <= watermark]
+            if rows: out.append(('indicator', np.concatenate(rows)))
+        return out
+
+    def floor(self, watermark:int) -> int:
+        "Rows are stamped at a base bar's end (or a longer bar's, later): the end of the oldest forming base bar, if before `watermark`."
+        return min([watermark] + [int(st['base']['p']['ts'].min()) + self.tfs[0] * NS for st in self.state.values()
+                                  if len(st.get('base', {}).get('p', ()))])
+
+    def _end(self, held, tf) -> int: return int(bar_start(held['ts'][:1], tf, self.base.zone)[0]) + tf * NS
+
     def _advance(self, symbol, bar_outputs, st):
         rows = []
         for _, bars in bar_outputs:
@@ -130,14 +149,13 @@ class FeatureStage(Stage):
 
     def _on_base_bar(self, symbol, b, st) -> list:
         T = int(b['ts']) + self.tfs[0] * NS
-        parts, rows, closed = st.setdefault('parts', {}), [], set()
+        parts, closed = st.setdefault('parts', {}), set()
+        ends = {tf: int(bar_start([b['ts']], tf, self.base.zone)[0]) + tf * NS for tf in self.tfs}
+        rows = [self._close(symbol, tf, st, emit_ts=None) for tf in self.tfs  # they ended in a quiet gap, before this bar
+                if len(held := parts.get(tf, ())) and self._end(held, tf) != ends[tf]]  # (as `advance` closes them)
         for tf in self.tfs:
-            start = int(bar_start([b['ts']], tf, self.base.zone)[0])
-            held = parts.get(tf)
-            if held is not None and len(held) and int(bar_start(held['ts'][:1], tf, self.base.zone)[0]) != start:
-                rows.append(self._close(symbol, tf, st, emit_ts=None))  # it ended in a quiet gap
-            parts[tf] = b[None] if held is None or not len(parts[tf]) else np.concatenate([parts[tf], b[None]])
-            if start + tf * NS == T: rows.append(self._close(symbol, tf, st, emit_ts=T)); closed.add(tf)
+            parts[tf] = b[None] if not len(parts.get(tf, ())) else np.concatenate([parts[tf], b[None]])
+            if ends[tf] == T: rows.append(self._close(symbol, tf, st, emit_ts=T)); closed.add(tf)
         for tf in self.tfs:
             if tf not in closed: rows.append(self._row(symbol, tf, st, T, closed=False))
         return rows

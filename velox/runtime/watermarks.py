@@ -12,7 +12,7 @@ from ..infra.topics import expand, topic_spec
 import os
 
 # %% auto #0
-__all__ = ['WM_HEADERS', 'END', 'FORWARD_EVERY_NS', 'is_watermark', 'marker', 'publish_watermark', 'MarkerPacer', 'prompt_kinds',
+__all__ = ['WM_HEADERS', 'END', 'FORWARD_EVERY_NS', 'is_watermark', 'marker', 'publish_watermark', 'MarkerPacer', 'output_floors',
            'Lane', 'Watermarks']
 
 # %% ../../nbs/runtime/01f_watermarks.ipynb #fbfd84bf
@@ -24,11 +24,12 @@ def is_watermark(msg) -> bool:
     "Whether `msg` is a watermark marker."
     return msg.headers.get(CONTROL_HEADER) == b'wm'
 
-def marker(ts:int, producer:str|None=None, group:str|None=None, covers=None, inputs=None) -> bytes:
-    "A marker's value: a producer's `{'wm', 'producer'}`, or a worker's `{'wm', 'group', 'covers', 'of'}`."
+def marker(ts:int, producer:str|None=None, group:str|None=None, covers=None, inputs=None, idle:bool=False) -> bytes:
+    """A marker's value: a producer's `{'wm', 'producer'}`, or a worker's `{'wm', 'group', 'covers', 'of'}` (with
+    `'idle': true` when every input of the worker is idle: nothing is coming from it until its inputs speak)."""
     if group is None: return json.dumps({'wm': int(ts), 'producer': producer or 'producer'}).encode()
     return json.dumps({'wm': int(ts), 'group': group, 'covers': {t: sorted(p for t2, p in covers if t2 == t) for t in inputs},
-                       'of': {t: topic_spec(t).partitions for t in inputs}}).encode()
+                       'of': {t: topic_spec(t).partitions for t in inputs}, **({'idle': True} if idle else {})}).encode()
 
 def publish_watermark(bus, topics, value:bytes) -> int:
     "Write a marker `value` into every partition of `topics` (names or templates); the number written."
@@ -53,12 +54,12 @@ class MarkerPacer:
         return publish_watermark(self.bus, self.topics, marker(ts, self.name))
 
 # %% ../../nbs/runtime/01f_watermarks.ipynb #1e30c309
-def prompt_kinds(stage) -> set:
-    "The output kinds of `stage` never stamped before the watermark it was advanced to."
-    out = set()
+def output_floors(stage, watermark:int) -> dict:
+    "Per output kind of `stage` advanced to `watermark`: the earliest time its rows may still carry (None: it cannot say)."
+    out, w = {}, watermark
     for s in getattr(stage, 'stages', (stage,)):
-        if not s.prompt: break
-        out |= set(s.outputs)
+        w = None if w is None else s.floor(w)
+        for k in s.outputs: out[k] = None if w is None or out.get(k, w) is None else min(out.get(k, w), w)
     return out
 
 # %% ../../nbs/runtime/01f_watermarks.ipynb #8608de0f
@@ -66,7 +67,7 @@ def prompt_kinds(stage) -> set:
 class Lane:
     "One input partition: its writers' watermarks, whether it ended, and since when its consumer is caught up."
     producers: dict = field(default_factory=dict)  # producer name -> its watermark
-    groups: dict = field(default_factory=dict)  # group -> {'of': {topic: n}, 'marks': {(topic, p): wm}}
+    groups: dict = field(default_factory=dict)  # group -> {'of': {topic: n}, 'marks': {(topic, p): wm}, 'idle': {(topic, p)}}
     ended: bool = False
     caught_up_since: float|None = None  # clock time the consumer reached the high-water mark (None: behind, or paused)
     seen: int|None = None  # the latest row time read here (live, a partition without markers goes by it)
@@ -79,16 +80,28 @@ class Lane:
             raise ValueError("watermark marker: expected a JSON object with an integer 'wm' (ns since the epoch)")
         wm = d['wm']
         if 'group' in d:
-            g = self.groups.setdefault(str(d['group']), {'of': {}, 'marks': {}})
+            g = self.groups.setdefault(str(d['group']), {'of': {}, 'marks': {}, 'idle': set()})
             g['of'].update({t: int(n) for t, n in (d.get('of') or {}).items()})
             for t, ps in (d.get('covers') or {}).items():
-                for p in ps: g['marks'][(t, int(p))] = max(wm, g['marks'].get((t, int(p)), wm))
+                for p in ps:
+                    g['marks'][(t, int(p))] = max(wm, g['marks'].get((t, int(p)), wm))
+                    (g['idle'].add if d.get('idle') is True else g['idle'].discard)((t, int(p)))
         else:
             name = str(d.get('producer', ''))
             self.producers[name] = max(wm, self.producers.get(name, wm))
 
     @property
     def spoken(self) -> bool: return bool(self.producers or self.groups) or self.seen is not None  # a writer sent something
+
+    @property
+    def said_idle(self) -> bool:
+        "Every member of every worker group writing here said it is idle (and they cover every upstream partition)."
+        return bool(self.groups) and all(sum(g['of'].values()) <= len(g['marks']) and set(g['marks']) <= g['idle']
+                                         for g in self.groups.values())
+
+    def active(self):
+        "A row came: its writers are not idle."
+        for g in self.groups.values(): g['idle'].clear()
 
     def mark(self, by_rows:bool=False) -> int|None:
         """The partition's watermark: the minimum over its writers (None: none known, or a group not fully covered);
@@ -125,7 +138,7 @@ class Watermarks:
         "Rows up to `ts` were read on `tp`."
         lane = self.lanes.get(tp)
         if lane is None: return
-        lane.caught_up_since = None  # it spoke: silence starts again from the next look
+        lane.caught_up_since = None; lane.active()  # it spoke: silence starts again from the next look
         if lane.seen is None or ts > lane.seen: lane.seen = ts
 
     def end(self, tp):
@@ -141,11 +154,18 @@ class Watermarks:
         elif lane.caught_up_since is None: lane.caught_up_since = self.clock()
 
     def idle(self, tp) -> bool:
-        "Replay: is `tp` caught up, and no writer ever spoke on it? Live: has it been caught up for `idle_after_s`?"
+        """Replay: is `tp` caught up, and no writer ever spoke on it? Live: caught up, and its worker group said it is
+        idle (written by velox workers) or caught up for `idle_after_s` (any other writer)?"""
         lane = self.lanes[tp]
         since = lane.caught_up_since
         if self.replay: return since is not None and not lane.spoken
+        if lane.groups: return since is not None and lane.said_idle
         return self.idle_after_s is not None and since is not None and self.clock() - since >= self.idle_after_s
+
+    def all_idle(self) -> bool:
+        "Every input that has not ended is idle (and not all ended): what this worker says on its outputs."
+        open_ = [tp for tp, l in self.lanes.items() if not l.ended]
+        return bool(open_) and all(self.idle(tp) for tp in open_)
 
     def current(self) -> int|None:
         """The watermark: `END` when every input ended; else the minimum over the inputs neither ended nor idle (an

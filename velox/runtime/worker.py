@@ -20,7 +20,7 @@ from .poison import Guard, held_floor, one_line, rows_message, window_symbols
 from .runners import Collector, InWindow, in_window
 from .loop import WorkerLoop
 from .settings import RunOptions, WorkerSettings, WorkerStats  # noqa: F401 (RunOptions: callers import it from here)
-from .watermarks import END, FORWARD_EVERY_NS, Watermarks, is_watermark, marker, prompt_kinds, publish_watermark
+from .watermarks import END, FORWARD_EVERY_NS, Watermarks, is_watermark, marker, output_floors, publish_watermark
 from ..stage import Stage
 
 # %% auto #0
@@ -50,12 +50,12 @@ class Worker(WorkerLoop):
         self.sinks = [GuardedSink(s, attempts=settings.sink_attempts, breaker=CircuitBreaker(threshold=1, cooldown=0.5)) for s in sinks]
         self.checkpoints = Checkpoints(checkpoints, group, stage.name) if checkpoints is not None else None
         self._keyed = {t for t in inputs if topic_spec(t).key == 'symbol'} or set(inputs)
-        self._prompt = prompt_kinds(stage)  # outputs that carry the watermark on
         self._global = stage.global_state  # one checkpoint (ALL) of everything
         self.stats, self.collected, self.log = WorkerStats(), Collector(settings.collect or ()), get_logger('worker')
         self.merges, self.consumer, self.metrics = {}, None, None
         self.progress, self.owned, self.ends = Progress(), Ownership(), Ends()
-        self.wm, self.applied, self._forwarded = Watermarks(settings.idle_after_s, replay=True), None, None  # event time (velox.runtime.watermarks); `run` says if live
+        self.wm, self.applied = Watermarks(settings.idle_after_s, replay=True), None  # event time (velox.runtime.watermarks); `run` says if live
+        self._floors, self._forwarded, self._idle = {}, None, False  # what this member last said on its outputs
         self.guard, self.flight, self._polled, self._decoded = Guard(stage), None, [], {}  # the way in to the stage's state; see velox.runtime.poison
         self._stop, self._last_ckpt, self._beat, self._last_event_ts, self._probed = threading.Event(), time.monotonic(), time.monotonic(), None, 0.0
 
@@ -117,7 +117,7 @@ class Worker(WorkerLoop):
         for part in (self.progress, self.owned, self.ends): part.forget(syms, lost)
         self.owned.assigned = now; self.wm.assign(now)
         if self.wm.value is None: self.applied = None  # new partitions: re-read from their commits, not late
-        if now: self._forward(self._forwarded or 0)  # here I am, downstream: before any row of this assignment
+        if now: self._forward(self._idle)  # here I am, downstream: before any row of this assignment
         self.stats.assignment = sorted(map(list, now))
 
     # -- one cycle: take in, release, pass ends on ----------------------------------------------------------
@@ -238,26 +238,30 @@ class Worker(WorkerLoop):
 
     def _advance(self) -> int:
         """Move the watermark on: where the consumer stands on each partition (idleness), the minimum over the inputs;
-        release what it lets go from every merge and from the stage, and pass it on (a prompt stage, `Stage.prompt`)."""
+        release what it lets go from every merge and from the stage, and pass on how far its outputs went (`Stage.floor`)
+        and, live, whether every input is idle."""
         paused = self.owned.backpressured if not self.owned.degraded else self.owned.assigned
         for t, p in self.owned.assigned:
             self.wm.observe((t, p), self.consumer.position(t, p), self.consumer.highwater(t, p), (t, p) in paused)
-        w = self.wm.current()
-        if w is None or w == END or (self.applied is not None and w <= self.applied): return 0  # END: the end markers finish
-        self.applied = self.stats.watermark_ns = w
-        events = self._release({s for s, sm in self.merges.items() if sm.holding}, floor=w)
-        self._emit(self.guard.advance(w))
-        if self._prompt and (self._forwarded is None or w - self._forwarded >= FORWARD_EVERY_NS): self._forward(w)
+        w, idle, events = self.wm.current(), not self.wm.replay and self.wm.all_idle(), 0
+        if not (w is None or w == END or (self.applied is not None and w <= self.applied)):  # END: the end markers finish
+            self.applied = self.stats.watermark_ns = w
+            events = self._release({s for s, sm in self.merges.items() if sm.holding}, floor=w)
+            self._emit(self.guard.advance(w))
+            self._floors = output_floors(self.stage, w)
+        lo = min((f for f in self._floors.values() if f is not None), default=None)
+        if idle != self._idle or (lo is not None and (self._forwarded is None or lo - self._forwarded >= FORWARD_EVERY_NS)):
+            self._forward(idle)
         return events
 
-    def _forward(self, w:int):
-        """Tell every output partition how far this member's outputs went: `w` on those of kinds made promptly
-        (`prompt_kinds`); on the others, whose rows may still be stamped before it, only that this member is there (0):
-        their end-of-stream markers finish."""
+    def _forward(self, idle:bool):
+        """Tell every output partition how far this member's outputs went (the stage's floor for their kind, at most once
+        per second of event time; 0 where it cannot say: their end-of-stream markers finish) and whether it is idle."""
         for kind, topic in self.outputs.items():
-            publish_watermark(self.bus, [topic], marker(w if kind in self._prompt else 0, group=self.group,
+            publish_watermark(self.bus, [topic], marker(self._floors.get(kind) or 0, group=self.group, idle=idle,
                                                         covers=self.owned.assigned, inputs=self.inputs))
-        self._forwarded = w
+        self._forwarded = min((f for f in self._floors.values() if f is not None), default=None)
+        self._idle = idle
 
     def _release(self, touched:set, floor:int|None=None) -> int:
         "Run the stage on what the touched merges release (all before `floor` too), flush the symbols that ended; the number of events."

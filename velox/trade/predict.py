@@ -107,6 +107,7 @@ class PredictionParams:
 class PredictionStage(Stage):
     "indicator -> prediction of a registry model's promoted version (hot-reloaded) and model_metric of how it does live."
     inputs, outputs, windowed = ('indicator',), ('prediction', 'model_metric'), True
+    prompt = True  # a prediction is stamped with its indicator row, a metric with the row that resolved it
 
     def __init__(self, registry:ModelRegistry|str, model_name:str, params:PredictionParams=PredictionParams()):
         super().__init__()
@@ -170,6 +171,7 @@ class PredictionStage(Stage):
 class EnsembleStage(Stage):
     "prediction (of several models) -> signal: the promoted `Combiner` and the `SignalRules` of `SignalStage`."
     name, inputs, outputs, windowed = 'ensemble', ('prediction',), ('signal',), True
+    prompt = True  # a signal is stamped with its predictions; one still missing a model's before the watermark never completes
 
     def __init__(self, combiner:ModelRegistry|str|Combiner, models=('lr', 'gbt'), rules:SignalRules=SignalRules(),
                  reload_every_s:float=1.0, combiner_name:str='ensemble', max_buffer:int=10_000):
