@@ -8,9 +8,9 @@ import pytest
 from bus_util import fresh_topic
 from velox.infra.topics import TopicSpec, dlq_topic
 from velox.infra.bus import is_control, is_eos, partition_for, publish, publish_eos, range_assign, send_to_dlq
-from velox.infra.codecs import CodecError, decode_message, encode_frame, encode_json
+from velox.infra.codecs import FRAME_VERSION, CodecError, decode_message, encode_frame, encode_json
 from velox.core import day_start_ns
-from velox.events import PRICE_SCALE, SCHEMA_VERSION, batch
+from velox.events import PRICE_SCALE, batch
 
 TICK = Path(__file__).resolve().parent.parent / 'replay/data/lean/equity/usa/tick'
 
@@ -204,7 +204,7 @@ def test_malformed_messages_raise_codec_error_and_go_to_the_dlq_with_the_reason(
     reasons = {m.key: r for m, r in failed}
     assert set(reasons) == {'B', 'C'}
     assert 'nor valid JSON' in reasons['B']
-    assert 'schema version 99' in reasons['C'] and str(SCHEMA_VERSION) in reasons['C']
+    assert 'schema version 99' in reasons['C'] and str(FRAME_VERSION) in reasons['C']
     with bus.consumer([dlq_topic(topic)], group) as c:
         dead = {m.key: m for m in _drain(c, 2)}
     for orig, reason in failed:

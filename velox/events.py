@@ -12,8 +12,8 @@ from .core import ns_to_iso, to_ns
 # %% auto #0
 __all__ = ['PRICE_SCALE', 'TRADE_CONDITIONS', 'QUOTE_CONDITIONS', 'COND_BIT', 'SCHEMA_VERSION', 'SYM', 'VENUE', 'DTYPES', 'KINDS',
            'PRICE_FIELDS', 'TIME_FIELDS', 'price_from_str', 'price_from_float', 'price_to_float', 'format_price',
-           'decode_conditions', 'encode_conditions', 'has_condition', 'empty', 'batch', 'split_by_symbol', 'to_dicts',
-           'from_dicts', 'as_frame', 'from_frame']
+           'decode_conditions', 'encode_conditions', 'has_condition', 'empty', 'batch', 'with_params',
+           'split_by_symbol', 'to_dicts', 'from_dicts', 'as_frame', 'from_frame']
 
 # %% ../nbs/01_events.ipynb #d291a4b3
 PRICE_SCALE = 10**8
@@ -83,7 +83,7 @@ def has_condition(cond:np.ndarray, *flags) -> np.ndarray:
     return (np.asarray(cond, np.uint32) & np.uint32(encode_conditions(flags))) != 0
 
 # %% ../nbs/01_events.ipynb #a33c1cd0
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SYM, VENUE = 'U12', 'U4'
 DTYPES = {
     'trade': np.dtype([('ts', 'i8'), ('symbol', SYM), ('price', 'i8'), ('size', 'f8'), ('venue', VENUE),
@@ -96,7 +96,7 @@ DTYPES = {
                        ('venue', VENUE), ('cond', 'u4'), ('bid', 'i8'), ('ask', 'i8'), ('side', 'i1'),
                        ('distance', 'i8'), ('distance_bps', 'f8'), ('off_exchange', '?'), ('confidence', 'f8'),
                        ('method', 'u1'), ('classes', 'u2'), ('notional', 'f8'), ('score', 'f8'),
-                       ('trade_seq', 'i8'), ('id', 'U32')]),
+                       ('trade_seq', 'i8'), ('id', 'U32'), ('params', 'U16')]),
     # accumulation evidence of one symbol over one interval [start, ts) (`velox.detect.accumulation`): the raw flow
     # features, each one's z-score against earlier days, the score and the pattern ('' if none)
     'accumulation': np.dtype([('ts', 'i8'), ('symbol', SYM), ('start', 'i8'), ('volume', 'f8'), ('off_share', 'f8'),
@@ -197,6 +197,13 @@ def batch(kind:str, /, **cols) -> np.ndarray:
     out = empty(kind, n)
     for k, v in cols.items(): out[k] = v
     return out
+
+# %% ../nbs/01_events.ipynb #5e1f0a19
+def with_params(outputs:list, version:str) -> list:
+    "`outputs` (`(kind, batch)` pairs) with every alert naming parameter version `version`, in place; other kinds as they are."
+    for kind, b in outputs:
+        if kind == 'alert': b['params'] = version
+    return outputs
 
 # %% ../nbs/01_events.ipynb #2c623393
 def split_by_symbol(b:np.ndarray):

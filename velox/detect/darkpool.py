@@ -12,7 +12,7 @@ from ..market.signing import QuoteMemory
 from ..market.conditions import EXPLANATIONS, allowed, check_reasons
 from ..core import Session, event_id, NS
 from .outside_nbbo import OutsideNBBO, is_off_exchange
-from ..events import empty, has_condition, PRICE_SCALE
+from ..events import empty, has_condition, with_params, PRICE_SCALE
 from ..stage import Stage
 
 # %% auto #0
@@ -146,12 +146,13 @@ class DarkPoolStage(Stage):
     "nbbo + trade -> dark-pool alerts: outside_nbbo, dark_print, block_print, dark_volume."
     name, inputs, outputs, windowed = 'darkpool', ('nbbo', 'trade'), ('alert',), True
 
-    def __init__(self, params:DarkPoolParams=DarkPoolParams(), session:Session|None=Session()):
+    def __init__(self, params:DarkPoolParams=DarkPoolParams(), session:Session|None=Session(), version:str=''):
         super().__init__()
         p = self.params = params
         self.outside = OutsideNBBO(p.tolerance, p.tolerance_bps, p.quote_lag_ms, p.min_size, session, p.explain)
         self.quotes, self.flow, self.session = QuoteMemory(p.classify_lag_ms), IntervalFlow(p.interval, session), session
         self.interval_s = self.flow.step // NS
+        self.version = version  # the parameter version its alerts name ('' unknown; `velox.detect.params.detect_version`)
         self.baselines = as_baselines(p.baselines)
 
     def on_window(self, symbol, batches, st):
@@ -162,7 +163,7 @@ class DarkPoolStage(Stage):
         now = max(int(b['ts'][-1]) for b in (nb, tr) if b is not None and len(b))
         out += self._volume(symbol, self.flow.complete(st, now), st)
         self.quotes.forget(st, now, self.outside.lag)
-        return _in_time_order(out)
+        return with_params(_in_time_order(out), self.version)
 
     def _prints(self, symbol, tr, st):
         i = self.quotes.prevailing(st, tr['ts'], self.outside.lag)

@@ -4,30 +4,26 @@
 
 # %% ../../nbs/detect/09_param_registry.ipynb #dd7ebb5b
 from __future__ import annotations
-import hashlib, json, os, time
+import json, os, time
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 from ..core import ConfigError, atomic_write, ns_to_local
-from .params import PARAM_SECTIONS, check_params, detect_stage
+from .params import PARAM_SECTIONS, check_params, detect_stage, params_version, plain_params
+from ..events import with_params
 from ..stage import Stage, dump_state, load_state
 
 # %% auto #0
-__all__ = ['params_version', 'check_sections', 'ParamRegistry', 'ParamSwitch', 'registry_detect_stage']
+__all__ = ['check_sections', 'ParamRegistry', 'ParamSwitch', 'registry_detect_stage']
 
 # %% ../../nbs/detect/09_param_registry.ipynb #1a64065a
-def params_version(sections:dict) -> str:
-    "`p-<12 hex>`: the content hash of a parameter set (its sections, canonical JSON)."
-    doc = json.dumps(sections, sort_keys=True, separators=(',', ':'), default=str)
-    return 'p-' + hashlib.blake2b(doc.encode(), digest_size=16).hexdigest()[:12]
-
 def check_sections(sections:dict, source:str='parameter set') -> dict:
     "The sections, each checked against its stage's parameters (`ConfigError` names the section and key)."
     if not isinstance(sections, dict): raise ConfigError(f"{source}: expected a mapping of section: parameters, got {type(sections).__name__}")
     out = {}
     for k, v in sections.items():
         if k not in PARAM_SECTIONS: raise ConfigError(f"{source}: unknown section '{k}'; expected one of {list(PARAM_SECTIONS)}")
-        v = {n: (x.item() if isinstance(x, np.generic) else list(x) if isinstance(x, tuple) else x) for n, x in dict(v or {}).items()}
+        v = plain_params(dict(v or {}))
         check_params(v, source=f"{source}, section '{k}'", section=k)
         out[k] = v
     return out
@@ -130,8 +126,8 @@ class ParamSwitch(Stage):
                          if start is None or r['from_ns'] > start]
 
     def _switch(self, from_ns:int, version:str) -> list:
-        "Flush the old stage and build the new one; what the flush emits."
-        out = self.inner.flush()
+        "Flush the old stage and build the new one; what the flush emits (naming the old version)."
+        out = with_params(self.inner.flush(), self.version)
         self.inner = self.make(self.registry.params(version))
         self.version = version
         self.history.append((from_ns, version))
@@ -146,12 +142,12 @@ class ParamSwitch(Stage):
             hi = [int(b['ts'].max()) for _, b in items if len(b)] + ([self.high] if self.high is not None else [])
             if not hi or max(hi) < T: break
             before = [(k, b[b['ts'] < T]) for k, b in items]
-            out += self.inner.process_window(before)
+            out += with_params(self.inner.process_window(before), self.version)
             self._note(before)
             out += self._switch(T, v)
             self._pending.pop(0)
             items = [(k, b[b['ts'] >= T]) for k, b in items]
-        out += self.inner.process_window(items)
+        out += with_params(self.inner.process_window(items), self.version)
         self._note(items)
         return out
 
@@ -160,7 +156,7 @@ class ParamSwitch(Stage):
         if ts: self.high = max(ts)
 
     def process(self, kind, b): return self.process_window([(kind, b)])
-    def flush(self, symbols=None): return self.inner.flush(symbols)
+    def flush(self, symbols=None): return with_params(self.inner.flush(symbols), self.version)
     def forget(self, symbols): self.inner.forget(symbols)
 
     def snapshot(self, symbols=None) -> bytes:

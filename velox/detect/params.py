@@ -14,8 +14,8 @@ from ..market.nbbo import NBBOStage
 from ..stage import Chain
 
 # %% auto #0
-__all__ = ['PARAM_SECTIONS', 'load_params', 'load_param_file', 'check_params', 'save_params', 'detect_stage',
-           'accumulation_stage']
+__all__ = ['PARAM_SECTIONS', 'load_params', 'load_param_file', 'check_params', 'params_version', 'plain_params', 'full_params',
+           'detect_version', 'save_params', 'detect_stage', 'accumulation_stage']
 
 # %% ../../nbs/detect/06_params.ipynb #1326b536
 def load_params(path:str|Path|None, by:str|None=None) -> dict:
@@ -59,13 +59,30 @@ def _params_hash(doc:dict) -> str:
     import hashlib, json
     return hashlib.blake2b(json.dumps(doc, sort_keys=True, separators=(',', ':'), default=str).encode(), digest_size=16).hexdigest()
 
+def params_version(sections:dict) -> str:
+    "`p-<12 hex>`: the content hash of a parameter set (its sections, canonical JSON)."
+    return 'p-' + _params_hash(sections)[:12]
+
+def plain_params(params:dict) -> dict:
+    "Parameter values as plain JSON values (numpy scalars as numbers, tuples as lists): what is hashed and saved."
+    return {k: (x.item() if isinstance(x, np.generic) else list(x) if isinstance(x, tuple) else x) for k, x in params.items()}
+
+def full_params(params:dict|None=None, section:str='darkpool') -> dict:
+    "Every parameter of `section` with the defaults filled in (plain values): what a stage built from `params` runs with."
+    check_params(params or {}, source=f"{section} parameters", section=section)
+    p = _PARAMS[section](**(params or {}))
+    return plain_params({f.name: getattr(p, f.name) for f in fields(p)})
+
+def detect_version(params:dict|None=None) -> str:
+    "The parameter version `detect_stage(params)` runs and names on its alerts: its `darkpool` section, defaults included."
+    return params_version({'darkpool': full_params(params)})
 def save_params(out_dir:str|Path, darkpool:dict|None=None, accumulation:dict|None=None) -> Path:
     "Write a versioned parameter file `params-<hash>.yaml` under `out_dir`; returns its path."
     import yaml
     doc = {'velox_params': 1}
     for name, v in (('darkpool', darkpool), ('accumulation', accumulation)):
         if v is None: continue
-        v = {k: (x.item() if isinstance(x, np.generic) else list(x) if isinstance(x, tuple) else x) for k, x in v.items()}
+        v = plain_params(v)
         check_params(v, source=f"save_params section '{name}'", section=name)
         doc[name] = v
     h = _params_hash(doc)
@@ -75,10 +92,11 @@ def save_params(out_dir:str|Path, darkpool:dict|None=None, accumulation:dict|Non
     return p
 
 def detect_stage(params:dict|None=None) -> Chain:
-    "NBBO -> dark-pool detectors (outside-NBBO, dark/lit blocks, off-exchange volume), with stage `params`."
+    """NBBO -> dark-pool detectors (outside-NBBO, dark/lit blocks, off-exchange volume), with stage `params`; every
+    alert names their version (`detect_version`)."""
     params = dict(params or {})
     check_params(params)
-    return Chain(NBBOStage(), DarkPoolStage(DarkPoolParams(**params)))
+    return Chain(NBBOStage(), DarkPoolStage(DarkPoolParams(**params), version=detect_version(params)))
 
 def accumulation_stage(params:dict|None=None) -> Chain:
     "NBBO -> accumulation scoring, with stage `params` (e.g. `baselines`: a file from `build_baselines`)."

@@ -29,6 +29,7 @@ _DESCRIBE = {  # the meaning of the fields most kinds share; others are describe
     'distance_bps': 'distance outside the NBBO in basis points of the mid', 'off_exchange': 'printed off exchange (dark)',
     'confidence': 'confidence in [0, 1]', 'notional': 'price x size in USD', 'score': 'score of the detector',
     'trade_seq': 'seq of the trade the alert is about', 'id': 'deterministic event id (velox.core.event_id)',
+    'params': "version of the parameters that made it (p-<12 hex>, velox.detect.params.params_version; '' = unknown)",
     'open': 'open price', 'high': 'high price', 'low': 'low price', 'close': 'close price', 'volume': 'traded volume',
     'tf': 'timeframe in seconds (0 = unknown)', 'update_id': 'book update id (orders the feed)',
     'expires': 'expiry time (the epoch, 1970-01-01, = never)', 'entry': 'entry price (0 = market)', 'stop': 'stop price (0 = none)',

@@ -162,7 +162,11 @@ def _open(path:Path, kind:str, columns, start, end):
     if start is not None: flt = pc.field('ts') >= pa.scalar(int(start), t)
     if end is not None: flt = (pc.field('ts') < pa.scalar(int(end), t)) if flt is None else flt & (pc.field('ts') < pa.scalar(int(end), t))
     text = [f.name for f in schema(kind) if pa.types.is_string(f.type) and (columns is None or f.name in columns)]
-    try: return pq.read_table(path, columns=columns, filters=flt, memory_map=True, read_dictionary=text)
+    try:
+        if columns is not None:  # a part written before a field was added lacks its column: read what it has
+            have = set(pq.read_schema(path, memory_map=True).names)
+            columns = [c for c in columns if c in have]
+        return pq.read_table(path, columns=columns, filters=flt, memory_map=True, read_dictionary=text)
     except (pa.ArrowException, OSError, ValueError) as e:
         raise DataError(path, f"not a readable Parquet part of the catalog (truncated or corrupt?): {str(e).splitlines()[0][:160]}") from None
 
@@ -176,8 +180,9 @@ def _numpy(tab, kind:str, dt:np.dtype) -> np.ndarray:
     one symbol's venues is a handful of codes), fixed-width columns convert without copies; anything else goes
     through `velox.feeds.arrow.from_arrow`."""
     import pyarrow as pa
-    out = np.empty(tab.num_rows, dt)
+    out = np.zeros(tab.num_rows, dt)  # a field added after the part was written reads as zero ('', False)
     for name in dt.names:
+        if name not in tab.column_names: continue
         col = tab.column(name)
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
         if pa.types.is_dictionary(col.type):
@@ -221,7 +226,7 @@ def read_table(self:ParquetCatalog, kind:str, symbols=None, start=None, end=None
     import pyarrow as pa
     start, end = _bound(start), _bound(end)
     tabs = self._read_tables(self._parts(kind, symbols, self._window_days(start, end)), kind, start, end, columns)
-    return pa.concat_tables(tabs) if tabs else schema(kind).empty_table()
+    return pa.concat_tables(tabs, promote_options='default') if tabs else schema(kind).empty_table()  # parts of older schemas: nulls
 
 @patch
 def count(self:ParquetCatalog, kind:str, symbol:str|None=None, day=None) -> int:

@@ -9,13 +9,13 @@ import numpy as np
 import orjson
 import pyarrow as pa
 from ..core import DataError, VeloxError
-from ..events import DTYPES, PRICE_FIELDS, SCHEMA_VERSION, TIME_FIELDS, decode_conditions, from_dicts
+from ..events import DTYPES, PRICE_FIELDS, TIME_FIELDS, decode_conditions, from_dicts
 from ..feeds.arrow import ARROW_SCHEMA_VERSION, from_arrow, schema, to_arrow
 from ..feeds.validate import Rows, check_batch, plausible_window
 
 # %% auto #0
-__all__ = ['CODECS', 'KIND_HEADER', 'SCHEMA_HEADER', 'CODEC_HEADER', 'ARROW_MAGIC', 'MAGIC', 'CodecError', 'check_codec',
-           'message_headers', 'encode_arrow', 'decode_arrow', 'max_rows', 'encode_frame', 'decode_frame',
+__all__ = ['CODECS', 'KIND_HEADER', 'SCHEMA_HEADER', 'CODEC_HEADER', 'ARROW_MAGIC', 'MAGIC', 'FRAME_VERSION', 'CodecError',
+           'check_codec', 'message_headers', 'encode_arrow', 'decode_arrow', 'max_rows', 'encode_frame', 'decode_frame',
            'decode_batch', 'message_rows', 'encode_json', 'decode_json', 'decode_message', 'decode_messages']
 
 # %% ../../nbs/infra/00a_codecs.ipynb #6678f9f2
@@ -72,29 +72,41 @@ def max_rows(kind:str, max_bytes:int) -> int:
 
 # %% ../../nbs/infra/00a_codecs.ipynb #60092ca0
 MAGIC = b'VXF1'
+FRAME_VERSION = 5  # the frames were retired at events schema 5: their rows keep that schema's layout
 _HEAD = struct.Struct('<4sH16sI')  # magic, schema version, kind (ASCII, NUL-padded), rows
+_ADDED_SINCE_FRAMES = {'alert': ('params',)}  # fields a kind gained after FRAME_VERSION: not in a frame, read as ''
 
-def _wire(kind:str) -> np.dtype: return DTYPES[kind].newbyteorder('<')
+def _wire(kind:str) -> np.dtype:
+    "A kind's row layout in a frame: its dtype as of `FRAME_VERSION`, little-endian."
+    dt, added = DTYPES[kind], _ADDED_SINCE_FRAMES.get(kind, ())
+    return np.dtype([(n, dt[n].newbyteorder('<')) for n in dt.names if n not in added])
+
+def _relayout(rows:np.ndarray, dt:np.dtype) -> np.ndarray:
+    "`rows` in the layout `dt`, field by field (a field `rows` lacks reads as zero)."
+    out = np.zeros(len(rows), dt)
+    for n in dt.names:
+        if n in rows.dtype.names: out[n] = rows[n]
+    return out
 
 def encode_frame(kind:str, batch:np.ndarray) -> bytes:
     "A retired VXF1 frame (velox writes none; kept so tests can make the frames old topics and spools still hold)."
     _check_kind(kind)
     if batch.dtype != DTYPES[kind]: raise CodecError(f"batch dtype {batch.dtype} is not events.DTYPES[{kind!r}]")
-    body = np.ascontiguousarray(batch).astype(_wire(kind), copy=False).tobytes()
-    return _HEAD.pack(MAGIC, SCHEMA_VERSION, kind.encode('ascii'), len(batch)) + body
+    body = _relayout(batch, _wire(kind)).tobytes()
+    return _HEAD.pack(MAGIC, FRAME_VERSION, kind.encode('ascii'), len(batch)) + body
 
 def decode_frame(data:bytes) -> tuple[str, np.ndarray]:
     "`(kind, batch)` from a VXF1 frame; `CodecError` says what is wrong."
     if len(data) < _HEAD.size: raise CodecError(f"frame of {len(data)} bytes is shorter than the {_HEAD.size}-byte header")
     magic, version, kind, n = _HEAD.unpack_from(data)
     if magic != MAGIC: raise CodecError(f"bad magic {magic!r}; expected {MAGIC!r}")
-    if version != SCHEMA_VERSION: raise CodecError(f"frame has schema version {version}; this velox reads version {SCHEMA_VERSION}")
+    if version != FRAME_VERSION: raise CodecError(f"frame has schema version {version}; this velox reads version {FRAME_VERSION} (the last frames written)")
     try: kind = kind.rstrip(b'\0').decode('ascii')
     except UnicodeDecodeError: raise CodecError(f"frame kind {kind!r} is not ASCII") from None
     wire = _wire(_check_kind(kind))
     if len(data) - _HEAD.size != n * wire.itemsize:
         raise CodecError(f"{kind} frame says {n} rows ({n * wire.itemsize} bytes) but carries {len(data) - _HEAD.size} bytes")
-    return kind, np.frombuffer(data, wire, n, _HEAD.size).astype(DTYPES[kind])
+    return kind, _relayout(np.frombuffer(data, wire, n, _HEAD.size), DTYPES[kind])
 
 def decode_batch(data:bytes) -> tuple[str, np.ndarray]:
     "`(kind, batch)` of an Arrow message or a retired frame, not validated (velox's own files: `spool`)."

@@ -76,7 +76,8 @@ add_migration(2, 'L2 book deltas, bars per timeframe, quote bars', *(ddl(k) for 
 add_migration(3, 'features, detector evidence, predictions, signals, orders, fills, positions, risk, metrics',
               *(ddl(k) for k in ('indicator', 'accumulation', 'pattern', 'prediction', 'model_metric', 'signal', 'order',
                                  'fill', 'position', 'risk', 'performance')))
-
+add_migration(4, 'alerts name the parameter version that made them',  # a table made before: the column, '' in old rows
+              "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS params LowCardinality(String) DEFAULT ''")
 MIGRATIONS_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
                   "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version")
 
