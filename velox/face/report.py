@@ -238,6 +238,6 @@ def write_report(path, summ:Summary, res:RunResult, instruments:Instruments|None
     if al is not None and len(al) and nb is not None and len(nb):
         marks = markout_charts(markouts(al, nb))
         figs += [row(*marks[i:i + 2]) for i in range(0, len(marks), 2)]
-    title = f"velox run · {', '.join(summ.symbols)} · {summ.day} {summ.window}".rstrip()
+    title = f"velox run · {', '.join(summ.symbols)} · {summ.day} {summ.window}".rstrip() + (f" · {summ.manifest}" if summ.manifest else '')
     note = clock_note(summ.symbols, summ.tz, instruments)
     return write_html_report(path, title, summ.text() + ('\n' + note if note else ''), figs)

@@ -11,7 +11,7 @@ import numpy as np
 from ..core import NY, Config, ConfigError, clock_ns, clock_text, day_start_ns, parse_day, to_ns, zone_label
 from ..detect.outside_nbbo import summarize_alerts
 from ..events import DTYPES, format_price, price_from_float
-from ..detect.params import detect_stage
+from ..detect.params import detect_stage, detect_version, full_params
 from ..feeds.parquet import open_catalog
 from ..feeds.replay import Replay, WarmReplay
 from ..infra.connect import bus_from_config
@@ -19,6 +19,7 @@ from ..infra.stores import Store
 from ..infra.sinks import StoreSink, HotSink
 from ..infra.connect import hot_from_dsn
 from ..market.nbbo import market_state, LOCKED, CROSSED
+from .provenance import write_manifest
 from .runners import InWindow, RunResult, in_window, run_replay
 from .stages import DETECT_INPUTS, DETECT_OUTPUTS, publish_replay, trading_stage
 from .worker import RunOptions, Worker, WorkerSettings
@@ -86,6 +87,8 @@ class Summary:
     rate: float = 0.0
     mode: str = 'in-process replay'
     report: str | None = None
+    params: str | None = None  # the version of the dark-pool parameters the run ran (`detect_version`), named on every alert
+    manifest: str | None = None  # the id of the run's manifest (`velox.runtime.provenance`), beside its outputs
     trading: dict = field(default_factory=dict)
     start: str | None = None  # the window, HH:MM[:SS] exchange time; None: from the day's start / to its end
     end: str | None = None
@@ -130,6 +133,8 @@ class Summary:
         for s, l1 in self.l1.items():
             if l1: L.append(f"  L1 {s:<6}         bid {l1['bid']} x ask {l1['ask']} at {l1['time']}" + ('' if l1['in_run'] else ' (before this run)'))
         L += [f"  elapsed           {self.elapsed:>12.2f} s   {self.rate:,.0f} events/s" + (" (window and warm-up)" if self.warm else '')]
+        if self.manifest: L.append(f"  provenance        {self.manifest} (manifest-{self.manifest}.json beside the outputs: code, data "
+                                   f"hashes), parameters {self.params}")
         if self.report: L.append(f"  report            {self.report}")
         return '\n'.join(L)
 
@@ -205,6 +210,10 @@ def run(cfg:Config|None=None, symbols=('IBM', 'BAC'), day:str='2013-10-08', spee
     if models is not None: summ.trading = summarize_trading(res.outputs)
     summ.l1 = {s: l1_line(hot.get_l1(s), (lo, hi)) for s in symbols}
     res.sources = srcs
+    summ.params = detect_version(params)
+    what = {'command': 'velox run', 'symbols': symbols, 'day': iso, 'start': start, 'end': end, 'max_messages': max_messages,
+            'mode': mode, 'darkpool': full_params(params), 'models': None if models is None else str(models), 'execution': execution}
+    summ.manifest = write_manifest(cfg.out_dir, what, srcs, params={'darkpool': summ.params})
     store.close(); hot.close()
     return summ, res
 

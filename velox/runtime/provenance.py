@@ -11,7 +11,8 @@ from ..core import atomic_write
 from .fleet import code_version
 
 # %% auto #0
-__all__ = ['source_hash', 'code_identity', 'file_hash', 'data_identity', 'manifest_id', 'write_manifest', 'read_manifest']
+__all__ = ['source_hash', 'code_identity', 'file_hash', 'path_hash', 'data_identity', 'manifest_id', 'write_manifest',
+           'read_manifest']
 
 # %% ../../nbs/runtime/07_provenance.ipynb #201a39ca
 def source_hash(packages=None) -> str:
@@ -42,9 +43,17 @@ def file_hash(path:str|Path) -> str:
     st = Path(path).stat()
     return _hash(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
+def path_hash(path:str|Path) -> str:
+    "`file_hash` of a file; of a folder (a Parquet catalog's partition): SHA-256 of its files' relative paths and hashes, in order."
+    p = Path(path)
+    if not p.is_dir(): return file_hash(p)
+    h = hashlib.sha256()
+    for f in sorted(x for x in p.rglob('*') if x.is_file()): h.update(f"{f.relative_to(p).as_posix()} {file_hash(f)}\n".encode())
+    return h.hexdigest()
+
 def data_identity(sources) -> list:
-    "`[{symbol, day, kind, path, sha256}]` of recorded sources (catalog partitions), in their order."
-    return [{'symbol': s.symbol, 'day': s.day, 'kind': s.kind, 'path': str(s.path), 'sha256': file_hash(s.path)} for s in sources]
+    "`[{symbol, day, kind, path, sha256}]` of recorded sources (catalog partitions: files, or Parquet folders), in their order."
+    return [{'symbol': s.symbol, 'day': s.day, 'kind': s.kind, 'path': str(s.path), 'sha256': path_hash(s.path)} for s in sources]
 
 # %% ../../nbs/runtime/07_provenance.ipynb #7c392d67
 def manifest_id(doc:dict) -> str:

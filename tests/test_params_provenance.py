@@ -1,6 +1,7 @@
 """Alerts name the parameter version that made them (`params`), and alerts written before the field existed still read
 everywhere they were kept (an Arrow message, a JSON message, a Parquet catalog part, a ClickHouse table), with
-`params` = '' (unknown)."""
+`params` = '' (unknown). `velox run` writes a manifest of its code, data and parameter version beside its outputs."""
+import hashlib, json, re, subprocess
 from dataclasses import fields
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from velox.core import clock_ns
+from velox.core import Config, clock_ns
 from velox.detect.darkpool import DarkPoolParams
 from velox.detect.params import detect_stage, params_version
 from velox.events import DTYPES
@@ -18,6 +19,8 @@ from velox.feeds.parquet import ParquetCatalog
 from velox.feeds.recorded import Catalog
 from velox.infra.codecs import decode_message, encode_arrow, encode_json
 from velox.infra.stores import MIGRATIONS_DDL, Store, ddl
+from velox.face.report import report_path, write_report
+from velox.runtime.job import run
 from velox.runtime.runners import run_frame
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,3 +110,20 @@ def test_an_alerts_table_made_before_the_field_is_migrated_and_old_rows_read_wit
     assert len(got) == 6
     by_id = {i: p for i, p in zip(got['id'].tolist(), got['params'].tolist())}
     assert [by_id[i] for i in alerts['id'][:6].tolist()] == [''] * 3 + alerts['params'][3:6].tolist()
+
+
+def test_velox_run_writes_a_manifest_of_its_code_data_and_the_parameter_version_on_its_alerts(tmp_path):
+    cfg = Config.load(env={}, data_dir=str(ROOT / 'replay' / 'data'), out_dir=str(tmp_path / 'out'))
+    summ, res = run(cfg, ['IBM'], DAY, start='10:00', end='10:10', params={'tolerance_bps': 2.0}, progress=False)
+    (path,) = (tmp_path / 'out').glob('manifest-*.json')
+    m = json.loads(path.read_text())
+    assert path.name == f'manifest-{summ.manifest}.json' and m['id'] == summ.manifest and summ.manifest in summ.text()
+    recorded = Catalog(ROOT / 'replay' / 'data').find('IBM', DAY)
+    assert sorted((d['kind'], d['sha256']) for d in m['data']) == sorted((s.kind, hashlib.sha256(Path(s.path).read_bytes()).hexdigest()) for s in recorded)
+    version = expected_version(tolerance_bps=2.0)
+    assert m['params'] == {'darkpool': version} and m['what']['darkpool']['tolerance_bps'] == 2.0
+    assert len(res['alert']) and set(res['alert']['params'].tolist()) == {version}
+    head = subprocess.run(['git', '-C', str(ROOT), 'rev-parse', 'HEAD'], capture_output=True, text=True).stdout.strip()
+    assert m['code']['git_commit'] == head
+    page = Path(write_report(report_path(cfg.out_dir, summ), summ, res)).read_text(encoding='utf-8')
+    assert re.search(r'<h1[^>]*>([^<]*)</h1>', page)[1].endswith(f' · {summ.manifest}')
