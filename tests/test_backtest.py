@@ -1,5 +1,5 @@
 "Backtests on real replays: windowed performance against a pandas recomputation, cut invariance, the report, the CLI."
-import math, re, subprocess, sys
+import hashlib, json, math, re, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -13,6 +13,7 @@ from velox.trade.models import Model
 from velox.events import PRICE_SCALE
 from velox.trade.risk import Account, Limits, Sizer, Strategy
 from reference_trading import DATA
+from velox.feeds.recorded import Catalog
 
 ROOT = Path(__file__).resolve().parent.parent
 WINDOW_S, EVERY_S = 1800, 120
@@ -145,6 +146,15 @@ def test_cli_backtest_writes_the_report_end_to_end(tmp_path):
     assert p.returncode == 0, p.stderr
     assert out.exists() and 'id="trades"' in out.read_text() and str(out) in p.stdout
     assert 'paper' in p.stdout and 'ensemble' in p.stdout  # the headline table
+    (man,) = tmp_path.glob('manifest-*.json')  # provenance beside the report: named in the output and the report's header
+    m = json.loads(man.read_text())
+    assert f"provenance {m['id']}" in p.stdout and man.name == f"manifest-{m['id']}.json"
+    assert re.search(r'<h1>([^<]*)</h1>', out.read_text())[1].endswith(f" · {m['id']}")
+    read = [s for s in Catalog(DATA).sources() if s.symbol == 'IBM' and s.kind in ('trade', 'quote') and s.day <= '2013-10-09']
+    assert len({s.day for s in read}) >= 3  # two days to fit and validate on, and the test day
+    assert sorted((d['day'], d['kind'], d['sha256']) for d in m['data']) == sorted(
+        (s.day, s.kind, hashlib.sha256(Path(s.path).read_bytes()).hexdigest()) for s in read)
+    assert m['what']['days'] == ['2013-10-09'] and set(m['params']['models']) == {'2013-10-09'}
 
 
 def test_cli_backtest_bad_input_gives_a_clear_error(tmp_path):

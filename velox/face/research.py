@@ -11,6 +11,7 @@ from ..core import Config, ConfigError, local_datetime64, parse_day
 from ..detect.event_study import EventStudy
 from ..feeds.recorded import Catalog
 from ..runtime.backtest import backtest
+from ..runtime.provenance import write_manifest
 from ..runtime.research import build_baselines
 from ..trade.ensemble import brier, reliability
 from ..trade.fill_report import fill_report
@@ -110,13 +111,13 @@ def report_tables(res:BacktestResult, trips=None) -> dict:
     return dict(headline=headline(res, trips), tiers=tier_results(trips), trades=trips, risk=counts, risk_events=risk,
                 fills=fill_report(res))  # fill quality per fill tier (fast, exact), side by side
 
-def report(res:BacktestResult, path, title:str|None=None, max_risk_rows:int=2000) -> str:
+def report(res:BacktestResult, path, title:str|None=None, max_risk_rows:int=2000, manifest:str|None=None) -> str:
     "Write the backtest's HTML report (one self-contained page); returns its path."
     from bokeh.embed import file_html
     from bokeh.resources import INLINE
     trips = round_trips(res)
     tabs = report_tables(res, trips)
-    title = title or f"velox backtest · {', '.join(res.symbols)} · {', '.join(res.days)}"
+    title = (title or f"velox backtest · {', '.join(res.symbols)} · {', '.join(res.days)}") + (f" · {manifest}" if manifest else '')
     table = lambda df, tid: df.to_html(index=False, table_id=tid, classes='vx', float_format=lambda v: f"{v:,.6g}", na_rep='–')
     ev = tabs['risk_events']
     models = ''.join(f"<li>{html.escape(d)}: {html.escape(w) or 'given'}</li>" for d, w in res.models.items())
@@ -178,7 +179,12 @@ def cmd_backtest(a):
                    latency_ms=a.latency_ms, fee_per_share=a.fee_per_share, slippage_ticks=a.slippage_ticks,
                    flat_by=None if a.flat_by.lower() == 'none' else a.flat_by, window_s=a.window_s, progress=not a.no_progress)
     print(headline(res).to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
-    print(report(res, a.out))
+    what = {'command': 'velox backtest', 'symbols': list(res.symbols), 'days': list(res.days), 'min_tier': a.min_tier,
+            'accounts': read_mapping(a.accounts, 'accounts file') if a.accounts else None, 'latency_ms': a.latency_ms,
+            'fee_per_share': a.fee_per_share, 'slippage_ticks': a.slippage_ticks, 'flat_by': a.flat_by, 'window_s': a.window_s}
+    mid = write_manifest(Path(a.out).resolve().parent, what, res.sources, params={'models': res.models})  # models: fitted per test day
+    print(f"provenance {mid} (manifest-{mid}.json beside the report: code, data hashes, the models' weights per day)")
+    print(report(res, a.out, manifest=mid))
 
 # %% ../../nbs/face/07_research.ipynb #30231869
 def _registry_args(p):

@@ -123,6 +123,7 @@ def backtest(symbols, days, data_dir='replay/data', accounts=None, signals=None,
     mids = []
     sigs = [] if signals is None else _signal_stages(signals, strategies, min_tier, horizon_s)
     out, ind, models, events = Collector(('signal', 'order', 'fill', 'position', 'risk', 'performance')), [], {}, 0
+    read = []  # the recorded partitions, for provenance
     span = [d for d in recorded if d <= days[-1]]  # earlier days warm the features up (and train the models)
     bar = None
     if progress:
@@ -131,6 +132,7 @@ def backtest(symbols, days, data_dir='replay/data', accounts=None, signals=None,
     for d in span:
         if bar is not None: bar.set_postfix_str(d)
         srcs = [x for s in symbols for x in cat.find(s, d, kinds=('trade', 'quote'))]
+        read += srcs
         if d not in days:  # a warm-up day: features only
             trades = [(x.kind, x.load()) for x in srcs if x.kind == 'trade']
             ind += [b for _, b in feats.process_window(trades)]; events += sum(len(b) for _, b in trades)
@@ -165,7 +167,8 @@ def backtest(symbols, days, data_dir='replay/data', accounts=None, signals=None,
         get = lambda k: res[k] if k in res else empty(k)
         lat = broker.settings.latency[''].mean_ms[0] if isinstance(broker, ExactBroker) else latency_ms
         return BacktestResult(get('signal'), get('order'), get('fill'), get('position'), get('risk'), get('performance'),
-                              tuple(symbols), tuple(days), accounts, models, events, time.perf_counter() - start, tier, lat, quotes)
+                              tuple(symbols), tuple(days), accounts, models, events, time.perf_counter() - start, tier, lat, quotes,
+                              sources=tuple(read))
     main = result(out.result(), 'fast', None)
     sig = main.signals
     main.tiers = {t: result({'signal': sig, **c.result()}, t, b) for (t, b), c in zip(brokers.items(), others)}

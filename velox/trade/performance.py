@@ -134,6 +134,7 @@ class BacktestResult:
     latency_ms: float = 0.0  # the mean order entry latency used
     quotes: np.ndarray|None = None  # mids of the traded symbols: (ts, sym = index in `symbols`, mid scaled)
     tiers: dict = field(default_factory=dict)  # tier -> BacktestResult of the same run filled another way
+    sources: tuple = ()  # the recorded partitions it read (warm-up days included), for its manifest (`velox.runtime.provenance`)
 
 # %% ../../nbs/trade/05_performance.ipynb #dc79bae3
 TRIP_COLUMNS = ['account', 'strategy', 'symbol', 'side', 'entry_time', 'entry_price', 'exit_time', 'exit_price', 'qty', 'pnl',
