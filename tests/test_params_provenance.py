@@ -127,3 +127,4 @@ def test_velox_run_writes_a_manifest_of_its_code_data_and_the_parameter_version_
     assert m['code']['git_commit'] == head
     page = Path(write_report(report_path(cfg.out_dir, summ), summ, res)).read_text(encoding='utf-8')
     assert re.search(r'<h1[^>]*>([^<]*)</h1>', page)[1].endswith(f' · {summ.manifest}')
+    assert version in page  # the alerts' hover data carry their version

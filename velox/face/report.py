@@ -68,7 +68,7 @@ def alert_source(a:np.ndarray, name:str, tz=NY):
     from bokeh.models import ColumnDataSource
     return ColumnDataSource(dict(x=local_ms(a['ts'], tz), price=a['price'] / PRICE_SCALE, price_text=format_price(a['price']),
         time=clock_text(a['ts'], tz), venue=a['venue'].tolist(), size=a['size'], bps=np.round(a['distance_bps'], 2),
-        conf=np.round(a['confidence'], 2), cond=[','.join(decode_conditions(int(c))) for c in a['cond']]), name=name)
+        conf=np.round(a['confidence'], 2), cond=[','.join(decode_conditions(int(c))) for c in a['cond']], params=a['params'].tolist()), name=name)
 
 def nbbo_line(p, nbbo:np.ndarray, name:str, width:int, lo:float, hi:float, tz=NY) -> str:
     "Draw bid and ask of one symbol's NBBO as step lines on `p`, first/last/min/max per pixel column; says what it drew."
@@ -101,7 +101,7 @@ def alert_marks(p, alerts:np.ndarray, symbol:str, tz=NY):
                                legend_label=f"{kind} · {len(a):,}"))
     if marks:
         p.add_tools(HoverTool(renderers=marks, tooltips=[('time', '@time'), ('price', '@price_text'), ('venue', '@venue'),
-            ('size', '@size{0,0}'), ('bps outside', '@bps'), ('confidence', '@conf'), ('conditions', '@cond')]))
+            ('size', '@size{0,0}'), ('bps outside', '@bps'), ('confidence', '@conf'), ('conditions', '@cond'), ('parameters', '@params')]))
 
 def price_chart(trades:np.ndarray|None, nbbo:np.ndarray|None, alerts:np.ndarray|None=None, symbol:str|None=None,
                 x_span:tuple[int, int]|None=None, height:int=400, width:int=1200, instruments:Instruments|None=None):
