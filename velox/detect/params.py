@@ -76,6 +76,7 @@ def full_params(params:dict|None=None, section:str='darkpool') -> dict:
 def detect_version(params:dict|None=None) -> str:
     "The parameter version `detect_stage(params)` runs and names on its alerts: its `darkpool` section, defaults included."
     return params_version({'darkpool': full_params(params)})
+
 def save_params(out_dir:str|Path, darkpool:dict|None=None, accumulation:dict|None=None) -> Path:
     "Write a versioned parameter file `params-<hash>.yaml` under `out_dir`; returns its path."
     import yaml

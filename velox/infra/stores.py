@@ -78,6 +78,7 @@ add_migration(3, 'features, detector evidence, predictions, signals, orders, fil
                                  'fill', 'position', 'risk', 'performance')))
 add_migration(4, 'alerts name the parameter version that made them',  # a table made before: the column, '' in old rows
               "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS params LowCardinality(String) DEFAULT ''")
+
 MIGRATIONS_DDL = ("CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
                   "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version")
 
