@@ -5,7 +5,7 @@ run without its dependencies and see imports that only happen inside functions o
 
 Layers, in the direction data flows; a module may import its own layer and the layers before it:
 
-    base (velox/__init__.py, core.py, events.py, stage.py) < market < detect < trade < feeds < infra < runtime < face
+    base (velox/__init__.py, core.py, events.py, state.py, stage.py) < market < detect < trade < feeds < infra < runtime < face
 
 A module's layer comes from its path (velox/<layer>/...), so a new module is checked the day it is written.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TOP = 'velox'
-BASE = ('core', 'events', 'stage')
+BASE = ('core', 'events', 'state', 'stage')
 LAYERS = ('base', 'market', 'detect', 'trade', 'feeds', 'infra', 'runtime', 'face')
 PACKAGES = LAYERS[1:]
 SKIPPED = '_modidx.py'  # generated nbdev metadata: names every module as a string but imports none of them
@@ -57,7 +57,7 @@ def layer_of(rel: Path) -> str | None:
 
 def rule(layer: str, target_layer: str) -> str:
     "The rule a `layer` module breaks by importing a `target_layer` module, in words."
-    if layer == 'base': return 'core, events and stage (and velox/__init__.py) may import only each other'
+    if layer == 'base': return 'core, events, state and stage (and velox/__init__.py) may import only each other'
     lower = [name for lay in LAYERS[:LAYERS.index(layer)] for name in (BASE if lay == 'base' else (lay,))]
     text = f'{layer} may import only {", ".join(lower)}'
     return text + (' (nothing outside face may import face)' if target_layer == 'face' else '')

@@ -80,10 +80,10 @@ def test_a_clean_tree_passes(tmp_path):
 PLANTED = {
     'market imports runtime at top level': (
         check_layers, {'velox/market/quotes.py': 'import numpy\nfrom velox.runtime.job import main\n'},
-        [('velox/market/quotes.py:2 imports velox.runtime.job (main): market may import only core, events, stage',)]),
+        [('velox/market/quotes.py:2 imports velox.runtime.job (main): market may import only core, events, state, stage',)]),
     'detect imports face inside a function': (
         check_layers, {'velox/detect/alerts.py': 'def show():\n    from velox.face import cli\n    return cli\n'},
-        [('velox/detect/alerts.py:2 imports velox.face.cli (cli): detect may import only core, events, stage, market',
+        [('velox/detect/alerts.py:2 imports velox.face.cli (cli): detect may import only core, events, state, stage, market',
           'nothing outside face may import face')]),
     'market imports face behind TYPE_CHECKING and detect in a try block': (
         check_layers, {'velox/market/typed.py': 'from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from velox.face.cli import main\n'
