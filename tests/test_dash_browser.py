@@ -17,7 +17,7 @@ COUNTS_JS = """() => {
   const tape = m('tape_source');
   return {tape: len('tape_source'), candles: len('candles'), indicators: len('indicators'), alerts: len('alerts_source'),
           chart_alerts: m('chart_alerts').data_source.get_length(), zones: m('smc_zones').data_source.get_length(),
-          board: len('l1_source'), newest: tape.get_length() ? get(tape, 'time')[0] : '',
+          board: len('l1_source'), markouts: len('markouts_source'), newest: tape.get_length() ? get(tape, 'time')[0] : '',
           status: m('replay_status').text,
           replayed: Number((value[Array.from(metric).indexOf('events replayed')] || '0').replace(/,/g, ''))};
 }"""
@@ -92,6 +92,7 @@ def test_served_desk_replays_a_real_day_at_max_speed_pauses_and_stays_bounded(se
         assert end['tape'] == 100 and end['board'] == 1            # the tape is bounded to its newest 100 prints
         assert end['candles'] > 300 and end['indicators'] > 300     # 1-minute candles of the whole day
         assert end['alerts'] > 0 and end['chart_alerts'] > 0
+        assert end['markouts'] > 0                                  # the alerts' markouts, per kind and horizon
         assert any(0 < c['tape'] for c in seen[:-1]), 'the tape only filled in at the end'
         # the tables are redrawn, not only their sources updated: the newest print's time is a rendered cell
         assert page.get_by_text(end['newest'], exact=True).count() >= 1, 'the tape table was not redrawn'

@@ -9,7 +9,7 @@ from functools import partial
 from ..core import ConfigError, redact
 from .candles import Candles
 from .desk import Panel, show_model
-from .market_panels import AlertsFeed, QuoteBoard, Tape, TapeStage
+from .market_panels import AlertsFeed, MarkoutsPanel, QuoteBoard, Tape, TapeStage
 from .replay_panel import SPEEDS, ReplayDriver, ReplayPanel
 from .desk_ops import (DataBrowser, PositionsPanel, SystemMonitor, TopicViewer, bus_probe, hot_probe, lag_probe,
                                 replay_probe, stage_probe, store_probe, worker_probe)
@@ -43,7 +43,7 @@ class Desk:
         for p in self.panels.values(): p.reset()
 
     def layout(self):
-        "The whole desk as one Bokeh layout: replay + L1 on top, chart beside tape and alerts, ops panels in tabs (1440 px wide)."
+        "The whole desk as one Bokeh layout: replay + L1 on top, chart and markouts beside tape and alerts, ops panels in tabs (1440 px wide)."
         from bokeh.layouts import column, row
         from bokeh.models import TabPanel, Tabs
         P = self.panels
@@ -51,7 +51,8 @@ class Desk:
         side = column(*[P[k].layout for k in ('tape', 'alerts') if k in P])
         tabs = [TabPanel(child=P[k].layout, title=t) for k, t in (('monitor', 'system'), ('positions', 'positions & risk'),
                                                                   ('data', 'data'), ('topics', 'topics')) if k in P]
-        parts = [top, row(*([P['candles'].layout] if 'candles' in P else []), side)]
+        left = column(*[P[k].layout for k in ('candles', 'markouts') if k in P])
+        parts = [top, row(left, side)]
         return column(*parts, *([Tabs(tabs=tabs, name='ops_tabs')] if tabs else []), name='desk')
 
     def autorefresh(self, period_s:float=0.1, until=None) -> threading.Thread:
@@ -181,7 +182,7 @@ def build_desk(data_dir:str='replay/data', symbols=('IBM',), date:str='2013-10-0
              ([bus_probe(bus), lag_probe(bus)] if bus is not None else []) + ([worker_probe(status_dir)] if status_dir else [])
     ticks = tab[tab['format'] == 'lean_tick']
     desk.panels = {'replay': ReplayPanel(driver, sorted(set(ticks['symbol']) | set(symbols)), sorted(set(ticks['date']) | {date})), 'board': QuoteBoard(width=820), 'candles': Candles(symbols, width=800),
-                   'tape': Tape(width=600), 'alerts': AlertsFeed(width=600), 'monitor': SystemMonitor(probes, width=700),
+                   'tape': Tape(width=600), 'alerts': AlertsFeed(width=600), 'markouts': MarkoutsPanel(width=800), 'monitor': SystemMonitor(probes, width=700),
                    'positions': PositionsPanel(positions, width=900),
                    'data': DataBrowser(cat, store, table=tab)}
     if bus is not None:
