@@ -9,6 +9,7 @@ import numpy as np
 from ..core import local_ms, zone_label
 from ..detect.accumulation import AccumulationParams, AccumulationStage
 from ..detect.darkpool import DarkPoolParams, DarkPoolStage
+from ..detect.params import detect_version
 from ..detect.markouts import markouts
 from ..detect.param_registry import ParamRegistry
 from ..events import PRICE_SCALE, empty
@@ -98,7 +99,7 @@ class Tuner:
     def run(self) -> dict:
         "Re-run both detectors on the day; update the plots, counts and markouts; the counts per kind."
         data = {'nbbo': self.nbbo, 'trade': self.trades}
-        dp = run_frame(DarkPoolStage(DarkPoolParams(**self.params('darkpool'))), data)
+        dp = run_frame(DarkPoolStage(DarkPoolParams(**self.params('darkpool')), version=detect_version(self.params('darkpool'))), data)  # its alerts name their version, as a worker's do
         acc = run_frame(AccumulationStage(AccumulationParams(**self.params('accumulation'))), data)
         a = self.alerts = np.concatenate([r.outputs.get('alert', empty('alert')) for r in (dp, acc)])
         e = self.evidence = acc.outputs.get('accumulation', empty('accumulation'))
