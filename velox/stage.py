@@ -130,7 +130,7 @@ class Chain(Stage):
 
     def flush(self, symbols=None) -> Outputs:
         "Each stage in turn lets go of what it holds; what it emits flows on (as whole windows, if all are windowed)."
-        return self._let_go(lambda i, s: s.flush(symbols))
+        return self._let_go(lambda s: s.flush(symbols))
 
     def floor(self, watermark:int) -> int|None:
         "Each stage's floor of the one before it: what a stage makes of its inputs never comes before its floor."
@@ -141,16 +141,21 @@ class Chain(Stage):
 
     def advance(self, watermark:int) -> Outputs:
         """Each stage in turn releases what its inputs' watermark lets go, as in `flush`: `watermark` for the first, the
-        floor of the one before for the others (exact: nothing that releases comes after); none past a stage that cannot say."""
-        ws = [watermark]
-        for s in self.stages[:-1]: ws.append(None if ws[-1] is None else s.floor(ws[-1]))
-        upto = next((i for i, w in enumerate(ws) if w is None), len(self.stages))
-        return self._let_go(lambda i, s: s.advance(ws[i]), upto)
+        floor of the one before (once it released) for the others; none past a stage that cannot say."""
+        w = watermark
+        def step(s):
+            nonlocal w
+            if w is None: return None
+            made, w = s.advance(w), s.floor(w)
+            return made
+        return self._let_go(step)
 
-    def _let_go(self, call, upto:int|None=None) -> Outputs:
+    def _let_go(self, call) -> Outputs:
+        "What each stage's `call` emits, flowing on through the later stages; a call that returns None ends it."
         out = []
-        for i, s in enumerate(self.stages[:upto]):
-            made = call(i, s)
+        for i, s in enumerate(self.stages):
+            made = call(s)
+            if made is None: break
             if not self.windowed: out += self._route(i + 1, made); continue
             avail = list(made)
             for later in self.stages[i + 1:]: avail += later.process_window(avail)

@@ -249,7 +249,7 @@ class Worker(WorkerLoop):
             events = self._release({s for s, sm in self.merges.items() if sm.holding}, floor=w)
             self._emit(self.guard.advance(w))
             self._floors = output_floors(self.stage, w)
-        lo = min((f for f in self._floors.values() if f is not None), default=None)
+        lo = self._least_floor()
         if idle != self._idle or (lo is not None and (self._forwarded is None or lo - self._forwarded >= FORWARD_EVERY_NS)):
             self._forward(idle)
         return events
@@ -260,8 +260,9 @@ class Worker(WorkerLoop):
         for kind, topic in self.outputs.items():
             publish_watermark(self.bus, [topic], marker(self._floors.get(kind) or 0, group=self.group, idle=idle,
                                                         covers=self.owned.assigned, inputs=self.inputs))
-        self._forwarded = min((f for f in self._floors.values() if f is not None), default=None)
-        self._idle = idle
+        self._forwarded, self._idle = self._least_floor(), idle
+
+    def _least_floor(self) -> int|None: return min((f for f in self._floors.values() if f is not None), default=None)
 
     def _release(self, touched:set, floor:int|None=None) -> int:
         "Run the stage on what the touched merges release (all before `floor` too), flush the symbols that ended; the number of events."
