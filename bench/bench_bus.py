@@ -1,7 +1,7 @@
 """End-to-end throughput and latency of the detect pipeline through a real Kafka-protocol broker, against a plain
 kafka-python consume/produce loop over the same messages in the same run.
 
-    python bench/bench_bus.py [--quick] [--copies N] [--latency-s S] [--rate R]
+    python bench/bench_bus.py [--quick] [--synth N] [--synth-window HH:MM-HH:MM] [--latency-s S] [--rate R]
     python bench/bench_bus.py --smoke   (10:00-10:30 as frames, 2 minutes as JSON, one 2 s latency pair: every check and
                                          both tables, in about half a minute; the test command runs this)
     velox bench bus [--quick | --smoke] (same options)
@@ -12,7 +12,8 @@ they own their partitions (not timed), then times from the first produce to the 
 stopped at the end-of-stream markers. Rows:
 
 - frame: the whole recorded day (IBM+BAC) published as frames (`publish`, key = symbol) + `publish_eos`;
-- frame, synthetic copies: the same day re-keyed as more symbols (renamed copies), to give 2 workers work to split;
+- frame, SYNTHETIC: a market-sized session (`--synth` symbols, default 2,000, over `--synth-window`) from `velox data
+  synth`'s recipe, so that symbols spread over the partitions and 2 workers have work to split;
 - json: a shorter window published as one JSON message per event;
 - latency: events paced at --rate events/s; per alert about a trade (trade_seq >= 0), wall time it was read from
   `alerts.darkpool` minus the wall time its trade was sent.
@@ -119,29 +120,14 @@ def window(srcs, t0:int|None, t1:int|None):
     return [ArraySource(s.kind, s.symbol, cut(s.data)) for s in srcs]
 
 
-def copy_names(symbols, copies:int) -> dict[str, list[str]]:
-    """`copies` new names per symbol, the first ones whose partition falls in each half of the 6 partitions in turn:
-    two range-assigned workers (partitions 0-2 and 3-5) then get one copy of every symbol each (for copies = 2)."""
-    from velox.infra.bus import partition_for
-    out = {}
-    for sym in symbols:
-        names, i = [], 0
-        while len(names) < copies:
-            name = f"{sym}_{i}"; i += 1
-            if partition_for(name, PARTITIONS) // (PARTITIONS // 2) == len(names) % 2: names.append(name)
-        out[sym] = names
-    return out
-
-
-def synthetic_copies(srcs, copies:int):
-    "Each source again under each of its copy names (identical rows, renamed symbol)."
-    from velox.feeds.replay import ArraySource
-    names, out = copy_names(sorted({s.symbol for s in srcs}), copies), []
-    for s in srcs:
-        for name in names[s.symbol]:
-            d = s.data.copy(); d['symbol'] = name
-            out.append(ArraySource(s.kind, name, d))
-    return out, names
+def synth_session(data_dir:str, n:int, day:str, win:str, seed:int=0):
+    """`n` synthetic symbols (`velox.feeds.synth`: recorded symbol-days of `day`, re-keyed SYN00000.., shifted up to 30 s
+    and price-scaled) over the clock window `win` ('HH:MM-HH:MM'), held in memory."""
+    from velox.feeds.recorded import Catalog
+    from velox.feeds.synth import recorded_pool, synth_sources
+    cat = Catalog(data_dir)
+    t0, t1 = win.split('-')
+    return synth_sources(cat, n, seed, day, (t0, t1), pool=recorded_pool(cat, days=[day]), jitter_s=30)
 
 
 def alert_keys(a) -> set:
@@ -478,11 +464,13 @@ def latency_table(rows:list[tuple]) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(prog='bench_bus', description=__doc__.split('\n')[0])
     p.add_argument('--quick', action='store_true', help='fewer rows and a shorter latency run (about 1 minute)')
-    p.add_argument('--smoke', action='store_true', help='small real inputs (frames 10:00-10:30, JSON 10:00-10:02, one 2 s '
-                   'latency pair at fetch_max_wait_ms 10): every check and both tables (the test command runs this)')
+    p.add_argument('--smoke', action='store_true', help='small real inputs (frames 10:00-10:30, 20 synthetic symbols, JSON '
+                   '10:00-10:02, one 2 s latency pair at fetch_max_wait_ms 10): every check and both tables (the test command runs this)')
     p.add_argument('--frame-window', default='', help='New York time window of the frame rows (default: the whole day)')
     p.add_argument('--day', default=DEFAULT_DAY, help=f'recorded day (default {DEFAULT_DAY})')
-    p.add_argument('--copies', type=int, default=2, help='synthetic copies per symbol for the scaling rows (0 = skip; default 2)')
+    p.add_argument('--synth', type=int, default=2000, help='synthetic symbols of the scaling rows (0 = skip; default 2000)')
+    p.add_argument('--synth-window', default='10:00-10:01',
+                   help="New York time window of the synthetic session (default 10:00-10:01: about 1.2M events per 1,000 symbols)")
     p.add_argument('--json-window', default='10:00-10:30', help='New York time window for the JSON rows (default 10:00-10:30)')
     p.add_argument('--rate', type=int, default=10_000, help='paced rate of the latency rows, events/s (default 10000)')
     p.add_argument('--latency-s', type=float, default=20, help='length of each latency run in seconds (default 20; --quick 5)')
@@ -503,9 +491,9 @@ def main(argv=None):
 
     from velox.core import clock_ns
     if a.quick:
-        a.copies, a.latency_s = 0, min(a.latency_s, 5)
+        a.synth, a.latency_s = 0, min(a.latency_s, 5)
     if a.smoke:
-        a.copies, a.latency_s, a.frame_window, a.json_window = 0, 2, '10:00-10:30', '10:00-10:02'
+        a.synth, a.latency_s, a.frame_window, a.json_window = min(a.synth, 20), 2, '10:00-10:30', '10:00-10:02'
     t_all = time.perf_counter()
     print(f"velox bench bus · IBM,BAC · {a.day}{' · quick' if a.quick else ''}{' · smoke' if a.smoke else ''}")
     print(f"machine: {machine()}\n")
@@ -535,16 +523,23 @@ def main(argv=None):
     for w in ((1,) if a.smoke else (1, 2)):
         progress(f'frame, {span}: {w} worker(s)'); r = run_workers(srcs, w, 'arrow', want_day, a.max_records)
         rows.append((f"velox detect, Arrow, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, ref))
-    if a.copies:
-        syn, names = synthetic_copies(srcs, a.copies)
+    if a.synth:
+        progress(f'building {a.synth:,} synthetic symbols over {a.synth_window}')
+        syn = synth_session(a.data_dir, a.synth, a.day, a.synth_window)
+        n_syn = sum(len(s.data) for s in syn)
+        spread = np.bincount([partition_for(s.symbol, PARTITIONS) for s in syn if s.kind == 'trade'], minlength=PARTITIONS)
         want_syn = expected_keys(syn)
-        print("  synthetic copies (same rows, renamed symbols): "
-              + '; '.join(f"{s} -> " + ', '.join(f"{x} (p{partition_for(x, PARTITIONS)})" for x in v) for s, v in names.items()))
-        progress(f'frame, {a.copies} synthetic copies: plain loop'); sref = run_plain(syn, 'arrow')
-        rows.append((f"plain loop, Arrow, SYNTHETIC x{a.copies} copies", sref, sref))
+        print(f"  SYNTHETIC session: {a.synth:,} symbols, {n_syn:,} events over {a.synth_window}; symbols per partition "
+              f"{spread.tolist()}; run_frame finds {len(want_syn):,} alerts")
+        progress('frame, synthetic: plain loop'); sref = run_plain(syn, 'arrow')
+        rows.append((f"plain loop, Arrow, SYNTHETIC {a.synth:,} symbols", sref, sref))
         for w in (1, 2):
             progress(f'frame, synthetic: {w} worker(s)'); r = run_workers(syn, w, 'arrow', want_syn, a.max_records)
-            rows.append((f"velox detect, Arrow, SYNTHETIC x{a.copies}, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, sref))
+            rows.append((f"velox detect, Arrow, SYNTHETIC {a.synth:,}, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, sref))
+            if w == 1: one = r
+        print(f"  scaling efficiency, 2 workers over 1 on the synthetic session: "
+              f"{one['seconds'] / r['seconds'] / 2:.0%} (speed-up {one['seconds'] / r['seconds']:.2f}x; 2 cores shared by "
+              "the broker, the publisher and the workers)")
     j0, j1 = a.json_window.split('-')
     if a.quick and not a.smoke: j1 = f"{j0.split(':')[0]}:10"
     jsrcs = window(day_srcs, clock_ns(a.day, j0, '--json-window'), clock_ns(a.day, j1, '--json-window'))

@@ -44,3 +44,21 @@ def test_velox_bench_all_writes_one_report_with_each_bench_table(tmp_path):
     md = out.read_text()
     assert '- commit: ' in md and '- machine: ' in md and '| [catalog](#catalog) | ok |' in md
     assert 'velox bench catalog · smoke' in md and 'vs zips' in md  # the bench's own table, with its reference column
+
+
+def test_velox_bench_all_keep_reruns_some_benches_and_keeps_the_others(tmp_path):
+    "--keep: the report keeps the earlier run of a bench not run now, with its own date; without it, only what ran now."
+    out = tmp_path / 'B.md'
+    def run(*extra):
+        r = subprocess.run([sys.executable, '-m', 'velox.face.cli', 'bench', 'all', '--smoke', '--out', str(out), *extra],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, 'VELOX_OUT_DIR': str(tmp_path)})
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        return out.read_text()
+    first = run('--only', 'catalog')
+    line = next(ln for ln in first.splitlines() if ln.startswith('| [catalog]'))
+    both = run('--only', 'validate', '--keep')
+    assert line in both and '| [validate](#validate) | ok |' in both, both[:2000]  # catalog's row unchanged: its own date
+    assert 'velox bench catalog · smoke' in both and 'velox bench validate · smoke' in both
+    assert 'Not run for this report' in both and 'catalog,' not in both.split('Not run for this report')[1].splitlines()[0]
+    alone = run('--only', 'validate')
+    assert '| [catalog]' not in alone and '| [validate](#validate) | ok |' in alone

@@ -1,7 +1,8 @@
 """Scale in the suite, small: a synthetic session (24 symbols x 16 minutes) streamed per symbol group and event-time
 window gives complete, equal outputs whether the symbols go through one group or are split over two (as two workers
 split them), equal to run_frame over all of it held at once; and the peak memory of the stream does not grow with
-the length of the period (each length in its own process)."""
+the length of the period (each length in its own process). On a real broker, 200 synthetic symbols run by one
+`velox worker detect` and by two in one group put run_frame's alerts out, every event processed once."""
 import json, subprocess, sys
 from pathlib import Path
 import pytest
@@ -74,3 +75,20 @@ def test_peak_memory_does_not_grow_with_the_length_of_the_period(session):
     held = extra * 117  # bytes the extra quotes and trades alone would take held as numpy rows (a quote row is 117 B)
     assert extra > 100_000, runs
     assert long['peak'] - short['peak'] < 0.25 * held / 2**20, (runs, held / 2**20)
+
+
+def test_one_worker_and_two_workers_on_a_broker_put_run_frames_alerts_out(tmp_path):
+    """200 synthetic symbols x 2 minutes published as Arrow batches to a real broker (tansu, started by the project's
+    own script) and run by one `velox worker detect` process, then by two in one group: every event is processed once,
+    both workers get symbols, and the alerts on alerts.darkpool equal run_frame's over the same events held at once."""
+    import bench_bus
+    from velox.feeds.synth import synth_sources
+    srcs = synth_sources(Catalog(ROOT / 'replay' / 'data'), 200, seed=3, window=('10:00', '10:02'), jitter_s=30,
+                         pool=[('IBM', '2013-10-08'), ('BAC', '2013-10-08')])
+    n = sum(len(s.data) for s in srcs)
+    want = bench_bus.expected_keys(srcs)
+    assert len(want) > 100, len(want)
+    for workers in (1, 2):
+        r = bench_bus.run_workers(srcs, workers, 'arrow', want, max_records=500)  # stops with the difference if unequal
+        assert r['events'] == sum(r['per_worker']) == n, (workers, r)
+        assert r['busy'] == workers, (workers, r['per_worker'])

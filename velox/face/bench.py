@@ -4,14 +4,15 @@
 
 # %% ../../nbs/face/10_bench.ipynb #8dbb6a73
 from __future__ import annotations
-import argparse, os, platform, subprocess, sys, time
+import argparse, json, os, platform, subprocess, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 import velox
 from ..core import ConfigError, VeloxError
 
 # %% auto #0
-__all__ = ['BENCH_DIR', 'bench_names', 'machine', 'commit', 'run_bench', 'report', 'bench_all', 'configure_bench', 'cmd_bench']
+__all__ = ['BENCH_DIR', 'bench_names', 'machine', 'commit', 'run_bench', 'report', 'kept_runs', 'bench_all', 'configure_bench',
+           'cmd_bench']
 
 # %% ../../nbs/face/10_bench.ipynb #91b89c3e
 BENCH_DIR = Path(velox.__file__).resolve().parents[1] / 'bench'  # the checkout's bench/ (velox is installed editable)
@@ -49,7 +50,8 @@ def run_bench(name:str, smoke:bool=False, timeout_s:float=1800, folder:Path=BENC
         rc, out = r.returncode, r.stdout + (f"\n{r.stderr[-3000:]}" if r.returncode else '')
     except subprocess.TimeoutExpired as e:
         rc, out = 124, f"{e.stdout.decode(errors='replace') if isinstance(e.stdout, bytes) else e.stdout or ''}\n(timed out after {timeout_s:.0f} s)"
-    return dict(name=name, cmd=f"python bench/bench_{name}.py{' --smoke' if smoke else ''}", seconds=time.perf_counter() - t0, rc=rc, output=out)
+    return dict(name=name, cmd=f"python bench/bench_{name}.py{' --smoke' if smoke else ''}", seconds=time.perf_counter() - t0, rc=rc,
+                output=out, when=datetime.now(timezone.utc).isoformat(timespec='seconds'), commit=commit(folder))
 
 def report(runs:list[dict], smoke:bool=False, when:datetime|None=None, folder:Path=BENCH_DIR, skipped=()) -> str:
     "The Markdown report of `runs` (as `run_bench` returns them)."
@@ -61,29 +63,45 @@ def report(runs:list[dict], smoke:bool=False, when:datetime|None=None, folder:Pa
              'Every rate below sits next to its reference, run in the same process on the same data after a check that both '
              'computed the same thing (see bench/README.md). Nothing here is asserted.', '',
              *([f"Not run for this report: {', '.join(skipped)}.", ''] if skipped else []),
-             '| bench | status | seconds |', '|---|---|---:|']
-    lines += [f"| [{r['name']}](#{r['name']}) | {'ok' if r['rc'] == 0 else 'FAILED (exit ' + str(r['rc']) + ')'} | {r['seconds']:.0f} |" for r in runs]
+             '| bench | status | seconds | run at (UTC) · commit |', '|---|---|---:|---|']
+    at = lambda r: f"{r.get('when', '?')} · {r.get('commit', '?')}"
+    lines += [f"| [{r['name']}](#{r['name']}) | {'ok' if r['rc'] == 0 else 'FAILED (exit ' + str(r['rc']) + ')'} | {r['seconds']:.0f} | {at(r)} |"
+              for r in runs]
     for r in runs:
         out = r['output'].rstrip()
         if r['rc'] != 0: out = '\n'.join(out.splitlines()[-60:])
-        lines += ['', f"## {r['name']}", '', f"`{r['cmd']}` · {r['seconds']:.1f} s · exit {r['rc']}", '', '```', out.replace('```', "'''"), '```']
+        lines += ['', f"## {r['name']}", '', f"`{r['cmd']}` · {r['seconds']:.1f} s · exit {r['rc']} · {at(r)}", '', '```',
+                  out.replace('```', "'''"), '```']
     return '\n'.join(lines) + '\n'
 
 # %% ../../nbs/face/10_bench.ipynb #30f02893
-def bench_all(names:list[str]|None=None, smoke:bool=False, out:Path|None=None, timeout_s:float=1800, progress:bool=True) -> tuple[Path, list[dict]]:
-    "Run every bench (or `names`) one after another and write the report to `out` (default bench/BENCHMARKS.md); (path, runs)."
+def kept_runs(out:Path, smoke:bool) -> dict[str, dict]:
+    "The runs recorded beside the report `out` (`<out>.json`, written with it), by name; {} when there is none of this mode."
+    p = Path(out).with_suffix('.json')
+    if not p.exists(): return {}
+    try: rec = json.loads(p.read_text())
+    except ValueError as e: raise ConfigError(f"{p}: not a benchmark record ({e}); delete it or run without --keep") from None
+    return {r['name']: r for r in rec.get('runs', [])} if rec.get('smoke') == smoke else {}
+
+def bench_all(names:list[str]|None=None, smoke:bool=False, out:Path|None=None, timeout_s:float=1800, progress:bool=True,
+              keep:bool=False) -> tuple[Path, list[dict]]:
+    """Run every bench (or `names`) one after another and write the report to `out` (default bench/BENCHMARKS.md) and
+    its record `<out>.json`; `keep`: the report also keeps, from that record, the earlier runs of the benches not run now
+    (each says when and on which commit it ran). (path, runs of now)."""
     have = bench_names()
     names = names or have
     unknown = [n for n in names if n not in have]
     if unknown: raise ConfigError(f"no such benchmark: {', '.join(unknown)} (have: {', '.join(have)})")
     out = Path(out or BENCH_DIR / 'BENCHMARKS.md')
-    runs = []
+    runs, earlier = [], kept_runs(out, smoke) if keep else {}
     for n in names:
         if progress: print(f"bench {n}{' --smoke' if smoke else ''} ...", end=' ', flush=True, file=sys.stderr)
         runs.append(run_bench(n, smoke, timeout_s))
         if progress: print(f"{'ok' if runs[-1]['rc'] == 0 else 'FAILED'} ({runs[-1]['seconds']:.0f} s)", file=sys.stderr)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(report(runs, smoke, skipped=[x for x in have if x not in names]))  # rewritten after each bench:
+        both = sorted([*runs, *(r for k, r in earlier.items() if k in have and k not in names)], key=lambda r: r['name'])
+        out.write_text(report(both, smoke, skipped=[x for x in have if x not in {r['name'] for r in both}]))  # rewritten
+        out.with_suffix('.json').write_text(json.dumps(dict(smoke=smoke, runs=both), indent=1) + '\n')  # after each bench:
         # a long run leaves a useful report if stopped
     return out, runs
 
@@ -96,7 +114,8 @@ def configure_bench(p):
                    "'all': every benchmark, each in its own process, into one report")
     p.add_argument('args', nargs=argparse.REMAINDER, help="the benchmark's own options, e.g. --days 5 (see velox bench NAME "
                    "--help); for all: --smoke (small inputs), --only a,b / --skip a,b (benchmark names), --out FILE (default "
-                   "bench/BENCHMARKS.md; with --smoke <out_dir>/BENCHMARKS.smoke.md), --timeout S per bench (default 1800)")
+                   "bench/BENCHMARKS.md; with --smoke <out_dir>/BENCHMARKS.smoke.md), --timeout S per bench (default 1800), --keep (keep the "
+                   "earlier runs of the benchmarks not run now)")
     p.set_defaults(func=cmd_bench)
 
 class _AllParser(argparse.ArgumentParser):
@@ -110,6 +129,8 @@ def _all_args(args:list) -> argparse.Namespace:
     p.add_argument('--skip', metavar='A,B', help='not these benchmarks')
     p.add_argument('--out', metavar='FILE', help='the report (default bench/BENCHMARKS.md; with --smoke <out_dir>/BENCHMARKS.smoke.md)')
     p.add_argument('--timeout', type=float, default=1800, metavar='S', help='seconds a bench may run before it is stopped and reported (default 1800)')
+    p.add_argument('--keep', action='store_true', help="keep the earlier runs of the benchmarks not run now (from the report's "
+                   "record, <out>.json), each with its own date and commit: rerun a few benches without losing the others")
     return p.parse_args(args)
 
 def cmd_bench(a):
@@ -122,7 +143,7 @@ def cmd_bench(a):
     names = pick(o.only) or bench_names()
     names = [n for n in names if n not in pick(o.skip)]
     out = o.out or (Path(os.environ.get('VELOX_OUT_DIR') or '.velox') / 'BENCHMARKS.smoke.md' if o.smoke else None)
-    path, runs = bench_all(names, o.smoke, out, o.timeout)
+    path, runs = bench_all(names, o.smoke, out, o.timeout, keep=o.keep)
     bad = [r['name'] for r in runs if r['rc'] != 0]
     print(f"wrote {path}: {len(runs) - len(bad)} of {len(runs)} benchmarks ok")
     if bad: raise VeloxError(f"benchmarks failed: {', '.join(bad)} (their output is in {path})")

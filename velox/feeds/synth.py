@@ -13,7 +13,7 @@ from .parquet import ParquetCatalog
 
 # %% auto #0
 __all__ = ['SYNTH_PREFIX', 'SYNTH_FILE', 'PRICE_DEN', 'PRICE_FIELDS', 'SynthSymbol', 'synth_name', 'is_synthetic', 'synth_plan',
-           'SynthReport', 'recorded_pool', 'synth_catalog', 'synth_manifest']
+           'SynthReport', 'recorded_pool', 'synth_events', 'synth_sources', 'synth_catalog', 'synth_manifest']
 
 # %% ../../nbs/feeds/08_synth.ipynb #edf34577
 SYNTH_PREFIX = 'SYN'
@@ -97,26 +97,38 @@ def _window(b:np.ndarray, day:str, start:str|None, end:str|None) -> np.ndarray:
     return b if keep.all() else b[keep]
 
 # %% ../../nbs/feeds/08_synth.ipynb #ee5a30ad
+def synth_events(cat, plan:list[SynthSymbol], window:tuple=(None, None)):
+    """Per synthetic symbol of `plan`: (the symbol, {kind: its events}) from the recorded catalog `cat`, each source
+    symbol-day loaded once; `window`: (start, end) clock times of the source days kept. Kinds without events are left out."""
+    cache = {}
+    for s in plan:
+        key = (s.source, s.source_day)
+        if key not in cache: cache[key] = {r.kind: _window(r.load(), s.source_day, *window) for r in cat.find(*key)}
+        yield s, {kind: s.transform(kind, b) for kind, b in cache[key].items() if len(b)}
+
+def synth_sources(cat, n:int=2000, seed:int=0, day:str|None=None, window:tuple=(None, None), pool=None,
+                  jitter_s:float=300.) -> list:
+    """The session `synth_catalog` would write, held in memory as `ArraySource`s (one per symbol and kind): for benches
+    and tests that publish or run a few minutes of many symbols without writing a catalog."""
+    from .replay import ArraySource
+    plan = synth_plan(pool or recorded_pool(cat), n, seed, day, jitter_s)
+    return [ArraySource(kind, s.symbol, b) for s, events in synth_events(cat, plan, window) for kind, b in events.items()]
+
 def synth_catalog(cat, out:ParquetCatalog, n:int=2000, seed:int=0, day:str|None=None, window:tuple=(None, None),
                   pool=None, jitter_s:float=300., progress:bool=True) -> SynthReport:
     """Write `n` synthetic symbols copied from the recorded catalog `cat` into the Parquet catalog `out`; `window`:
     (start, end) clock times of the source days kept (None: all); `pool`: the (symbol, day) pairs to copy (default
     every recorded Lean tick symbol-day)."""
     plan = synth_plan(pool or recorded_pool(cat), n, seed, day, jitter_s)
-    cache, rows = {}, {'quote': 0, 'trade': 0}
-    def source(sym, d):
-        if (sym, d) not in cache:
-            cache[(sym, d)] = {s.kind: _window(s.load(), d, *window) for s in cat.find(sym, d)}
-        return cache[(sym, d)]
+    rows = {'quote': 0, 'trade': 0}
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=n, unit='sym', desc='synth')
     manifest = []
-    for s in plan:
-        for kind, b in source(s.source, s.source_day).items():
-            if not len(b): continue
-            out.write(kind, s.transform(kind, b), day=s.day)
+    for s, events in synth_events(cat, plan, window):
+        for kind, b in events.items():
+            out.write(kind, b, day=s.day)
             (out.partition_dir(kind, s.symbol, s.day) / SYNTH_FILE).write_text(json.dumps({'synthetic': True, **asdict(s)}) + '\n')
             rows[kind] += len(b)
         manifest.append(asdict(s))
