@@ -4,16 +4,16 @@
 
 # %% ../nbs/01_events.ipynb #3962e43c
 from __future__ import annotations
-import json, re
+import itertools, json, re
 from decimal import Decimal
 import numpy as np
 from .core import ns_to_iso, to_ns
 
 # %% auto #0
 __all__ = ['PRICE_SCALE', 'TRADE_CONDITIONS', 'QUOTE_CONDITIONS', 'COND_BIT', 'SCHEMA_VERSION', 'SYM', 'VENUE', 'DTYPES', 'KINDS',
-           'PRICE_FIELDS', 'TIME_FIELDS', 'price_from_str', 'price_from_float', 'price_to_float', 'format_price',
-           'decode_conditions', 'encode_conditions', 'has_condition', 'empty', 'batch', 'with_params',
-           'split_by_symbol', 'to_dicts', 'from_dicts', 'as_frame', 'from_frame']
+           'PRICE_FIELDS', 'TIME_FIELDS', 'JSON_NAMES', 'price_from_str', 'price_from_float', 'price_to_float',
+           'format_price', 'decode_conditions', 'encode_conditions', 'has_condition', 'empty', 'batch', 'with_params',
+           'split_by_symbol', 'json_columns', 'to_dicts', 'from_dicts', 'as_frame', 'from_frame']
 
 # %% ../nbs/01_events.ipynb #d291a4b3
 PRICE_SCALE = 10**8
@@ -220,28 +220,35 @@ def split_by_symbol(b:np.ndarray):
         yield str(u[k]), b[idx[ends[k] - counts[k]:ends[k]]]
 
 # %% ../nbs/01_events.ipynb #d2f7a3fb
-_RENAME = {'ts': 'timestamp', 'venue': 'exchange', 'cond': 'conditions'}
+JSON_NAMES = {'ts': 'timestamp', 'venue': 'exchange', 'cond': 'conditions'}  # field -> key in the dict (JSON) form
+_RENAME = JSON_NAMES
 _UNRENAME = {v: k for k, v in _RENAME.items()}
 
-def _to_json_value(name, v):
-    if name in TIME_FIELDS: return ns_to_iso(v)
-    if name in PRICE_FIELDS: return price_to_float(int(v))
-    if name == 'cond': return format(int(v), 'X')
-    if isinstance(v, np.generic): return v.item()
-    return v
+def json_columns(kind:str, b:np.ndarray) -> dict:
+    """The columns of the dict (JSON) form of `b`, as lists (key -> values), converted a column at a time: times as
+    ISO-8601 UTC with nanoseconds, prices as dollars, condition masks as hex (alerts also name their flags), the
+    forming candle's `fc_*` fields nested."""
+    cols, fc = {}, {}
+    for n in b.dtype.names:
+        v = b[n]
+        if n in TIME_FIELDS: c = [s + 'Z' for s in np.datetime_as_string(v.astype('M8[ns]'), unit='ns').tolist()]
+        elif n in PRICE_FIELDS:  # exact as price_to_float: an int64 below 2**53 is exact as a float64, then one division
+            c = (v / PRICE_SCALE).tolist() if (np.abs(v) < 2**53).all() else [price_to_float(int(p)) for p in v.tolist()]
+        elif n == 'cond': c = [format(m, 'X') for m in v.tolist()]
+        else: c = v.tolist()
+        if n.startswith('fc_'): fc['timestamp' if n == 'fc_ts' else n[3:]] = c
+        else: cols[JSON_NAMES.get(n, n)] = c
+    if kind == 'alert':
+        flags = {m: decode_conditions(m) for m in set(b['cond'].tolist())}
+        cols['condition_flags'] = [flags[m] for m in b['cond'].tolist()]
+    if fc: cols['forming_candle'] = [dict(zip(fc, r)) for r in zip(*fc.values())]
+    return cols
 
 def to_dicts(b:np.ndarray, kind:str) -> list[dict]:
-    "Seed-style dicts, one per event."
-    names = b.dtype.names
-    out = []
-    for row in b.tolist():
-        d = {'type': kind}
-        for name, v in zip(names, row): d[_RENAME.get(name, name)] = _to_json_value(name, v)
-        if kind == 'alert': d['condition_flags'] = decode_conditions(row[names.index('cond')])
-        fc = {k[3:]: d.pop(k) for k in [k for k in d if k.startswith('fc_')]}
-        if fc: d['forming_candle'] = {('timestamp' if k == 'ts' else k): v for k, v in fc.items()}
-        out.append(d)
-    return out
+    "Seed-style dicts, one per event (built from `json_columns`, no per-field Python)."
+    cols = json_columns(kind, b)
+    keys = ['type', *cols]
+    return [dict(zip(keys, r)) for r in zip(itertools.repeat(kind, len(b)), *cols.values())]
 
 def _shown(v) -> str:
     "A JSON value as the message had it (`true`, not `True`), cut short."

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from ..events import DTYPES, PRICE_FIELDS, QUOTE_CONDITIONS, TIME_FIELDS, TRADE_CONDITIONS
+from ..events import DTYPES, JSON_NAMES, PRICE_FIELDS, QUOTE_CONDITIONS, TIME_FIELDS, TRADE_CONDITIONS
 
 # %% auto #0
 __all__ = ['ARROW_SCHEMA_VERSION', 'PRICE_META', 'JSON_SCHEMA_DRAFT', 'schema', 'to_arrow', 'from_arrow', 'json_schema',
@@ -150,7 +150,6 @@ def from_arrow(data, kind:str|None=None) -> tuple[str, np.ndarray]:
     return kind, out
 
 # %% ../../nbs/feeds/02_arrow.ipynb #70814dc3
-_JSON_NAMES = {'ts': 'timestamp', 'venue': 'exchange', 'cond': 'conditions'}
 JSON_SCHEMA_DRAFT = 'https://json-schema.org/draft/2020-12/schema'
 
 def _json_prop(kind:str, name:str, ft:np.dtype) -> dict:
@@ -174,7 +173,7 @@ def json_schema(kind:str) -> dict:
     for n in dt.names:
         p = _json_prop(kind, n, dt[n])
         if n.startswith('fc_'): fc['timestamp' if n == 'fc_ts' else n[3:]] = p
-        else: props[_JSON_NAMES.get(n, n)] = p
+        else: props[JSON_NAMES.get(n, n)] = p
     if kind == 'alert':
         props['condition_flags'] = {'type': 'array', 'items': {'enum': list(TRADE_CONDITIONS)},
                                     'description': 'the names of the condition bits set'}

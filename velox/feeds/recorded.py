@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from ..core import DataError, NY, day_start_ns, parse_day
-from ..events import PRICE_SCALE, batch, empty, from_dicts, price_from_str
+from ..events import JSON_NAMES, PRICE_SCALE, batch, empty, from_dicts, price_from_str
 from .validate import Rows, check_batch, check_capture, check_encoding, check_members, check_not_empty
 from .validate import check_order, day_window, json_field, named_window, prices_from, times_from
 
@@ -277,8 +277,6 @@ def binance_depth(path:str|Path, symbol:str|None=None) -> np.ndarray:
     return sequence_depth(load_binance(path, symbol)['book'], binance_snapshots(path))
 
 # %% ../../nbs/feeds/00_recorded.ipynb #b539ed94
-_JSON_NAMES = {'ts': 'timestamp', 'venue': 'exchange', 'cond': 'conditions'}
-
 def load_jsonl(path:str|Path) -> dict[str, np.ndarray]:
     "`trade` and `nbbo` batches from a JSON-lines tick file; a bad line raises `DataError` naming it."
     path = Path(path)
@@ -298,7 +296,7 @@ def load_jsonl(path:str|Path) -> dict[str, np.ndarray]:
     nb = parse([{k: objs[j][k] for k in keep if k in objs[j]} for j in quotes], 'nbbo', quotes)
     tr['seq'], nb['seq'] = np.arange(len(tr)), np.asarray(quotes, 'i8')
     tr['symbol'], nb['symbol'] = np.char.upper(tr['symbol']), np.char.upper(nb['symbol'])
-    rows, window = Rows(str(path), lines=np.asarray(where, 'i8'), names=_JSON_NAMES), named_window(path, r'(\d{8})', NY)
+    rows, window = Rows(str(path), lines=np.asarray(where, 'i8'), names=JSON_NAMES), named_window(path, r'(\d{8})', NY)
     check_batch('trade', tr, rows, window)
     check_order(tr['ts'], rows, by=tr['symbol'])
     check_batch('nbbo', nb, rows.take(quotes), window)

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 from ..core import DataError, VeloxError
-from ..events import DTYPES, PRICE_FIELDS, TIME_FIELDS, decode_conditions, from_dicts
+from ..events import DTYPES, JSON_NAMES, PRICE_FIELDS, TIME_FIELDS, from_dicts, json_columns
 from ..feeds.arrow import ARROW_SCHEMA_VERSION, from_arrow, schema, to_arrow
 from ..feeds.validate import Rows, check_batch, plausible_window
 
@@ -117,29 +117,10 @@ def message_rows(data:bytes) -> int:
     return _HEAD.unpack_from(data)[3] if data[:4] == MAGIC else len(decode_batch(data)[1])
 
 # %% ../../nbs/infra/00a_codecs.ipynb #d64f53d3
-_JSON_NAMES = {'ts': 'timestamp', 'venue': 'exchange', 'cond': 'conditions'}
-
-def _json_cols(kind:str, b:np.ndarray) -> dict:
-    "The columns of the dict form of `b`, as lists (key -> values)."
-    cols, fc = {}, {}
-    for n in b.dtype.names:
-        v = b[n]
-        if n in TIME_FIELDS: c = [s + 'Z' for s in np.datetime_as_string(v.astype('M8[ns]'), unit='ns').tolist()]
-        elif n in PRICE_FIELDS: c = (v / 1e8).tolist() if (np.abs(v) < 2**53).all() else [int(p) / 10**8 for p in v.tolist()]
-        elif n == 'cond': c = [format(m, 'X') for m in v.tolist()]
-        else: c = v.tolist()
-        if n.startswith('fc_'): fc['timestamp' if n == 'fc_ts' else n[3:]] = c
-        else: cols[_JSON_NAMES.get(n, n)] = c
-    if kind == 'alert':
-        flags = {m: decode_conditions(m) for m in set(b['cond'].tolist())}
-        cols['condition_flags'] = [flags[m] for m in b['cond'].tolist()]
-    if fc: cols['forming_candle'] = [dict(zip(fc, r)) for r in zip(*fc.values())]
-    return cols
-
 def encode_json(kind:str, batch:np.ndarray) -> list[bytes]:
     "One UTF-8 JSON object per event (the seed dict form, with `type`: `velox/schemas/<kind>.json`)."
     _check_kind(kind)
-    cols = _json_cols(kind, batch)
+    cols = json_columns(kind, batch)
     keys, dumps = ['type', *cols], orjson.dumps
     return [dumps(dict(zip(keys, r))) for r in zip(itertools.repeat(kind, len(batch)), *cols.values())]
 
@@ -181,7 +162,7 @@ def _json_batch(kind:str, objs:list) -> np.ndarray:
     fcs = [o['forming_candle'] for o in objs] if any(n.startswith('fc_') for n in dt.names) else None
     for n in dt.names:
         if n.startswith('fc_'): col = [f['timestamp' if n == 'fc_ts' else n[3:]] for f in fcs]
-        else: key = _JSON_NAMES.get(n, n); col = [o[key] for o in objs]
+        else: key = JSON_NAMES.get(n, n); col = [o[key] for o in objs]
         out[n] = _fast_col(kind, n, dt[n], col)
     return out
 
@@ -199,7 +180,7 @@ def _json_one(obj) -> tuple[str, np.ndarray]:
     obj = {k: float('nan') if v is None and k in dt.names and dt[k].kind == 'f' else v for k, v in obj.items()}  # null: NaN
     try: b = from_dicts([obj], kind, source=f'JSON {kind} message')
     except DataError as e: raise CodecError(str(e).replace(', line 1', '', 1)) from None  # one message: no line to name
-    return _valid(kind, b, Rows(f'JSON {kind} message', names=_JSON_NAMES, unit=''))
+    return _valid(kind, b, Rows(f'JSON {kind} message', names=JSON_NAMES, unit=''))
 
 def _not_json(value:bytes, e) -> CodecError:
     return CodecError(f"neither a frame (Arrow IPC or VXF1; starts {bytes(value[:4])!r}) nor valid JSON ({e})")
