@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools, json, re
 from decimal import Decimal
 import numpy as np
-from .core import ns_to_iso, to_ns
+from .core import to_ns
 
 # %% auto #0
 __all__ = ['PRICE_SCALE', 'TRADE_CONDITIONS', 'QUOTE_CONDITIONS', 'COND_BIT', 'SCHEMA_VERSION', 'SYM', 'VENUE', 'DTYPES', 'KINDS',
