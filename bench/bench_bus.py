@@ -172,8 +172,10 @@ def new_bus(dsn:str):
 
 # -- consumers as processes ---------------------------------------------------------------------------------------
 
-def start_workers(n:int, dsn:str, tmp:str, max_records:int, extra:str='') -> list:
-    "`n` `velox worker detect` processes in group 'bench'; `extra`: more DSN settings ('&fetch_max_wait_ms=10')."
+def start_workers(n:int, dsn:str, tmp:str, max_records:int, extra:str='', client:str='kafka-python') -> list:
+    """`n` `velox worker detect` processes in group 'bench'; `extra`: more DSN settings ('&fetch_max_wait_ms=10');
+    `client`: 'confluent' runs them on librdkafka (a `kafka+confluent://` DSN)."""
+    if client == 'confluent': dsn = dsn.replace('kafka://', 'kafka+confluent://', 1)
     procs = []
     for i in range(n):
         cmd = [sys.executable, '-m', 'velox.face.cli', 'worker', 'detect', '--bus', f"{dsn}?{KW}{extra}", '--group', 'bench',
@@ -352,10 +354,11 @@ def hold_slices(srcs, slice_of, alerts_keys) -> list[int]:
     return out
 
 
-def run_latency(srcs, who:str, rate:int, seconds:float, want_fn, fetch_wait:int|None=None) -> dict:
+def run_latency(srcs, who:str, rate:int, seconds:float, want_fn, fetch_wait:int|None=None, client:str='kafka-python') -> dict:
     """Pace the merged stream at `rate` events/s (slices every 10 ms) into a fresh broker; `who` = 'velox' (one detect
     worker process; latency per alert on alerts.darkpool) or 'plain' (the plain loop; latency per forwarded trade).
-    `fetch_wait`: the worker's / plain loop's consumer fetch_max_wait_ms (None: kafka-python's default, 500)."""
+    `fetch_wait`: the worker's / plain loop's consumer fetch_max_wait_ms (None: the client's default, 500); `client`: the
+    worker's Kafka client (kafka-python or confluent)."""
     from velox.infra.codecs import decode_message
     from velox.infra.bus import publish, publish_eos
     from velox.infra.topics import KIND_TOPICS
@@ -370,7 +373,7 @@ def run_latency(srcs, who:str, rate:int, seconds:float, want_fn, fetch_wait:int|
             bus = new_bus(broker.dsn)
             if who == 'velox':
                 extra = '' if fetch_wait is None else f"&fetch_max_wait_ms={fetch_wait}"
-                procs = start_workers(1, broker.dsn, tmp, 500, extra); wait_settled(procs, tmp); out_topic = 'alerts.darkpool'
+                procs = start_workers(1, broker.dsn, tmp, 500, extra, client); wait_settled(procs, tmp); out_topic = 'alerts.darkpool'
             else:
                 p, _ = start_plain(bootstrap, tmp, fetch_wait); procs = [p]; out_topic = FORWARD
             c, tps = _assigned_consumer(bootstrap, [out_topic], fetch_max_wait_ms=10)
@@ -572,6 +575,10 @@ def main(argv=None):
         progress(f'latency at {a.rate:,} events/s for {a.latency_s:g} s, {setting}: 1 worker')
         r = run_latency(lsrcs, 'velox', a.rate, a.latency_s, expected_keys, fw)
         lrows.append((f"velox detect, 1 worker, {setting}, per trade alert", r)); holds.append(r['hold'])
+        if fw is not None and not a.smoke:
+            progress(f'latency at {a.rate:,} events/s for {a.latency_s:g} s, {setting}: 1 worker on confluent-kafka')
+            r = run_latency(lsrcs, 'velox', a.rate, a.latency_s, expected_keys, fw, client='confluent')
+            lrows.append((f"velox detect, 1 worker, confluent-kafka, fetch.wait.max.ms={fw}, per trade alert", r)); holds.append(r['hold'])
     print()
     print(latency_table(lrows))
     h = np.concatenate(holds)

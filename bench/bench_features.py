@@ -2,7 +2,12 @@
 over a real day, against pandas references in the same run. Speed is measured here, never asserted.
 
     python bench/bench_features.py [--symbol IBM] [--day 2013-10-08] [--repeat 3] [--updates 20000] [--start HH:MM --end HH:MM]
-    python bench/bench_features.py --smoke     (2,000 updates; the stage over IBM 10:00-11:00 New York; one run per row)
+    python bench/bench_features.py --smoke     (2,000 updates; the stage over IBM 10:00-11:00 New York; 20 symbols
+                                                x 200 updates interleaved; one run per row)
+
+Market rows: `SeedFeatureBank` updates the five features of --symbols series (each the real closes from a seeded
+offset, price-scaled by num/16) interleaved as a market's bars close (every symbol once per round, in a seeded random
+order), in one compiled call; the reference is one `SeedFeatures` per symbol with a Python dispatch per update.
 
 Before anything is timed: the fused `SeedFeatures` must equal the five incremental objects, and both the pandas
 formulation of the same five features, at every update (RSI after its warm-up: pandas' ewm is not seeded with the
@@ -14,14 +19,14 @@ import pandas as pd
 from velox.core import clock_ns
 from velox.market.bars import trade_bars
 from velox.events import PRICE_SCALE
-from velox.market.features import FeatureStage, Indicators, SeedFeatures
+from velox.market.features import FeatureStage, Indicators, SeedFeatureBank, SeedFeatures
 from velox.feeds.recorded import Catalog
 from velox.feeds.replay import ArraySource, Replay
 from velox.market.indicators import EWM, MACD, RSI, Bollinger, RollingStat
 from velox.runtime.runners import run_frame, run_replay
 
 ROOT = Path(__file__).resolve().parent.parent
-SMOKE = dict(updates=2_000, start='10:00', end='11:00', repeat=1)  # --smoke: small, every check, the table
+SMOKE = dict(updates=2_000, start='10:00', end='11:00', repeat=1, symbols=20, per_symbol=200)  # --smoke: small, every check, the table
 RSI_WARMUP = 600  # updates after which pandas' unseeded RSI agrees with Wilder's to ~1e-15 relative
 
 
@@ -79,6 +84,28 @@ def check(series, trades):
     return len(a)
 
 
+def market_stream(closes, n_sym:int, per_symbol:int, seed:int=0):
+    "(symbol index, close) of `n_sym` series x `per_symbol` updates, interleaved round by round in a seeded order."
+    rng = np.random.default_rng(seed)
+    long = np.tile(closes, -(-(per_symbol + len(closes)) // len(closes)))
+    offs, num = rng.integers(0, len(closes), n_sym), rng.integers(8, 65, n_sym)
+    vals = np.stack([long[o:o + per_symbol] * m / 16 for o, m in zip(offs, num)])  # (symbol, update)
+    rows = np.concatenate([rng.permutation(n_sym) for _ in range(per_symbol)])
+    k = np.zeros(n_sym, np.int64); upd = np.empty(len(rows), np.int64)
+    for i, r in enumerate(rows): upd[i] = k[r]; k[r] += 1
+    return rows, vals[rows, upd]
+
+
+def check_market(rows, vals, n_check:int):
+    "The bank equals each symbol's own SeedFeatures at every update, for the first `n_check` symbols; raises if not."
+    out = SeedFeatureBank(rows.max() + 1).update(rows, vals)
+    for i in range(n_check):
+        one = SeedFeatures()
+        want = np.array([one.update(x).copy() for x in vals[rows == i]])
+        if not np.array_equal(out[rows == i], want, equal_nan=True):
+            raise AssertionError(f"SeedFeatureBank differs from SeedFeatures on symbol {i}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--symbol', default='IBM'); ap.add_argument('--day', default='2013-10-08')
@@ -86,6 +113,8 @@ def main(argv=None):
     ap.add_argument('--updates', type=int, default=20_000, help='length of the series of real 1-minute closes (default 20,000)')
     ap.add_argument('--start', help="the stage's trades from this New York time (HH:MM; default: the whole day)")
     ap.add_argument('--end', help="the stage's trades before this New York time (HH:MM)")
+    ap.add_argument('--symbols', type=int, default=2000, help='symbols of the market rows (default 2,000)')
+    ap.add_argument('--per-symbol', type=int, default=500, help='updates per symbol in the market rows (default 500)')
     ap.add_argument('--smoke', action='store_true', help='2,000 updates and an hour of trades, one run per row: every check '
                     'and the table (the test command runs this)')
     a, _ = ap.parse_known_args(argv)
@@ -104,8 +133,12 @@ def main(argv=None):
           f"· best of {a.repeat}")
     print(f"machine: {platform.machine()} · {os.cpu_count()} cores · python {platform.python_version()}\n")
     n_ind = check(series, trades)
+    m_rows, m_vals = market_stream(closes, a.symbols, a.per_symbol)
+    n_check = min(a.symbols, 50)
+    check_market(m_rows, m_vals, n_check)
     print(f"checked untimed: SeedFeatures == 5 incremental objects == pandas at every update (RSI after {RSI_WARMUP}); "
-          f"FeatureStage run_replay == run_frame ({n_ind:,} indicator events)\n")
+          f"FeatureStage run_replay == run_frame ({n_ind:,} indicator events); SeedFeatureBank == SeedFeatures per symbol "
+          f"at every update ({n_check} of {a.symbols:,} symbols)\n")
 
     def five_timed():  # as `five` and `fused`, without keeping the values (the timed rows measure the updates alone)
         sma, ema, rsi, macd, bb = RollingStat(20), EWM.span(20), RSI(14), MACD(), Bollinger(20, 2.0)
@@ -120,18 +153,29 @@ def main(argv=None):
         s = pd.Series(series[:200])
         for _ in range(200):
             s.rolling(20).mean().iloc[-1]; s.ewm(span=20, adjust=False).mean().iloc[-1]
+    def per_symbol_objects(k):  # the reference of the market rows: one SeedFeatures per symbol, a dispatch per update
+        objs = [SeedFeatures() for _ in range(a.symbols)]
+        for r, v in zip(m_rows[:k].tolist(), m_vals[:k].tolist()): objs[r].update(v)
+    k_ref = min(len(m_rows), 200_000)
     t_ref = best(lambda: pandas_five(series), a.repeat)
     rows = [('pandas, 5 features vectorised over the series', n, t_ref, 'ref'),
             ('5 seed features, fused njit SeedFeatures', n, best(fused_timed, a.repeat), 'five'),
             ('5 seed features, 5 incremental objects', n, best(five_timed, a.repeat), 'five'),
             ('all 12 indicators, incremental (per update)', n, best(all_ind, a.repeat), ''),
             ('pandas, recompute on each append (2 features)', 200, best(pandas_incremental, a.repeat), '')]
+    t_objs = best(lambda: per_symbol_objects(k_ref), a.repeat)
+    t_bank = best(lambda: SeedFeatureBank(a.symbols).update(m_rows, m_vals), a.repeat)
     stage_t = best(lambda: run_frame(FeatureStage(), [trades]), a.repeat)
     print(f"{'run':<50} {'updates':>9} {'seconds':>9} {'us/update':>10} {'vs pandas':>9}")
     print('-' * 92)
     for name, k, t, what in rows:
         ratio = f"{(t_ref / n) / (t / k):8.2f}x" if what in ('ref', 'five') else ''
         print(f"{name:<50} {k:>9,} {t:>9.3f} {t / k * 1e6:>10.2f} {ratio:>9}")
+    print(f"\nmarket: {a.symbols:,} symbols x {a.per_symbol:,} updates interleaved ({len(m_rows):,} symbol-updates)")
+    print(f"{'SeedFeatures per symbol, Python dispatch (first ' + format(k_ref, ',') + ')':<50} {k_ref:>9,} {t_objs:>9.3f} "
+          f"{t_objs / k_ref * 1e6:>10.3f} {'':>9}")
+    print(f"{'SeedFeatureBank, one compiled call':<50} {len(m_rows):>9,} {t_bank:>9.3f} {t_bank / len(m_rows) * 1e6:>10.3f} "
+          f"{(t_objs / k_ref) / (t_bank / len(m_rows)):8.1f}x  (vs the per-symbol objects)")
     print(f"\nFeatureStage over {span} (trades -> bars at 1m/5m/15m/1h -> indicators): {len(tr):,} trades in "
           f"{stage_t:.3f} s = {len(tr) / stage_t:,.0f} trades/s")
     print(f"\nseconds = best of {a.repeat}; vs pandas = the vectorised pandas row's us/update over this row's (the same five "

@@ -16,7 +16,7 @@ from .indicators import EWM, MACD, RSI, Bollinger, RollingStat, VWAP
 from ..stage import Stage, register_state
 
 # %% auto #0
-__all__ = ['FIELDS', 'IndicatorParams', 'Indicators', 'SeedFeatures', 'FeatureStage']
+__all__ = ['FIELDS', 'IndicatorParams', 'Indicators', 'SeedFeatures', 'SeedFeatureBank', 'FeatureStage']
 
 # %% ../../nbs/market/04_features.ipynb #a22dc979
 @dataclass(frozen=True)
@@ -99,6 +99,33 @@ class SeedFeatures:
         "Add a close; returns the 8 values named in `names` (a view: copy to keep)."
         _seed_update(self.st, self.buf, float(v), *self.args)
         return self.st[:8]
+
+@numba.njit(cache=True)
+def _seed_many(st, buf, rows, vals, out, n, a_ema, a_fast, a_slow, a_sig, n_rsi, k_bb):
+    for i in range(len(rows)):
+        r = rows[i]
+        _seed_update(st[r], buf[r], vals[i], n, a_ema, a_fast, a_slow, a_sig, n_rsi, k_bb)
+        out[i, :] = st[r, :8]
+
+class SeedFeatureBank:
+    """`SeedFeatures` of many series at once (a market's symbols): one row of state per series, and an interleaved
+    stream of updates applied in order in one compiled call. Series `i` gives exactly what its own `SeedFeatures` would."""
+    names = SeedFeatures.names
+    def __init__(self, n_series:int, p:IndicatorParams=IndicatorParams()):
+        one = SeedFeatures(p)  # checks `p`
+        self.args = one.args
+        self.st, self.buf = np.zeros((n_series, len(one.st))), np.zeros((n_series, one.n))
+
+    def update(self, series, values) -> np.ndarray:
+        "Add `values[i]` to series `series[i]`, in order; the 8 values of `names` after each update, shape (len(values), 8)."
+        rows, vals = np.asarray(series, np.int64), np.asarray(values, np.float64)
+        if rows.shape != vals.shape or rows.ndim != 1:
+            raise ValueError(f"series and values: expected two 1-D arrays of one length, got {rows.shape} and {vals.shape}")
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self.st)):
+            raise ValueError(f"series: expected indices in [0, {len(self.st)}), got {rows.min()}..{rows.max()}")
+        out = np.empty((len(rows), 8))
+        _seed_many(self.st, self.buf, rows, vals, out, *self.args)
+        return out
 
 # %% ../../nbs/market/04_features.ipynb #1daf380b
 class FeatureStage(Stage):
