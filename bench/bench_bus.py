@@ -442,15 +442,16 @@ def machine() -> str:
 
 
 def table(rows:list[tuple]) -> str:
-    "rows: (name, result, reference result or None)."
-    head = (f"{'run':<56} {'events':>10} {'msgs':>7} {'seconds':>8} {'events/s':>11} {'vs plain':>8} "
-            f"{'publish s':>9} {'join s':>7}")
+    "rows: (name, result, reference result or None, consume-only result of the same messages or None)."
+    head = (f"{'run':<56} {'events':>10} {'msgs':>7} {'ev/msg':>6} {'seconds':>8} {'events/s':>11} {'vs plain':>8} "
+            f"{'vs consume':>10} {'publish s':>9} {'join s':>7}")
     out = [head, '-' * len(head)]
-    for name, r, ref in rows:
-        rate = r['events'] / r['seconds']
-        ratio = f"{rate / (ref['events'] / ref['seconds']):7.2f}x" if ref is not None else ''
-        out.append(f"{name:<56} {r['events']:>10,} {r['messages']:>7,} {r['seconds']:>8.3f} {rate:>11,.0f} {ratio:>8} "
-                   f"{r['publish']:>9.3f} {r['join']:>7.1f}")
+    rate = lambda r: r['events'] / r['seconds']
+    for name, r, ref, ceil in rows:
+        ratio = f"{rate(r) / rate(ref):7.2f}x" if ref is not None else ''
+        vs_c = f"{rate(r) / rate(ceil):9.2f}x" if ceil is not None else ''
+        out.append(f"{name:<56} {r['events']:>10,} {r['messages']:>7,} {r['events'] / r['messages']:>6,.0f} {r['seconds']:>8.3f} "
+                   f"{rate(r):>11,.0f} {ratio:>8} {vs_c:>10} {r['publish']:>9.3f} {r['join']:>7.1f}")
     return '\n'.join(out)
 
 
@@ -520,12 +521,12 @@ def main(argv=None):
 
     rows, progress = [], lambda s: print(f"  ... {s}", flush=True)
     progress(f'frame, {span}: plain loop'); ref = run_plain(srcs, 'arrow')
-    rows.append(('plain kafka-python loop, Arrow: consume + forward', ref, ref))
-    progress(f'frame, {span}: plain loop, consume only'); r = run_plain(srcs, 'arrow', forward=False)
-    rows.append(('plain kafka-python loop, Arrow: consume only', r, ref))
+    rows.append(('plain kafka-python loop, Arrow: consume + forward', ref, ref, None))
+    progress(f'frame, {span}: plain loop, consume only'); ceil = run_plain(srcs, 'arrow', forward=False)
+    rows.append(('plain kafka-python loop, Arrow: consume only', ceil, ref, ceil))
     for w in ((1,) if a.smoke else (1, 2)):
         progress(f'frame, {span}: {w} worker(s)'); r = run_workers(srcs, w, 'arrow', want_day, a.max_records)
-        rows.append((f"velox detect, Arrow, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, ref))
+        rows.append((f"velox detect, Arrow, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, ref, ceil))
     if a.synth:
         progress(f'building {a.synth:,} synthetic symbols over {a.synth_window}')
         syn = synth_session(a.data_dir, a.synth, a.day, a.synth_window)
@@ -535,10 +536,12 @@ def main(argv=None):
         print(f"  SYNTHETIC session: {a.synth:,} symbols, {n_syn:,} events over {a.synth_window}; symbols per partition "
               f"{spread.tolist()}; run_frame finds {len(want_syn):,} alerts")
         progress('frame, synthetic: plain loop'); sref = run_plain(syn, 'arrow')
-        rows.append((f"plain loop, Arrow, SYNTHETIC {a.synth:,} symbols", sref, sref))
+        rows.append((f"plain loop, Arrow, SYNTHETIC {a.synth:,} symbols", sref, sref, None))
+        progress('frame, synthetic: plain loop, consume only'); sceil = run_plain(syn, 'arrow', forward=False)
+        rows.append((f"plain loop, consume only, SYNTHETIC {a.synth:,}", sceil, sref, sceil))
         for w in (1, 2):
             progress(f'frame, synthetic: {w} worker(s)'); r = run_workers(syn, w, 'arrow', want_syn, a.max_records)
-            rows.append((f"velox detect, Arrow, SYNTHETIC {a.synth:,}, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, sref))
+            rows.append((f"velox detect, Arrow, SYNTHETIC {a.synth:,}, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, sref, sceil))
             if w == 1: one = r
         print(f"  scaling efficiency, 2 workers over 1 on the synthetic session: "
               f"{one['seconds'] / r['seconds'] / 2:.0%} (speed-up {one['seconds'] / r['seconds']:.2f}x; 2 cores shared by "
@@ -548,18 +551,19 @@ def main(argv=None):
     jsrcs = window(day_srcs, clock_ns(a.day, j0, '--json-window'), clock_ns(a.day, j1, '--json-window'))
     want_json = expected_keys(jsrcs)
     progress(f'json {j0}-{j1}: plain loop'); jref = run_plain(jsrcs, 'json')
-    rows.append((f"plain loop, json {j0}-{j1}", jref, jref))
+    rows.append((f"plain loop, json {j0}-{j1}", jref, jref, None))
     for w in ((1,) if a.quick or a.smoke else (1, 2)):
         progress(f'json: {w} worker(s)'); r = run_workers(jsrcs, w, 'json', want_json, a.max_records)
-        rows.append((f"velox detect, json {j0}-{j1}, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, jref))
+        rows.append((f"velox detect, json {j0}-{j1}, {w} worker{'s' if w > 1 else ''} (busy {r['busy']})", r, jref, None))
 
     print()
     print(table(rows))
     print("\nseconds = first produce -> every consumer stopped at the end markers (wall clock; a worker's stop time is its "
           "status file's mtime). publish s = the publisher alone, concurrent with the consumers. join s = group join "
-          "before publishing, not timed. vs plain = events/s over the plain loop's on the same messages. "
+          "before publishing, not timed. vs plain = events/s over the plain loop's on the same messages; vs consume = over the "
+          "consume-only loop's (the client's ceiling at these message sizes; ev/msg = events per message). "
           "busy = workers that got any events.", flush=True)
-    for name, r, _ in rows:
+    for name, r, *_ in rows:
         if len(r.get('stops', ())) > 1:
             print(f"  {name}: workers stopped " + ', '.join(f"{t:.2f} s" for t in r['stops']) + " after the first produce, "
                   f"with {', '.join(map(str, r['per_worker']))} events and finally owning "
@@ -589,7 +593,9 @@ def main(argv=None):
     print(f"latency = wall time an output is read minus the wall time its trade was handed to the producer (one process "
           f"and clock). {a.latency_s:g} s from {a.latency_from} New York time per row, one fresh broker per row. The plain "
           "loop's and the worker's consumers use the fetch_max_wait_ms shown; the measuring consumer 10 ms; producers "
-          "linger_ms=5; worker poll 200 ms.")
+          "linger_ms=5; worker poll 200 ms. The floor the broker imposes: tansu answers a fetch only when its wait ends, "
+          "not when data arrives, so a hop costs up to fetch_max_wait_ms; the plain loop at the same setting (two hops: "
+          "its consumer and the measuring one) shows that floor for this machine.")
     print(f"\nEvery velox run put run_frame's alerts on alerts.darkpool. Not asserted anywhere: a measurement of this "
           f"machine (total {time.perf_counter() - t_all:.0f} s).")
 
