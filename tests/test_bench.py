@@ -60,5 +60,7 @@ def test_velox_bench_all_keep_reruns_some_benches_and_keeps_the_others(tmp_path)
     assert line in both and '| [validate](#validate) | ok |' in both, both[:2000]  # catalog's row unchanged: its own date
     assert 'velox bench catalog · smoke' in both and 'velox bench validate · smoke' in both
     assert 'Not run for this report' in both and 'catalog,' not in both.split('Not run for this report')[1].splitlines()[0]
-    alone = run('--only', 'validate')
+    assert '`python bench/bench_validate.py --smoke`' in both
+    alone = run('--only', 'validate', '--args', 'validate=--repeat 1')
+    assert '`python bench/bench_validate.py --smoke --repeat 1`' in alone  # per-bench options reach it and the report
     assert '| [catalog]' not in alone and '| [validate](#validate) | ok |' in alone

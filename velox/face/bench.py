@@ -4,7 +4,7 @@
 
 # %% ../../nbs/face/10_bench.ipynb #8dbb6a73
 from __future__ import annotations
-import argparse, json, os, platform, subprocess, sys, time
+import argparse, json, os, platform, shlex, subprocess, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 import velox
@@ -40,9 +40,9 @@ def commit(folder:Path=BENCH_DIR) -> str:
     except (OSError, subprocess.SubprocessError): return 'unknown'
 
 # %% ../../nbs/face/10_bench.ipynb #fe6c9277
-def run_bench(name:str, smoke:bool=False, timeout_s:float=1800, folder:Path=BENCH_DIR) -> dict:
-    "Run `bench_<name>.py` (with `--smoke`) in a fresh process: {name, cmd, seconds, rc, output}."
-    cmd = [sys.executable, str(Path(folder) / f'bench_{name}.py'), *(['--smoke'] if smoke else [])]
+def run_bench(name:str, smoke:bool=False, timeout_s:float=1800, folder:Path=BENCH_DIR, args=()) -> dict:
+    "Run `bench_<name>.py` (with `--smoke`, then `args`) in a fresh process: {name, cmd, seconds, rc, output, when, commit}."
+    cmd = [sys.executable, str(Path(folder) / f'bench_{name}.py'), *(['--smoke'] if smoke else []), *args]
     t0 = time.perf_counter()
     try:
         r = subprocess.run(cmd, cwd=Path(folder).parent, capture_output=True, text=True, timeout=timeout_s,
@@ -50,7 +50,7 @@ def run_bench(name:str, smoke:bool=False, timeout_s:float=1800, folder:Path=BENC
         rc, out = r.returncode, r.stdout + (f"\n{r.stderr[-3000:]}" if r.returncode else '')
     except subprocess.TimeoutExpired as e:
         rc, out = 124, f"{e.stdout.decode(errors='replace') if isinstance(e.stdout, bytes) else e.stdout or ''}\n(timed out after {timeout_s:.0f} s)"
-    return dict(name=name, cmd=f"python bench/bench_{name}.py{' --smoke' if smoke else ''}", seconds=time.perf_counter() - t0, rc=rc,
+    return dict(name=name, cmd=' '.join(['python', f'bench/bench_{name}.py', *cmd[2:]]), seconds=time.perf_counter() - t0, rc=rc,
                 output=out, when=datetime.now(timezone.utc).isoformat(timespec='seconds'), commit=commit(folder))
 
 def report(runs:list[dict], smoke:bool=False, when:datetime|None=None, folder:Path=BENCH_DIR, skipped=()) -> str:
@@ -84,10 +84,10 @@ def kept_runs(out:Path, smoke:bool) -> dict[str, dict]:
     return {r['name']: r for r in rec.get('runs', [])} if rec.get('smoke') == smoke else {}
 
 def bench_all(names:list[str]|None=None, smoke:bool=False, out:Path|None=None, timeout_s:float=1800, progress:bool=True,
-              keep:bool=False) -> tuple[Path, list[dict]]:
+              keep:bool=False, args:dict|None=None) -> tuple[Path, list[dict]]:
     """Run every bench (or `names`) one after another and write the report to `out` (default bench/BENCHMARKS.md) and
     its record `<out>.json`; `keep`: the report also keeps, from that record, the earlier runs of the benches not run now
-    (each says when and on which commit it ran). (path, runs of now)."""
+    (each says when and on which commit it ran); `args`: {name: [options]} passed to that bench. (path, runs of now)."""
     have = bench_names()
     names = names or have
     unknown = [n for n in names if n not in have]
@@ -96,7 +96,7 @@ def bench_all(names:list[str]|None=None, smoke:bool=False, out:Path|None=None, t
     runs, earlier = [], kept_runs(out, smoke) if keep else {}
     for n in names:
         if progress: print(f"bench {n}{' --smoke' if smoke else ''} ...", end=' ', flush=True, file=sys.stderr)
-        runs.append(run_bench(n, smoke, timeout_s))
+        runs.append(run_bench(n, smoke, timeout_s, args=(args or {}).get(n, ())))
         if progress: print(f"{'ok' if runs[-1]['rc'] == 0 else 'FAILED'} ({runs[-1]['seconds']:.0f} s)", file=sys.stderr)
         out.parent.mkdir(parents=True, exist_ok=True)
         both = sorted([*runs, *(r for k, r in earlier.items() if k in have and k not in names)], key=lambda r: r['name'])
@@ -115,7 +115,7 @@ def configure_bench(p):
     p.add_argument('args', nargs=argparse.REMAINDER, help="the benchmark's own options, e.g. --days 5 (see velox bench NAME "
                    "--help); for all: --smoke (small inputs), --only a,b / --skip a,b (benchmark names), --out FILE (default "
                    "bench/BENCHMARKS.md; with --smoke <out_dir>/BENCHMARKS.smoke.md), --timeout S per bench (default 1800), --keep (keep the "
-                   "earlier runs of the benchmarks not run now)")
+                   "earlier runs of the benchmarks not run now), --args NAME='OPTIONS' (options for one benchmark)")
     p.set_defaults(func=cmd_bench)
 
 class _AllParser(argparse.ArgumentParser):
@@ -129,6 +129,8 @@ def _all_args(args:list) -> argparse.Namespace:
     p.add_argument('--skip', metavar='A,B', help='not these benchmarks')
     p.add_argument('--out', metavar='FILE', help='the report (default bench/BENCHMARKS.md; with --smoke <out_dir>/BENCHMARKS.smoke.md)')
     p.add_argument('--timeout', type=float, default=1800, metavar='S', help='seconds a bench may run before it is stopped and reported (default 1800)')
+    p.add_argument('--args', action='append', default=[], metavar="NAME='OPTIONS'",
+                   help="options for one benchmark, e.g. --args \"scale=--end 10:10\" (repeatable; shown in the report)")
     p.add_argument('--keep', action='store_true', help="keep the earlier runs of the benchmarks not run now (from the report's "
                    "record, <out>.json), each with its own date and commit: rerun a few benches without losing the others")
     return p.parse_args(args)
@@ -143,7 +145,12 @@ def cmd_bench(a):
     names = pick(o.only) or bench_names()
     names = [n for n in names if n not in pick(o.skip)]
     out = o.out or (Path(os.environ.get('VELOX_OUT_DIR') or '.velox') / 'BENCHMARKS.smoke.md' if o.smoke else None)
-    path, runs = bench_all(names, o.smoke, out, o.timeout, keep=o.keep)
+    extra = {}
+    for x in o.args:
+        n, eq, opts = x.partition('=')
+        if not eq or n.strip() not in bench_names(): raise ConfigError(f"--args {x!r}: expected NAME=OPTIONS with NAME one of {', '.join(bench_names())}")
+        extra[n.strip()] = shlex.split(opts)
+    path, runs = bench_all(names, o.smoke, out, o.timeout, keep=o.keep, args=extra)
     bad = [r['name'] for r in runs if r['rc'] != 0]
     print(f"wrote {path}: {len(runs) - len(bad)} of {len(runs)} benchmarks ok")
     if bad: raise VeloxError(f"benchmarks failed: {', '.join(bad)} (their output is in {path})")
