@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #87cf066f
 from __future__ import annotations
-import hashlib, importlib.util, io, logging, os, pickle, re
+import functools, hashlib, importlib.util, io, logging, os, pickle, re
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time as dtime, timezone
 from pathlib import Path
@@ -225,14 +225,20 @@ def ns_to_local(ts, tz:ZoneInfo=NY):
     return pd.Timestamp(int(ts), tz='UTC').tz_convert(tz)
 
 # %% ../nbs/00_core.ipynb #a312b446
+@functools.lru_cache(maxsize=1 << 16)
+def _hour_offset(hour:int, tz:ZoneInfo) -> int:
+    "The offset from UTC (ns) of `tz`'s clock during UTC hour `hour` (hours since the epoch; offsets change on the hour)."
+    return int(datetime.fromtimestamp(hour * 3600, timezone.utc).astimezone(tz).utcoffset().total_seconds()) * NS
+
 def utc_offsets(ts:np.ndarray, tz:ZoneInfo|None=NY) -> np.ndarray:
     "The local clock's offset from UTC (ns) at each timestamp; zeros for `tz=None`."
     ts = np.asarray(ts, 'i8')
     if tz is None or not len(ts): return np.zeros(len(ts), 'i8')
-    hours, inv = np.unique(ts // (3600 * NS), return_inverse=True)
-    off = np.array([datetime.fromtimestamp(int(h) * 3600, timezone.utc).astimezone(tz).utcoffset().total_seconds()
-                    for h in hours], 'i8') * NS
-    return off[inv.ravel()]
+    h = ts // (3600 * NS)
+    if len(ts) == 1 or h[0] == h[-1] and (h == h[0]).all():  # one hour (a bar, a message): no sort
+        return np.full(len(ts), _hour_offset(int(h[0]), tz), 'i8')
+    hours, inv = np.unique(h, return_inverse=True)
+    return np.array([_hour_offset(int(x), tz) for x in hours], 'i8')[inv.ravel()]
 
 def local_ms(ts, tz:ZoneInfo=NY) -> np.ndarray:
     "Epoch ns -> milliseconds of local wall time (what a Bokeh datetime axis should show)."
