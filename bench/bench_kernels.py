@@ -1,18 +1,21 @@
 """Throughput of the indicator kernels (velox.market.kernels) on many symbols at once, against pandas doing the same work.
 
     python bench/bench_kernels.py [--symbols 2000] [--events 5000] [--repeat 3] [--only rsi,macd]
-    python bench/bench_kernels.py --smoke     (20 symbols x 1,000 events, 5,000 updates, one run per row)
+    python bench/bench_kernels.py --smoke     (100 symbols x 1,000 events, 5,000 updates, one run per row)
 
 Data: SYNTHETIC, not recorded. Each symbol is a geometric random walk starting at 100 with 1e-4 log-return
 steps, rounded to a one-cent tick grid (so, as in real trades, many consecutive prices repeat), and sizes
 are round lots of 100..10,000 shares. Symbols are the int codes 0..S-1 (pandas' fastest groupby key); the
 rows are already grouped by symbol, which is the layout the kernels take (values + segment offsets).
 
-One row per kernel: best-of-R wall time of the velox call (numba compile time excluded: every kernel runs
-once before timing) and of the pandas formulation of the same statistic (groupby().rolling / ewm / diff /
-cumsum), elements/s (= values in / seconds) and the ratio. Before timing, every velox result is checked
-against its pandas counterpart (1e-6 relative; rolling std only within pandas' own rounding noise), so the
-rates compare the same work. Then ns per update of the incremental classes. Nothing is asserted about speed.
+Two rows per kernel: the velox call on one core (numba.set_num_threads(1): the serial driver) with best-of-R
+wall time (numba compile time excluded: every kernel runs once before timing) and the pandas formulation of
+the same statistic (groupby().rolling / ewm / diff / cumsum), elements/s (= values in / seconds) and the
+ratio; under it the same call on all of numba's threads (the parallel driver, over segments), with its ratio
+to pandas and to one core. Before anything is timed, every kernel's parallel result is checked to equal its
+one-core result bit for bit, and every velox result against its pandas counterpart (1e-6 relative; rolling
+std only within pandas' own rounding noise), so the rates compare the same work. Then ns per update of the
+incremental classes. Nothing is asserted about speed.
 """
 from __future__ import annotations
 import argparse
@@ -20,13 +23,14 @@ import gc
 import os
 import platform
 import time
+import numba
 import numpy as np
 import pandas as pd
 
 import velox.market.indicators as I
 import velox.market.kernels as K
 
-SMOKE = dict(symbols=20, events=1_000, repeat=1, updates=5_000)  # --smoke: small, every check, the tables
+SMOKE = dict(symbols=100, events=1_000, repeat=1, updates=5_000)  # --smoke: small (but parallel), every check, the tables
 
 
 def make_data(n_sym:int, n_ev:int, seed:int=0):
@@ -105,6 +109,22 @@ def same(name, got, want, how):
         # 'skip': z-scores divide by pandas' noisy std (exactly 0 vs ~1e-9 in constant windows): not comparable
 
 
+def one_core(fn):
+    "`fn` with numba held to one thread in this thread: the kernels' serial driver."
+    def run():
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try: return fn()
+        finally: numba.set_num_threads(before)
+    return run
+
+
+def identical(name, par, one):
+    "The parallel driver must give the serial driver's values to the bit (NaNs in the same places)."
+    par, one = (par if isinstance(par, tuple) else (par,)), (one if isinstance(one, tuple) else (one,))
+    for a, b in zip(par, one, strict=True): np.testing.assert_array_equal(a, b, err_msg=f"{name}: parallel != one core")
+
+
 def best_of(fn, repeat:int):
     best, out = float('inf'), None
     for _ in range(repeat):
@@ -133,7 +153,6 @@ def incremental(px, size, n:int):
 
 
 def machine() -> str:
-    import numba
     return (f"{platform.processor() or platform.machine()} · {os.cpu_count()} cores · python {platform.python_version()} · "
             f"numpy {np.__version__} · numba {numba.__version__} · pandas {pd.__version__}")
 
@@ -145,7 +164,7 @@ def main(argv=None):
     p.add_argument('--repeat', type=int, default=3, help='best of R timed runs per row (default 3)')
     p.add_argument('--only', default='', help='comma-separated name prefixes of the rows to run')
     p.add_argument('--updates', type=int, default=200_000, help='values fed to each incremental class (default 200,000)')
-    p.add_argument('--smoke', action='store_true', help='20 symbols x 1,000 events, one run per row: every check and the '
+    p.add_argument('--smoke', action='store_true', help='100 symbols x 1,000 events, one run per row: every check and the '
                    'tables (the test command runs this)')
     a, _ = p.parse_known_args(argv)
     if a.smoke: vars(a).update(SMOKE)
@@ -157,24 +176,40 @@ def main(argv=None):
           f"one-cent ticks) · best of {a.repeat}")
     print(f"machine: {machine()}")
     from velox.market.kernels_cuda import gpu_available
-    print(f"backend: {'cuda' if gpu_available() else 'cpu'} (auto); numba CPU kernels run on one core\n")
+    threads = numba.get_num_threads()  # starts numba's threads, which fixes its threading layer
+    print(f"backend: {'cuda' if gpu_available() else 'cpu'} (auto) for 'auto' calls; these rows force the CPU: one core "
+          f"(numba.set_num_threads(1)) and parallel over segments on {threads} numba threads, "
+          f"threading layer {numba.threading_layer()!r}")
+    if threads < 2 or n < K.PARALLEL_MIN_VALUES or a.symbols < 2:
+        print(f"note: {threads} thread(s), {n:,} values (parallel from {K.PARALLEL_MIN_VALUES:,}), {a.symbols} symbols: "
+              "the parallel rows run on one core")
 
     only = [s.strip() for s in a.only.split(',') if s.strip()]
-    rows = []
-    head = f"{'kernel':<24} {'velox s':>9} {'velox elem/s':>14} {'pandas s':>9} {'pandas elem/s':>14} {'vs pandas':>10}"
-    print(head); print('-' * len(head))
-    for name, vx, pdf, how in cases(df, px, size, offs):
-        if only and not any(name.startswith(o) for o in only): continue
-        got = vx()  # warm-up: numba compiles (or loads its cache) here, untimed
+    picked = [c for c in cases(df, px, size, offs) if not only or any(c[0].startswith(o) for o in only)]
+    for name, vx, pdf, how in picked:  # every check before anything is timed; numba compiles (or loads its cache) here
+        got = vx()
+        identical(name, got, one_core(vx)())
         same(name, got, pdf(), how)
+    print(f"checked before timing: {len(picked)} kernels, parallel == one core bit for bit, velox == pandas\n")
+
+    rows = []
+    head = (f"{'kernel':<24} {'velox s':>9} {'velox elem/s':>14} {'pandas s':>9} {'pandas elem/s':>14} {'vs pandas':>10} "
+            f"{'vs 1 core':>10}")
+    print(head); print('-' * len(head))
+    for name, vx, pdf, how in picked:
+        t1, _ = best_of(one_core(vx), a.repeat)
         tv, _ = best_of(vx, a.repeat)
         tp, _ = best_of(pdf, a.repeat)
-        rows.append((name, tv, tp))
-        print(f"{name:<24} {tv:>9.4f} {n / tv:>14,.0f} {tp:>9.3f} {n / tp:>14,.0f} {tp / tv:>9.1f}x", flush=True)
+        rows.append((name, t1, tv, tp))
+        print(f"{name:<24} {t1:>9.4f} {n / t1:>14,.0f} {tp:>9.3f} {n / tp:>14,.0f} {tp / t1:>9.1f}x", flush=True)
+        print(f"{'  parallel, ' + str(threads) + ' threads':<24} {tv:>9.4f} {n / tv:>14,.0f} {'':>9} {'':>14} "
+              f"{tp / tv:>9.1f}x {t1 / tv:>9.2f}x", flush=True)
     if rows:
-        ratios = np.array([tp / tv for _, tv, tp in rows])
-        print(f"\nvs pandas: median {np.median(ratios):.1f}x, min {ratios.min():.1f}x, max {ratios.max():.1f}x; "
-              f"{(ratios >= 50).sum()} of {len(rows)} kernels at >= 50x")
+        t1, tv, tp = (np.array(c) for c in list(zip(*rows))[1:])
+        for label, r in (('one core vs pandas', tp / t1), (f'parallel ({threads} threads) vs pandas', tp / tv),
+                         ('parallel vs one core', t1 / tv)):
+            print(f"{label + ':':<34} median {np.median(r):.2f}x, min {r.min():.2f}x, max {r.max():.2f}x")
+        print(f"{(tp / tv >= 50).sum()} of {len(rows)} kernels at >= 50x pandas in parallel, {(tp / t1 >= 50).sum()} on one core")
 
     print(f"\n{'incremental class':<24} {'updates':>10} {'ns/update':>10}")
     for name, k, ns in incremental(px, size, min(a.updates, n)):

@@ -5,13 +5,17 @@
 # %% ../../nbs/market/03_kernels.ipynb #72bf9369
 from __future__ import annotations
 import math
+import threading
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
+from numba.extending import register_jitable
 
 # %% auto #0
-__all__ = ['SSQ_BUDGET', 'sma', 'segments_from_symbols', 'unsegment', 'check_period', 'check_window', 'rolling_sum',
-           'rolling_mean', 'rolling_mean_std', 'rolling_std', 'rolling_max', 'rolling_min', 'check_alpha', 'ewm_mean',
-           'ewm_std', 'ema', 'macd', 'rsi', 'bollinger', 'vwap_session', 'vwap_rolling', 'momentum', 'zscore']
+__all__ = ['SSQ_BUDGET', 'PARALLEL_MIN_VALUES', 'sma', 'segments_from_symbols', 'unsegment', 'check_period', 'check_window',
+           'rolling_sum', 'rolling_mean', 'rolling_mean_std', 'rolling_std', 'rolling_max', 'rolling_min',
+           'check_alpha', 'ewm_mean', 'ewm_std', 'ema', 'macd', 'rsi', 'bollinger', 'vwap_session', 'vwap_rolling',
+           'momentum', 'zscore']
 
 # %% ../../nbs/market/03_kernels.ipynb #539d3bbb
 def segments_from_symbols(symbols) -> tuple[np.ndarray, np.ndarray]:
@@ -189,14 +193,43 @@ def _momentum(x, y, lo, hi, p, o1, o2, o3, tmp):
 # %% ../../nbs/market/03_kernels.ipynb #42c61267
 _SEGS = (_rolling_sum, _rolling_moments, _rolling_extreme, _ewm, _macd, _rsi, _vwap, _momentum)
 
-def _cpu_driver(seg):
-    seg_jit = njit(cache=True)(seg)
+def _cpu_drivers(seg):
+    "`(serial, parallel)`: a loop over all segments on one core, and one over runs of segments on numba's threads."
+    # compiled code may call the plain function now; closing over it, not over a dispatcher (which pickles with a
+    # fresh uuid in every process), keeps numba's cache key (closure cells pickled) stable: the cache hits
+    register_jitable(seg)
     @njit(cache=True)
-    def drive(x, y, offsets, p, o1, o2, o3, tmp):
-        for s in range(len(offsets) - 1): seg_jit(x, y, offsets[s], offsets[s + 1], p, o1, o2, o3, tmp)
-    return drive
+    def serial(x, y, offsets, p, o1, o2, o3, tmp):
+        for s in range(len(offsets) - 1): seg(x, y, offsets[s], offsets[s + 1], p, o1, o2, o3, tmp)
+    @njit(parallel=True, cache=True)
+    def parallel(x, y, offsets, runs, p, o1, o2, o3, tmp):
+        for r in prange(len(runs) - 1):  # run r: segments runs[r] .. runs[r + 1] - 1
+            for s in range(runs[r], runs[r + 1]): seg(x, y, offsets[s], offsets[s + 1], p, o1, o2, o3, tmp)
+    return serial, parallel
 
-_CPU = {seg: _cpu_driver(seg) for seg in _SEGS}
+_CPU = {seg: _cpu_drivers(seg) for seg in _SEGS}
+
+PARALLEL_MIN_VALUES = 1 << 16  # below this, waking numba's threads (20-100 us) costs about what they save
+_WORKQUEUE = threading.Lock()  # numba's workqueue layer aborts the process when two threads enter it at once
+
+def _runs(offsets, k:int) -> np.ndarray:
+    "Segment indices cutting the segments into at most `k` runs of about equal value counts."
+    n, nseg = int(offsets[-1]), len(offsets) - 1
+    cuts = np.searchsorted(offsets, n * np.arange(1, k) / k, side='right') - 1  # the segment holding each cut point
+    return np.unique(np.r_[0, cuts, nseg]).astype(np.int64)
+
+def _run_cpu(seg, x, y, o, p, outs, tmp):
+    "Run `seg` over every segment: on numba's threads when there is enough work and it is safe, else on one core."
+    serial, parallel = _CPU[seg]
+    threads = numba.get_num_threads() if len(o) > 2 and len(x) >= PARALLEL_MIN_VALUES else 1
+    if threads < 2: return serial(x, y, o, p, *outs, tmp)
+    runs = _runs(o, 16 * threads)
+    workqueue = numba.threading_layer() == 'workqueue'
+    if workqueue and not _WORKQUEUE.acquire(blocking=False): return serial(x, y, o, p, *outs, tmp)  # same values, no wait
+    try:
+        with numba.parallel_chunksize(1): parallel(x, y, o, runs, p, *outs, tmp)  # per thread: take runs one at a time
+    finally:
+        if workqueue: _WORKQUEUE.release()
 
 def _cupy_of(a):
     "The cupy module if `a` is a cupy array, else None."
@@ -252,7 +285,7 @@ def _run(seg, x, offsets, params, nout:int=1, y=None, scratch:bool=False, backen
     if not _use_cuda(backend, x):
         if _cupy_of(x) is not None: x, y = x.get(), y.get()
         outs = [np.empty(n if i < nout else 1) for i in range(3)]
-        _CPU[seg](x, y, o, p, *outs, np.empty(n if scratch else 1, np.int64))
+        _run_cpu(seg, x, y, o, p, outs, np.empty(n if scratch else 1, np.int64))
         return tuple(outs[:nout])
     from velox.market.kernels_cuda import run_cuda
     return run_cuda(seg, x, y, o, p, nout, scratch)
