@@ -177,6 +177,7 @@ def main(argv=None):
     print(f"machine: {machine()}")
     from velox.market.kernels_cuda import gpu_available
     threads = numba.get_num_threads()  # starts numba's threads, which fixes its threading layer
+    K.KERNEL_THREADS = threads  # opt in to the parallel driver (velox's default is one core)
     print(f"backend: {'cuda' if gpu_available() else 'cpu'} (auto) for 'auto' calls; these rows force the CPU: one core "
           f"(numba.set_num_threads(1)) and parallel over segments on {threads} numba threads, "
           f"threading layer {numba.threading_layer()!r}")

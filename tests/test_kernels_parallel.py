@@ -23,6 +23,7 @@ SCRIPT = textwrap.dedent('''
 
     data, mode = sys.argv[1], sys.argv[2]
     K.PARALLEL_MIN_VALUES = 0  # every call with two segments or more goes parallel
+    K.KERNEL_THREADS = 4  # opt in (the default is one core)
 
     # real trades of four symbols on two feeds, plus one day of BAC cut into pieces of uneven length, with empty and
     # one-print segments in between: 0 to 33,381 values per segment
@@ -117,3 +118,17 @@ def test_parallel_kernels_equal_the_serial_kernels_bit_for_bit_on_real_trades_wi
 def test_parallel_kernels_called_from_two_threads_at_once_give_the_serial_values_and_never_abort(layer):
     out = run('threads', layer)
     assert 'threads: 17 kernels on' in out and (layer == 'default' or f'layer {layer}' in out), out
+
+
+def test_one_core_unless_asked_and_a_bad_setting_is_named():
+    "By default a kernel call stays on one core (the parallel driver never compiles); VELOX_KERNEL_THREADS opts in."
+    code = ("import numpy as np, velox.market.kernels as K\n"
+            "x = np.cumsum(np.random.default_rng(1).normal(size=200_000)) + 1e3\n"
+            "K.rolling_mean(x, np.array([0, 50_000, 200_000]), 20)\n"
+            "print(K.KERNEL_THREADS, bool(K._CPU[K._rolling_sum][1].signatures))")
+    env = {k: v for k, v in os.environ.items() if k != 'VELOX_KERNEL_THREADS'} | {'NUMBA_NUM_THREADS': '4'}
+    out = lambda e: subprocess.run([sys.executable, '-c', code], env=e, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out(env).stdout.split() == ['1', 'False']
+    assert out(env | {'VELOX_KERNEL_THREADS': '2'}).stdout.split() == ['2', 'True']
+    bad = out(env | {'VELOX_KERNEL_THREADS': 'many'})
+    assert bad.returncode != 0 and "VELOX_KERNEL_THREADS='many': expected a whole number" in bad.stderr

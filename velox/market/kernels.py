@@ -4,18 +4,19 @@
 
 # %% ../../nbs/market/03_kernels.ipynb #72bf9369
 from __future__ import annotations
-import math
+import math, os
 import threading
 import numba
 import numpy as np
 from numba import njit, prange
 from numba.extending import register_jitable
+from ..core import ConfigError
 
 # %% auto #0
-__all__ = ['SSQ_BUDGET', 'PARALLEL_MIN_VALUES', 'sma', 'segments_from_symbols', 'unsegment', 'check_period', 'check_window',
-           'rolling_sum', 'rolling_mean', 'rolling_mean_std', 'rolling_std', 'rolling_max', 'rolling_min',
-           'check_alpha', 'ewm_mean', 'ewm_std', 'ema', 'macd', 'rsi', 'bollinger', 'vwap_session', 'vwap_rolling',
-           'momentum', 'zscore']
+__all__ = ['SSQ_BUDGET', 'PARALLEL_MIN_VALUES', 'KERNEL_THREADS', 'sma', 'segments_from_symbols', 'unsegment', 'check_period',
+           'check_window', 'rolling_sum', 'rolling_mean', 'rolling_mean_std', 'rolling_std', 'rolling_max',
+           'rolling_min', 'check_alpha', 'ewm_mean', 'ewm_std', 'ema', 'macd', 'rsi', 'bollinger', 'vwap_session',
+           'vwap_rolling', 'momentum', 'zscore']
 
 # %% ../../nbs/market/03_kernels.ipynb #539d3bbb
 def segments_from_symbols(symbols) -> tuple[np.ndarray, np.ndarray]:
@@ -210,6 +211,14 @@ def _cpu_drivers(seg):
 _CPU = {seg: _cpu_drivers(seg) for seg in _SEGS}
 
 PARALLEL_MIN_VALUES = 1 << 16  # below this, waking numba's threads (20-100 us) costs about what they save
+
+def _kernel_threads(v:str|None) -> int:
+    try: n = int(v or 1)
+    except ValueError: n = 0
+    if n < 1: raise ConfigError(f"VELOX_KERNEL_THREADS={v!r}: expected a whole number of threads >= 1 (1: one core)")
+    return n
+
+KERNEL_THREADS = _kernel_threads(os.environ.get('VELOX_KERNEL_THREADS'))  # threads one kernel call may use: opt-in
 _WORKQUEUE = threading.Lock()  # numba's workqueue layer aborts the process when two threads enter it at once
 
 def _runs(offsets, k:int) -> np.ndarray:
@@ -221,14 +230,18 @@ def _runs(offsets, k:int) -> np.ndarray:
 def _run_cpu(seg, x, y, o, p, outs, tmp):
     "Run `seg` over every segment: on numba's threads when there is enough work and it is safe, else on one core."
     serial, parallel = _CPU[seg]
-    threads = numba.get_num_threads() if len(o) > 2 and len(x) >= PARALLEL_MIN_VALUES else 1
+    if KERNEL_THREADS < 2 or len(o) <= 2 or len(x) < PARALLEL_MIN_VALUES: return serial(x, y, o, p, *outs, tmp)
+    before = numba.get_num_threads()  # starts numba's threads (and fixes its threading layer) on first use
+    threads = min(KERNEL_THREADS, before)
     if threads < 2: return serial(x, y, o, p, *outs, tmp)
     runs = _runs(o, 16 * threads)
     workqueue = numba.threading_layer() == 'workqueue'
     if workqueue and not _WORKQUEUE.acquire(blocking=False): return serial(x, y, o, p, *outs, tmp)  # same values, no wait
     try:
+        numba.set_num_threads(threads)  # per calling thread
         with numba.parallel_chunksize(1): parallel(x, y, o, runs, p, *outs, tmp)  # per thread: take runs one at a time
     finally:
+        numba.set_num_threads(before)
         if workqueue: _WORKQUEUE.release()
 
 def _cupy_of(a):
