@@ -8,8 +8,9 @@ order map. Measured, never asserted.
 1. Execution: IBM and BAC's NBBO (Lean, the day's consolidated quotes) with signals every 10 s (market orders, and
    DAY limits one tick behind the touch), through ExecutionStage with the fast tier (`PaperBroker`) and the exact tier
    (`ExactBroker`, risk-averse and probabilistic queues, recorded-style latencies). Checked untimed first: both tiers
-   place the same signals, the exact tier never takes more than a quote displayed at one price, and a snapshot/restore
-   halfway gives the same orders and fills.
+   place the same signals, the exact tier never takes more than a quote displayed at one price (each fill placed on the
+   NBBO row it executed against, the one in force at its event time), and a snapshot/restore halfway gives the same
+   orders and fills.
 2. Queue: FIFO positions and fill times of resting sells/buys on the Databento ESM4 MBO sample (NautilusTrader test
    data, LGPL-3.0; see tests/fixtures/vendor/README.md) with `velox.trade.queue.fifo_fills` (the L3 book) against a
    plain dict order map; checked equal first.
@@ -57,25 +58,68 @@ def market(day, start, end):
     return nb, srcs
 
 
-def stage(tier):
-    broker = PaperBroker(fee_per_share=0.005) if tier == 'fast' else ExactBroker(FillSettings({'': LAT}, queue=tier))
-    return ExecutionStage([Account('a', (Strategy('momo'),)), Account('b', (Strategy('momo'),))], broker, latency_ms=3, tif='DAY')
+class Rows(dict):
+    "The dealer's last quotes (`Marks.quotes`), counting each symbol's: the NBBO row in force is `n[symbol] - 1`."
+    def __init__(self): super().__init__(); self.n = {}
+    def __setitem__(self, sym, q): self.n[sym] = self.n.get(sym, 0) + 1; super().__setitem__(sym, q)
+
+
+class Probe(ExactBroker):
+    "The exact tier, noting each fill with the NBBO row it took: (order id, symbol, side, limit, row, touch, price, qty, ack)."
+    def execute(self, order, quote):
+        fills = super().execute(order, quote)
+        row, touch = self.rows.n[order.symbol] - 1, quote[2] if order.side > 0 else quote[0]
+        self.took += [(order.id, order.symbol, order.side, order.limit, row, touch, p, q, self.ack_latency(order)) for p, q, _ in fills]
+        return fills
+
+
+def stage(tier, probe=False):
+    broker = (PaperBroker(fee_per_share=0.005) if tier == 'fast' else
+              (Probe if probe else ExactBroker)(FillSettings({'': LAT}, queue=tier)))
+    s = ExecutionStage([Account('a', (Strategy('momo'),)), Account('b', (Strategy('momo'),))], broker, latency_ms=3, tif='DAY')
+    if probe: broker.took = []; s.state.marks.quotes = broker.rows = Rows()
+    return s
+
+
+def overtaken(nb, res, took) -> str:
+    """Where the exact tier took more than a quote displayed at one price, '' if nowhere. Each fill is placed on the
+    NBBO row it executed against (several rows can share a timestamp, and a price can leave and come back within one);
+    that row must be the quote in force at the fill's event time less its ack latency, a taker fill is at its touch, and
+    over a run of rows at one touch price what our fills took so far never exceeds the size the row displays."""
+    f, want = res['fill'], {}
+    for r in took: want.setdefault(r[0], []).append(r)
+    for i, r in enumerate(f.tolist()):
+        oid, ts, qty = r[4], r[0], r[6]
+        if not want.get(oid) or want[oid][0][7] != qty: return f"fill {i} of order {oid} is not one the broker made"
+        _, sym, side, limit, row, touch, price, _, ack = want[oid].pop(0)
+        q, px, t = nb[sym], 'ask' if side > 0 else 'bid', ts - ack
+        if touch != q[px][row] or not (q['ts'][row] <= t and (row + 1 == len(q) or q['ts'][row + 1] >= t)):
+            return f"order {oid} filled at {t} against {sym}'s quote of {int(q['ts'][row])}, not the one in force then"
+        if not limit and price != touch: return f"order {oid} took {price} when {sym}'s {px} was {touch}"
+    if any(want.values()): return "the broker made fills that were never reported"
+    for sym, q in nb.items():
+        for side, px, sz in ((1, 'ask', 'ask_size'), (-1, 'bid', 'bid_size')):
+            run = np.r_[0, np.cumsum(q[px][1:] != q[px][:-1])]  # rows in a row at one price
+            so_far = {}
+            for oid, s, d, _, row, _, _, qty, _ in took:
+                if (s, d) != (sym, side): continue
+                k = int(run[row]); so_far[k] = so_far.get(k, 0.0) + qty
+                if so_far[k] > q[sz][row] + 1e-9:
+                    return f"our fills took {so_far[k]:g} of {sym}'s {px} at {int(q[px][row])}, which displayed {q[sz][row]:g}"
+    return ''
 
 
 def check_tiers(nb, srcs):
-    out = {t: run_frame(stage(t), srcs, collect=KEEP).outputs for t in ('fast', 'risk_averse', 'prob')}
+    out, took = {'fast': run_frame(stage('fast'), srcs, collect=KEEP).outputs}, {}
+    for t in ('risk_averse', 'prob'):
+        s = stage(t, probe=True)
+        out[t], took[t] = run_frame(s, srcs, collect=KEEP).outputs, s.settings.broker.took
+        if s.settings.broker.rows.n != {k: len(b) for k, b in nb.items()}: raise SystemExit(f"the {t} tier saw other quotes than the NBBO")
     placed = lambda r: sorted(r['order']['signal_id'][r['order']['status'] == 'PLACED'].tolist())
     for t in ('risk_averse', 'prob'):
         if placed(out[t]) != placed(out['fast']): raise SystemExit(f"the {t} tier placed other signals than the fast tier")
-        f = out[t]['fill']
-        for sym, q in nb.items():
-            for side, px, sz in ((1, 'ask', 'ask_size'), (-1, 'bid', 'bid_size')):
-                g = f[(f['symbol'] == sym) & (f['side'] == side) & np.isin(f['order_id'], out[t]['order']['order_id'][out[t]['order']['price'] == 0])]
-                run = np.r_[0, np.cumsum(q[px][1:] != q[px][:-1])]
-                at = [np.flatnonzero((q['ts'] <= ts) & (q[px] == p))[-1] for ts, p in zip(g['ts'].tolist(), g['price'].tolist())]
-                took = np.bincount(run[np.array(at, int)], g['qty'], minlength=run[-1] + 1)
-                most = np.zeros(run[-1] + 1); np.maximum.at(most, run, q[sz])
-                if (took > most + 1e-9).any(): raise SystemExit(f"{t} tier: our fills took more than {sym}'s displayed {px}")
+        why = overtaken(nb, out[t], took[t])
+        if why: raise SystemExit(f"{t} tier: {why}")
     s = stage('risk_averse'); half = len(srcs[0].data) // 2
     cut = int(srcs[0].data['ts'][half])
     a = [ArraySource(x.kind, x.symbol, x.data[x.data['ts'] < cut]) for x in srcs]
