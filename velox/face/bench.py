@@ -31,12 +31,14 @@ def machine() -> str:
     return f"{cpu} · {os.cpu_count()} cores · {mem} · {platform.system()} {platform.release()} · python {platform.python_version()}"
 
 def commit(folder:Path=BENCH_DIR) -> str:
-    "The git commit of the checkout holding `folder` (with `+dirty` when tracked files differ), or 'unknown'."
+    "The git commit of the checkout holding `folder` (with `+dirty` when tracked files other than the reports differ), or 'unknown'."
     def git(*a):
         return subprocess.run(['git', *a], cwd=folder, capture_output=True, text=True, timeout=20).stdout.strip()
     try:
         sha = git('rev-parse', '--short=12', 'HEAD')
-        return (sha + ('+dirty' if git('status', '--porcelain', '--untracked-files=no') else '')) if sha else 'unknown'
+        changed = [ln for ln in git('status', '--porcelain', '--untracked-files=no').splitlines()
+                   if not ln.rstrip().endswith(('BENCHMARKS.md', 'BENCHMARKS.json'))]  # a report being written is not code
+        return (sha + ('+dirty' if changed else '')) if sha else 'unknown'
     except (OSError, subprocess.SubprocessError): return 'unknown'
 
 # %% ../../nbs/face/10_bench.ipynb #fe6c9277
