@@ -101,7 +101,7 @@ def overtaken(nb, res, took) -> str:
         for side, px, sz in ((1, 'ask', 'ask_size'), (-1, 'bid', 'bid_size')):
             run = np.r_[0, np.cumsum(q[px][1:] != q[px][:-1])]  # rows in a row at one price
             so_far = {}
-            for oid, s, d, _, row, _, _, qty, _ in took:
+            for _oid, s, d, _, row, _, _, qty, _ in took:
                 if (s, d) != (sym, side): continue
                 k = int(run[row]); so_far[k] = so_far.get(k, 0.0) + qty
                 if so_far[k] > q[sz][row] + 1e-9:

@@ -197,7 +197,7 @@ def main(argv=None):
     head = (f"{'kernel':<24} {'velox s':>9} {'velox elem/s':>14} {'pandas s':>9} {'pandas elem/s':>14} {'vs pandas':>10} "
             f"{'vs 1 core':>10}")
     print(head); print('-' * len(head))
-    for name, vx, pdf, how in picked:
+    for name, vx, pdf, _how in picked:
         t1, _ = best_of(one_core(vx), a.repeat)
         tv, _ = best_of(vx, a.repeat)
         tp, _ = best_of(pdf, a.repeat)
