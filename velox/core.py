@@ -234,8 +234,7 @@ def utc_offsets(ts:np.ndarray, tz:ZoneInfo|None=NY) -> np.ndarray:
     "The local clock's offset from UTC (ns) at each timestamp; zeros for `tz=None`."
     ts = np.asarray(ts, 'i8')
     if tz is None or not len(ts): return np.zeros(len(ts), 'i8')
-    h = ts // (3600 * NS)
-    if len(ts) == 1 or h[0] == h[-1] and (h == h[0]).all():  # one hour (a bar, a message): no sort
+    if (h := ts // (3600 * NS))[0] == h[-1] and (h == h[0]).all():  # one hour (a bar, a message): no sort
         return np.full(len(ts), _hour_offset(int(h[0]), tz), 'i8')
     hours, inv = np.unique(h, return_inverse=True)
     return np.array([_hour_offset(int(x), tz) for x in hours], 'i8')[inv.ravel()]
