@@ -90,10 +90,8 @@ def market_stream(closes, n_sym:int, per_symbol:int, seed:int=0):
     long = np.tile(closes, -(-(per_symbol + len(closes)) // len(closes)))
     offs, num = rng.integers(0, len(closes), n_sym), rng.integers(8, 65, n_sym)
     vals = np.stack([long[o:o + per_symbol] * m / 16 for o, m in zip(offs, num)])  # (symbol, update)
-    rows = np.concatenate([rng.permutation(n_sym) for _ in range(per_symbol)])
-    k = np.zeros(n_sym, np.int64); upd = np.empty(len(rows), np.int64)
-    for i, r in enumerate(rows): upd[i] = k[r]; k[r] += 1
-    return rows, vals[rows, upd]
+    rows = np.concatenate([rng.permutation(n_sym) for _ in range(per_symbol)])  # round k: every symbol's update k
+    return rows, vals[rows, np.repeat(np.arange(per_symbol), n_sym)]
 
 
 def check_market(rows, vals, n_check:int):

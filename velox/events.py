@@ -221,8 +221,7 @@ def split_by_symbol(b:np.ndarray):
 
 # %% ../nbs/01_events.ipynb #d2f7a3fb
 JSON_NAMES = {'ts': 'timestamp', 'venue': 'exchange', 'cond': 'conditions'}  # field -> key in the dict (JSON) form
-_RENAME = JSON_NAMES
-_UNRENAME = {v: k for k, v in _RENAME.items()}
+_UNRENAME = {v: k for k, v in JSON_NAMES.items()}
 
 def json_columns(kind:str, b:np.ndarray) -> dict:
     """The columns of the dict (JSON) form of `b`, as lists (key -> values), converted a column at a time: times as
@@ -309,7 +308,7 @@ def from_dicts(ds:list[dict], kind:str, source:str='<dicts>') -> np.ndarray:
                 raise DataError(source, f"expected an object, got {_shown(d['forming_candle'])}", line=i + 1, field='forming_candle')
             d = {**d, **{'fc_' + ('ts' if k == 'timestamp' else k): v for k, v in d['forming_candle'].items()}}
         for name in dt.names:
-            key = _RENAME.get(name, name)
+            key = JSON_NAMES.get(name, name)
             if key not in d:
                 if name in required: raise DataError(source, 'missing required field', line=i + 1, field=key)
                 continue
