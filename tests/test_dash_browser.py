@@ -60,7 +60,7 @@ def served(tmp_path):
 
 
 def test_served_desk_replays_a_real_day_at_max_speed_pauses_and_stays_bounded(served):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout, sync_playwright
     url, pid = served
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
@@ -83,7 +83,11 @@ def test_served_desk_replays_a_real_day_at_max_speed_pauses_and_stays_bounded(se
             if c['status'].startswith('<b>finished'): break
             assert time.monotonic() - t0 < 60, f"replay did not finish: {c['status']}"
             time.sleep(0.1)
-        time.sleep(1.0)  # the last refresh, and the monitor's next reading
+        # the last refresh reaches the page when the server and the browser get to it (seconds on a loaded machine)
+        try: page.wait_for_function("""() => { const d = Bokeh.documents[0], n = k => d.get_model_by_name(k).get_length();
+                                             return n('candles') > 300 && n('indicators') > 300; }""", timeout=30_000)
+        except PlaywrightTimeout: pass  # the assertions below say what the page shows
+        time.sleep(1.0)  # the monitor's next reading
         end = counts()
         rss1 = _rss_mb(pid)
         print(f"\nfull day at max: {time.monotonic() - t0:.1f} s; server RSS {rss0:.0f} MB before, peak {rss_peak:.0f} MB, "
