@@ -128,3 +128,20 @@ def test_hot_from_dsn_opens_redis(redis_url):
     with hot_from_dsn(redis_url) as h:
         assert isinstance(h, RedisHot)
         assert h.r.ping()
+
+
+def test_prints_are_stored_compact_and_lists_written_before_still_dedupe_and_read_back(hots, trades):
+    "A list left by the JSON-object encoding: new prints after its head are pushed compact, the overlap is skipped."
+    from collections import deque
+    from velox.infra.hot import encode_value
+    rh, mh = hots
+    ibm = trades[trades['symbol'] == 'IBM'][:300]
+    old = [encode_value(d) for d in to_dicts(ibm[:100], 'trade')]
+    rh.r.lpush('ticks:IBM', *old)
+    mh._d['ticks:IBM'] = deque(reversed(old))  # index 0 is the head, as LPUSH leaves it
+    for h in hots: h.write_ticks_batch(ibm[50:], cap=1000)
+    want = to_dicts(ibm[::-1], 'trade')
+    assert rh.ticks('IBM', 1000) == mh.ticks('IBM', 1000) == want  # 300 prints: the 50 re-sent were not doubled
+    head, tail = rh.r.lindex('ticks:IBM', 0), rh.r.lindex('ticks:IBM', -1)
+    assert head.startswith(b'["') and len(head) < len(encode_value(want[0])) / 2, head
+    assert tail == old[0].encode()

@@ -6,7 +6,8 @@
 from __future__ import annotations
 import json, os, time
 from ..core import CONNECT_TIMEOUT_S, ServiceError, check_dsn_secret, mask_dsn, redact
-from .hot import SYMBOL_KEYS, TFS, TOUCH, HotStore, Subscription, encode_value, print_order, touch_scores
+from .hot import (SYMBOL_KEYS, TFS, TOUCH, HotStore, Subscription, encode_value, pack_print, print_order,
+                             touch_scores, unpack_print)
 
 # %% auto #0
 __all__ = ['redis_client', 'RedisHot']
@@ -48,8 +49,10 @@ local head = redis.call('LINDEX', KEYS[1], 0)
 local last = nil
 if head and ARGV[3] == '1' then
   local ok, d = pcall(cjson.decode, head)
-  if ok and type(d) == 'table' and type(d.timestamp) == 'string' and type(d.seq) == 'number' then
-    last = d.timestamp .. '|' .. string.format('%020d', d.seq)
+  if ok and type(d) == 'table' then
+    local ts, seq = d.timestamp, d.seq  -- a print as a JSON object, or compact: an array from timestamp to seq
+    if ts == nil then ts, seq = d[1], d[#d] end
+    if type(ts) == 'string' and type(seq) == 'number' then last = ts .. '|' .. string.format('%020d', seq) end
   end
 end
 local n = 0
@@ -80,7 +83,7 @@ class RedisHot(HotStore):
         p = self.r.pipeline(transaction=False)
         for sym, ts in ticks.items():
             args = [cap, ttl_s, int(dedupe)]
-            for t in ts: args += [print_order(t) or '', encode_value(t)]
+            for t in ts: args += [print_order(t) or '', pack_print(sym, t)]
             self._push_script(keys=[f'ticks:{sym}'], args=args, client=p)
         p.zadd(TOUCH, touch_scores(ticks))
         p.execute()
@@ -91,7 +94,7 @@ class RedisHot(HotStore):
 
     def ticks(self, symbol:str, n:int=100) -> list[dict]:
         "The newest `n` prints of `symbol`, newest first."
-        return [json.loads(v) for v in self.r.lrange(f'ticks:{symbol}', 0, n - 1)] if n > 0 else []
+        return [unpack_print(symbol, v) for v in self.r.lrange(f'ticks:{symbol}', 0, n - 1)] if n > 0 else []
 
     def put_snapshot(self, key:str, data:bytes):
         "Store opaque bytes under `snap:{key}` (no expiry)."
