@@ -40,16 +40,19 @@ def _fill(ts, sym, bid, bsz, ask, asz, ven, seq, px0, sz0, ven0, o_ts, o_sym, o_
     "One pass: each side's latest row carried forward (the state's before any), one output row per update."
     n, j = len(ts), 0
     cb, cbs, ca, cas, bi, ai = px0[0], sz0[0], px0[1], sz0[1], -1, -1
+    ws, wv = sym.shape[1], ven.shape[1]  # text copied a character at a time: slicing rows costs more than the copy
     for i in range(n):
         isb, isa = _sets(bid, bsz, i), _sets(ask, asz, i)
         if isb: cb, cbs, bi = bid[i], bsz[i], i
         if isa: ca, cas, ai = ask[i], asz[i], i
         if (i + 1 < n and isb and not isa and _sets(ask, asz, i + 1) and not _sets(bid, bsz, i + 1)
                 and ts[i] == ts[i + 1]): continue  # half an update: emitted with its ask row
-        o_ts[j], o_seq[j], o_sym[j, :] = ts[i], seq[i], sym[i, :]
+        o_ts[j], o_seq[j] = ts[i], seq[i]
+        for c in range(ws): o_sym[j, c] = sym[i, c]
         o_bid[j], o_bsz[j], o_ask[j], o_asz[j] = cb, cbs, ca, cas
-        o_bv[j, :] = ven[bi, :] if bi >= 0 else ven0[0, :]
-        o_av[j, :] = ven[ai, :] if ai >= 0 else ven0[1, :]
+        for c in range(wv):
+            o_bv[j, c] = ven[bi, c] if bi >= 0 else ven0[0, c]
+            o_av[j, c] = ven[ai, c] if ai >= 0 else ven0[1, c]
         j += 1
 
 _QUOTE_IN = ('ts', 'symbol', 'bid', 'bid_size', 'ask', 'ask_size', 'venue', 'seq')
