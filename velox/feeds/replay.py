@@ -11,7 +11,8 @@ import numpy as np
 from ..stage import register_state
 
 # %% auto #0
-__all__ = ['KIND_RANK', 'source_order', 'Run', 'TemporalMerge', 'ArraySource', 'WallClock', 'Replay', 'WarmReplay']
+__all__ = ['KIND_RANK', 'source_order', 'Run', 'TemporalMerge', 'merged_runs', 'SliceMerge', 'ArraySource', 'WallClock', 'Replay',
+           'WarmReplay']
 
 # %% ../../nbs/feeds/01_replay.ipynb #8737b5dd
 KIND_RANK = {'quote': 0, 'nbbo': 0, 'book': 0, 'trade': 1, 'bar': 2, 'quote_bar': 2, 'alert': 3}
@@ -62,25 +63,58 @@ class TemporalMerge:
         outside (every source promised nothing before it, see `velox.runtime.watermarks`): rows before it go too."""
         wm = self.last[self.open].min() if self.open.any() else None
         if wm is not None and floor is not None: wm = max(wm, floor)
-        ranks, rows, keys, parts = [], [], [], {}
+        parts, keys = {}, {}
         for r, (bufs, ks) in enumerate(zip(self.bufs, self.keys)):
             if not bufs: continue
             b = bufs[0] if len(bufs) == 1 else np.concatenate(bufs)
             k = ks[0] if len(ks) == 1 else np.concatenate(ks)
             cut = len(k) if wm is None else int(np.searchsorted(k, wm, 'left'))
             self.bufs[r], self.keys[r] = ([b[cut:]], [k[cut:]]) if cut < len(k) else ([], [])
-            if cut == 0: continue
-            parts[r] = b[:cut]
-            keys.append(k[:cut]); ranks.append(np.full(cut, r)); rows.append(np.arange(cut))
-        if not parts: return []
-        if not ordered: return [Run(r, b) for r, b in parts.items()]
-        keys, ranks, rows = np.concatenate(keys), np.concatenate(ranks), np.concatenate(rows)
-        order = np.lexsort((rows, ranks, keys))
-        ranks, rows = ranks[order], rows[order]
-        cuts = np.flatnonzero(np.diff(ranks)) + 1
-        starts, ends = np.r_[0, cuts], np.r_[cuts, len(ranks)]
-        # rows of one source appear in increasing order, so each run is a contiguous slice
-        return [Run(int(ranks[s]), parts[int(ranks[s])][rows[s]:rows[e - 1] + 1]) for s, e in zip(starts, ends)]
+            if cut: parts[r], keys[r] = b[:cut], k[:cut]
+        return merged_runs(parts, keys, ordered)
+
+def merged_runs(parts:dict, keys:dict, ordered:bool=True) -> list[Run]:
+    """The rows a merge releases (`{rank: rows}`, with their keys) as runs in merge order by `(key, rank, row)`, or
+    (`ordered=False`) one run per source."""
+    if not parts: return []
+    if not ordered: return [Run(r, b) for r, b in parts.items()]
+    ranks = np.concatenate([np.full(len(b), r) for r, b in parts.items()])
+    rows = np.concatenate([np.arange(len(b)) for b in parts.values()])
+    order = np.lexsort((rows, ranks, np.concatenate(list(keys.values()))))
+    ranks, rows = ranks[order], rows[order]
+    cuts = np.flatnonzero(np.diff(ranks)) + 1
+    starts, ends = np.r_[0, cuts], np.r_[cuts, len(ranks)]
+    # rows of one source appear in increasing order, so each run is a contiguous slice
+    return [Run(int(ranks[s]), parts[int(ranks[s])][rows[s]:rows[e - 1] + 1]) for s, e in zip(starts, ends)]
+
+class SliceMerge:
+    """`TemporalMerge` over sources held whole in memory (what `Replay` loads): `push(rank, n)` makes a source's next
+    `n` rows available, and what `pop` releases are views of the sources: no row is copied."""
+    def __init__(self, data:list[np.ndarray]):
+        self.data = data
+        self.keys = [np.maximum.accumulate(d['ts']) for d in data]  # the merge key: running max of ts
+        self.pushed, self.popped = [0] * len(data), [0] * len(data)
+        self.last = np.full(len(data), np.iinfo(np.int64).min)
+        self.open = np.array([len(d) > 0 for d in data], bool)
+
+    needs = TemporalMerge.needs
+
+    def push(self, rank:int, n:int):
+        "The next `n` rows of source `rank` are available (it closes at its end)."
+        end = self.pushed[rank] = min(len(self.data[rank]), self.pushed[rank] + n)
+        if end: self.last[rank] = self.keys[rank][end - 1]
+        if end == len(self.data[rank]): self.open[rank] = False
+
+    def pop(self, ordered:bool=True, floor:int|None=None) -> list[Run]:
+        "As `TemporalMerge.pop`."
+        wm = self.last[self.open].min() if self.open.any() else None
+        if wm is not None and floor is not None: wm = max(wm, floor)
+        parts, keys = {}, {}
+        for r, (lo, hi) in enumerate(zip(self.popped, self.pushed)):
+            k = self.keys[r][lo:hi]
+            cut = len(k) if wm is None else int(np.searchsorted(k, wm, 'left'))
+            if cut: parts[r], keys[r], self.popped[r] = self.data[r][lo:lo + cut], k[:cut], lo + cut
+        return merged_runs(parts, keys, ordered)
 
 # %% ../../nbs/feeds/01_replay.ipynb #41ed1767
 @dataclass
@@ -157,15 +191,11 @@ class Replay:
         with self._lock:  # a replay paused before it started starts paused
             self._started, self.done = True, 0
             self.state = 'running' if self._running.is_set() else 'paused'
-        merge, pos = TemporalMerge(len(data)), [0] * len(data)
-        for r, d in enumerate(data):
-            if not len(d): merge.close(r)
+        merge = SliceMerge(data)
         self._anchor = None
         try:
             while not self._stopped.is_set():
-                for r in merge.needs():
-                    merge.push(r, data[r][pos[r]:pos[r] + self.chunk_rows]); pos[r] += self.chunk_rows
-                    if pos[r] >= len(data[r]): merge.close(r)
+                for r in merge.needs(): merge.push(r, self.chunk_rows)
                 runs = merge.pop(ordered or bool(self.speed))
                 if not runs and not merge.open.any(): break
                 pieces = [(self.sources[run.rank], p) for run in runs
