@@ -19,9 +19,11 @@ __all__ = ['SYMBOL_KEYS', 'TOUCH', 'TFS', 'TRADE_KEYS', 'PRINT_FIELDS', 'encode_
 SYMBOL_KEYS = ('l1:{symbol}', 'ticks:{symbol}', 'ind:{symbol}')  # plus bar:{tf}:{symbol} for each tf in `hot:tfs`
 TOUCH, TFS = 'hot:touch', 'hot:tfs'
 
+_ENCODER = json.JSONEncoder(separators=(',', ':'), default=lambda o: o.item() if isinstance(o, np.generic) else str(o))
+
 def encode_value(v) -> str:
     "A value as the compact JSON text a hot store holds (numpy scalars as Python numbers)."
-    return json.dumps(v, separators=(',', ':'), default=lambda o: o.item() if isinstance(o, np.generic) else str(o))
+    return _ENCODER.encode(v)  # one encoder for every value: json.dumps with options builds one per call
 
 def touch_scores(symbols) -> dict:
     "Recency scores for `symbols` touched now, in the order given (later = hotter): wall-clock microseconds + rank."
