@@ -66,6 +66,18 @@ def test_outside_nbbo_alerts_of_the_dark_pool_stage_are_the_outside_nbbo_detecto
     assert (a['method'] & 2).all() and ((a['method'] & 1 > 0) == a['off_exchange']).all()
 
 
+@pytest.mark.parametrize('lag_ms', [0, 3, 250])
+def test_outside_nbbo_over_replay_windows_of_any_size_equals_one_window(lag_ms):
+    "Windows join the rows held from earlier windows with the window's own: every chunk size gives run_frame's alerts."
+    srcs = CAT.find('IBM', DAYS[1]) + CAT.find('BAC', DAYS[1])
+    stage = lambda: Chain(NBBOStage(), OutsideNBBO(tolerance_bps=0, quote_lag_ms=lag_ms))
+    ref = run_frame(stage(), srcs)['alert']
+    assert len(ref) > 100
+    for rows in (97, 4096, 65_536):
+        got = run_replay(stage(), Replay(srcs, chunk_rows=rows))['alert']
+        assert_same(canon(got), canon(ref))
+
+
 def _week_chain_alerts(sym, days, **kw):
     chain = Chain(NBBOStage(), DarkPoolStage(DarkPoolParams(**kw)))
     return [run_frame(chain, CAT.find(sym, d), collect=('alert',)).outputs.get('alert', empty('alert')) for d in days]

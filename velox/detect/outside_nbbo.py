@@ -42,12 +42,29 @@ class OutsideNBBO(Stage):
         return self._judge(symbol, b, st)
 
     def on_window(self, symbol, batches, st):
-        "A window at once: remember its quotes, judge its trades against them, then forget what no later trade needs."
+        """A window at once: judge its trades against its quotes and the rows held from earlier windows, then forget
+        what no later trade needs. The window's NBBO is used where it lies (not copied behind the held rows)."""
         nb, tr = batches.get('nbbo'), batches.get('trade')
-        if nb is not None: self._remember(st, nb)
-        out = self._judge(symbol, tr, st) if tr is not None else []
-        self._forget(st, max(int(b['ts'][-1]) for b in (nb, tr) if b is not None))
+        upto = max(int(b['ts'][-1]) for b in (nb, tr) if b is not None)
+        held = st.get('hist')
+        if nb is None or held is None:
+            if nb is not None: self._remember(st, nb)
+            out = self._judge(symbol, tr, st) if tr is not None else []
+        else:
+            out = self._judge_across(symbol, tr, st, held, nb) if tr is not None else []
+            # keep the window's rows alone when the row in force at `upto - lag` is one of them (almost always)
+            if nb['ts'][0] <= upto - self.lag: st['hist'] = nb
+            else: self._remember(st, nb)
+        self._forget(st, upto)
         return out
+
+    def _judge_across(self, symbol, tr, st, held, nb):
+        "Judge `tr` as against the held rows followed by the window's `nb`: each trade on the one part its row is in."
+        i = np.searchsorted(nb['ts'], tr['ts'] - self.lag, 'right') - 1
+        k = int((i < 0).sum())  # trades before the window's first quote (a prefix, in time order) go by the held rows
+        if (i[:k] >= 0).any(): return self._judge(symbol, tr, st, h=np.concatenate([held, nb]))  # out of time order
+        parts = [a for _, a in self._judge(symbol, tr[:k], st) + self._judge(symbol, tr[k:], st, i[k:], nb)]
+        return [('alert', parts[0] if len(parts) == 1 else np.concatenate(parts))] if parts else []
 
     def _remember(self, st, nb):
         st['hist'] = nb if st.get('hist') is None else np.concatenate([st['hist'], nb])
@@ -57,9 +74,9 @@ class OutsideNBBO(Stage):
         h = st.get('hist')
         if h is not None: st['hist'] = h[max(int(np.searchsorted(h['ts'], upto - self.lag, 'right')) - 1, 0):]
 
-    def _judge(self, symbol, b, st, i=None):
-        "Alerts for trades `b`; `i`: each trade's prevailing row in `st['hist']`, if the caller has it already."
-        h = st.get('hist')
+    def _judge(self, symbol, b, st, i=None, h=None):
+        "Alerts for trades `b`; `i`: each trade's prevailing row in `h` (default `st['hist']`), if the caller has it already."
+        h = st.get('hist') if h is None else h
         if h is None:
             st['skipped_no_quote'] = st.get('skipped_no_quote', 0) + len(b); return []
         if i is None: i = np.searchsorted(h['ts'], b['ts'] - self.lag, 'right') - 1
