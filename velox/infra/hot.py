@@ -34,11 +34,12 @@ def touch_scores(symbols) -> dict:
 TRADE_KEYS = tuple(to_dicts(empty('trade', 1), 'trade')[0])
 PRINT_FIELDS = tuple(k for k in TRADE_KEYS if k not in ('type', 'symbol'))
 assert PRINT_FIELDS[0] == 'timestamp' and PRINT_FIELDS[-1] == 'seq'  # the Lua script reads them from an array's ends
+_TRADE_KEYSET = set(TRADE_KEYS)
 
 def pack_print(symbol:str, d:dict) -> str:
     """A print as the entry `ticks:{symbol}` holds: a trade of that symbol as the JSON array of its `PRINT_FIELDS`
     (about 60 bytes instead of 170); anything else as its JSON object."""
-    if d.get('type') == 'trade' and d.get('symbol') == symbol and len(d) == len(TRADE_KEYS) and all(k in d for k in PRINT_FIELDS):
+    if d.keys() == _TRADE_KEYSET and d['type'] == 'trade' and d['symbol'] == symbol:
         return encode_value([d[k] for k in PRINT_FIELDS])
     return encode_value(d)
 
@@ -46,8 +47,8 @@ def unpack_print(symbol:str, v) -> dict:
     "The print dict of an entry of `ticks:{symbol}` (either form)."
     x = json.loads(v)
     if not isinstance(x, list): return x
-    d = dict(zip(PRINT_FIELDS, x), type='trade', symbol=symbol)
-    return {k: d[k] for k in TRADE_KEYS}
+    vals = iter(x)
+    return {k: 'trade' if k == 'type' else symbol if k == 'symbol' else next(vals) for k in TRADE_KEYS}
 
 def print_order(d:dict) -> str|None:
     "The (timestamp, seq) order key of a print as one comparable string (the Lua script builds the same)."
