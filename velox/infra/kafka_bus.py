@@ -27,7 +27,7 @@ class KafkaBus:
         self.connect_timeout_s = connect_timeout_s
         self.group_kw = dict(session_timeout_ms=session_timeout_ms, heartbeat_interval_ms=heartbeat_interval_ms)
         self._producer = self._admin = self._probe = None
-        self._known, self._errors, self._lock = set(), [], threading.Lock()
+        self._known, self._sending, self._errors, self._lock = set(), set(), [], threading.Lock()
 
     def __repr__(self): return f"KafkaBus({self.bootstrap!r})"
 
@@ -89,10 +89,20 @@ class KafkaBus:
 
     def produce(self, topic:str, value:bytes, key:str|None=None, headers:dict|None=None, partition:int|None=None) -> None:
         "Send a message (asynchronously; `flush` waits and raises the first delivery error)."
-        if topic not in self._known: self.create_topics(topic)
+        if topic not in self._sending: self._send_to(topic)
         fut = self._prod().send(topic, value=bytes(value), key=None if key is None else key_bytes(key),
                                 headers=list(as_headers(headers).items()) or None, partition=partition)
         fut.add_errback(self._errors.append)
+
+    def _send_to(self, topic:str):
+        """The first message to `topic`: create it if need be, and have the producer follow its metadata. kafka-python
+        3.0 does not for a topic it knows from its first (all-topics) metadata; its next request, for another topic,
+        then drops that one, and a batch waiting for it waits for a leader it never asks for again: two minutes, then
+        the batch expires."""
+        if topic not in self._known: self.create_topics(topic)
+        sender = getattr(self._prod(), '_sender', None)
+        if hasattr(sender, 'add_topic'): sender.add_topic(topic)
+        self._sending.add(topic)
 
     def flush(self, timeout_s:float|None=None) -> None:
         "Wait until every produced message is acknowledged; raise `VeloxError` if any failed."

@@ -116,6 +116,7 @@ class Worker(WorkerLoop):
         for s in syms: self.merges.pop(s, None); self.guard.forget([s])
         for part in (self.progress, self.owned, self.ends): part.forget(syms, lost)
         self.owned.assigned = now; self.wm.assign(now)
+        if self.flight: self.flight.assign(now)  # careful only for deaths on partitions it owns
         if self.wm.value is None: self.applied = None  # new partitions: re-read from their commits, not late
         if now: self._forward(self._idle)  # here I am, downstream: before any row of this assignment
         self.stats.assignment = sorted(map(list, now))
@@ -350,7 +351,7 @@ class Worker(WorkerLoop):
         if self.progress.next and self.consumer.commit(self.progress.commit_point(self.checkpoints is not None)):
             self.stats.commits += 1
             if self.metrics: self.metrics.checkpoints.labels(self.metrics.worker).inc()
-            if self.flight: self.flight.prune(held_floor(self.merges.values(), self.progress.next), self.owned.assigned)
+            if self.flight: self.flight.prune(held_floor(self.merges.values(), self.progress.next))
         self._last_ckpt = time.monotonic()
         return True
 
