@@ -3,6 +3,7 @@
 resumes resumes without losing a message, and a detect worker on either client, fed by the
 other, gives the notebook runner's alerts on a real window."""
 import random, string, threading, time
+from collections import Counter
 from pathlib import Path
 import numpy as np
 import pytest
@@ -59,8 +60,8 @@ def test_kafka_python_confluent_and_partition_for_put_each_of_2000_symbols_on_th
     # offsets) or the read missed them. (With both clients writing the fresh partitions at once, the first batch of one
     # client to one partition went missing twice, both inside a whole-suite run on the shared test broker, never in 75
     # tries alone; placement is what this test checks, so the clients take turns.)
-    read = {p: sum(m.partition == p for m in msgs) for p in range(partitions)}
-    assert sum(map(len, got.values())) == 2 * len(syms), {'read': read, 'end offsets': {p: cbus.highwater(topic, p) for p in read}}
+    assert sum(map(len, got.values())) == 2 * len(syms), {
+        'read': Counter(m.partition for m in msgs), 'end offsets': {p: cbus.highwater(topic, p) for p in range(partitions)}}
     want = {s: partition_for(s, partitions) for s in syms}
     assert len(set(want.values())) == partitions  # every partition gets keys: the check compares something everywhere
     assert got[b'kafka-python'] == want

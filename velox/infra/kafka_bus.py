@@ -118,7 +118,7 @@ class KafkaBus:
             if self._probe is None:
                 self._probe = self.client(KafkaConsumer, enable_auto_commit=False, fetch_max_wait_ms=10)
             tp = TopicPartition(topic, partition)
-            self._probe.assign([tp])
+            self._probe.assign([]); self._probe.assign([tp])  # a fresh partition state: a fetch's answer, not the last one's
             self._probe.seek_to_beginning(tp)
             deadline = time.monotonic() + 10
             while (hw := self._probe.highwater(tp)) is None and time.monotonic() < deadline:

@@ -222,7 +222,6 @@ class InFlight:
     _last: bytes = b''  # the flight recorded
     floor: dict = field(default_factory=dict)  # tp -> an offset no message still held is below (`begin` with `nxt`)
     owned: set|None = None  # the partitions the member owns (`assign`; None: not told, every death counts)
-    careful: bool = False  # a message on an owned partition has deaths on record: one message at a time
 
     @classmethod
     def at(cls, hot=None, prefix:str='', status_path:str|None=None, member:str|None=None, max_deaths:int=2) -> InFlight|None:
@@ -246,15 +245,16 @@ class InFlight:
         for mid in died: self.deaths[mid] = self.deaths.get(mid, 0) + 1
         self.pinned = (self.pinned - set(died)) | (set(died) if len(died) == 1 else set())
         if died: self.save(); self.end(force=True)
-        self._mind()
         return died
 
-    def __post_init__(self): self._mind()
-    def _mind(self): self.careful = any(self.owned is None or mid[0] in self.owned for mid in self.deaths)
+    @property
+    def careful(self) -> bool:
+        "A message on a partition the member owns has deaths on record: take messages one at a time."
+        return any(self.owned is None or mid[0] in self.owned for mid in self.deaths)
 
     def assign(self, owned:set):
         "The partitions the member owns now (the group's assignment)."
-        self.owned = set(owned); self._mind()
+        self.owned = set(owned)
 
     def doomed(self, mid) -> str|None:
         "Why message `mid` must not be processed again (None: it may be)."
@@ -282,7 +282,7 @@ class InFlight:
     def bury(self, mid):
         "Message `mid` was dead-lettered for repeated failure: never process it, nor dead-letter it, again."
         self.buried.add(mid); self.deaths.pop(mid, None); self.pinned.discard(mid)
-        self.save(); self._mind()
+        self.save()
 
     def prune(self, floor:dict):
         "Forget messages below `floor` (`{tp: first offset still held}`, the member's partitions)."
@@ -291,7 +291,7 @@ class InFlight:
         old = (len(self.deaths), len(self.buried))
         self.deaths = {m: n for m, n in self.deaths.items() if not gone(m)}
         self.pinned &= set(self.deaths); self.buried = {m for m in self.buried if not gone(m)}
-        if (len(self.deaths), len(self.buried)) != old: self.save(); self._mind()
+        if (len(self.deaths), len(self.buried)) != old: self.save()
 
     def save(self):
         self.ledger.write(json.dumps({'deaths': [[t, p, o, n] for ((t, p), o), n in sorted(self.deaths.items())],
